@@ -1,0 +1,563 @@
+"""The CPU backend: the same stream as the Triton kernels, computed with Numba.
+
+Every float operation mirrors ``fastinit/kernels/distributions.py`` one for one (same
+operations, same order, float32 unless the output is float64, explicit fused
+multiply-adds), so the CPU and the GPU give bit-identical values. The work is split
+over a thread pool; Numba releases the GIL and writes straight into the output, so a
+fill needs no temporary beyond a few scalars per thread.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import literally, njit, types
+from numba.extending import intrinsic, overload
+
+from fastinit.kernels import contract as C
+from fastinit.layout import Segment
+from fastinit.spec import KernelParams
+
+# --- primitives Numba lacks: fma and bit casts -------------------------------------------
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """Fused multiply-add with a single rounding (llvm.fma)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
+def _bitcast_intrinsic(src, dst, llvm_type):
+    @intrinsic
+    def cast(typingctx, x):
+        if x != src:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_type)
+
+        return dst(x), codegen
+
+    return cast
+
+
+_f32_bits = _bitcast_intrinsic(types.float32, types.uint32, ir.IntType(32))
+_bits_f32 = _bitcast_intrinsic(types.uint32, types.float32, ir.FloatType())
+
+# --- constants, typed so that no operation is promoted to float64 ------------------------
+
+F = np.float32
+U = np.uint32
+U64 = np.uint64
+_M0 = U64(C.PHILOX_M0)
+_M1 = U64(C.PHILOX_M1)
+_W0 = U(C.PHILOX_W0)
+_W1 = U(C.PHILOX_W1)
+_LO32 = U64(0xFFFFFFFF)
+_SH32 = U64(32)
+_ROUNDS = C.PHILOX_ROUNDS
+_USHIFT = U(C.UNIFORM_SHIFT)
+_USCALE = F(C.UNIFORM_SCALE)
+_ONE_U = U(1)
+_SQRT_HALF_BITS = np.int64(C.LOG_SQRT_HALF_BITS)
+_LN2_HI = F(C.LN2_HI)
+_LN2_LO = F(C.LN2_LO)
+_ZERO = F(0.0)
+_HALF = F(0.5)
+_QUARTER = F(0.25)
+_ONE = F(1.0)
+_TWO = F(2.0)
+_FOUR = F(4.0)
+_MINUS_TWO = F(-2.0)
+
+_L9, _L8, _L7, _L6, _L5, _L4, _L3, _L2, _L1, _L0 = (F(c) for c in reversed(C.LOG1P))
+_S4, _S3, _S2, _S1, _S0 = (F(c) for c in reversed(C.SIN2PI))
+_K4, _K3, _K2, _K1, _K0 = (F(c) for c in reversed(C.COS2PI))
+_A7, _A6, _A5, _A4, _A3, _A2, _A1, _A0 = (F(c) for c in reversed(C.NDTRI0))
+_B7, _B6, _B5, _B4, _B3, _B2, _B1, _B0 = (F(c) for c in reversed(C.NDTRI1))
+_D7, _D6, _D5, _D4, _D3, _D2, _D1, _D0 = (F(c) for c in reversed(C.NDTRI2))
+_E8, _E7, _E6, _E5, _E4, _E3, _E2, _E1, _E0 = (F(c) for c in reversed(C.NDTRI3))
+_A_MID = F(C.NDTRI0_CENTRE)
+_B_MID = F(C.NDTRI1_CENTRE)
+_D_MID = F(C.NDTRI2_CENTRE)
+_E_MID = F(C.NDTRI3_CENTRE)
+_W1_ = F(C.NDTRI_W1)
+_W2_ = F(C.NDTRI_W2)
+_W3_ = F(C.NDTRI_W3)
+
+_CONSTANT = C.CONSTANT
+_UNIFORM = C.UNIFORM
+_NORMAL = C.NORMAL
+_TRUNC = C.TRUNC_NORMAL
+
+# what a uint16 output array holds
+_BF16 = 0
+_F16 = 1
+
+# --- Philox and the counter layout ------------------------------------------------------
+
+
+@njit(inline="always")
+def philox4x32(c0, c1, c2, c3, k0, k1, rounds):
+    """Philox4x32 with ``rounds`` rounds on uint32 words."""
+    for _ in range(rounds):
+        p0 = U64(c0) * _M0
+        p1 = U64(c2) * _M1
+        n0 = U(U(p1 >> _SH32) ^ c1 ^ k0)
+        n2 = U(U(p0 >> _SH32) ^ c3 ^ k1)
+        c1 = U(p1 & _LO32)
+        c3 = U(p0 & _LO32)
+        c0 = n0
+        c2 = n2
+        k0 = U(k0 + _W0)
+        k1 = U(k1 + _W1)
+    return c0, c1, c2, c3
+
+
+@njit(inline="always")
+def group_words(group, k0, k1, c2, c3):
+    g = U64(group)
+    return philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, _ROUNDS)
+
+
+# --- device math, mirrored ----------------------------------------------------------------
+
+
+@njit(inline="always")
+def uniform_open(w):
+    return F(U(U(U(w >> _USHIFT) << _ONE_U) | _ONE_U)) * _USCALE
+
+
+@njit
+def log_f32(x):
+    bits = np.int64(_f32_bits(x))
+    k = (bits - _SQRT_HALF_BITS) >> 23
+    m = _bits_f32(U(bits - (k << 23)))
+    f = m - _ONE
+    p = _fma(f, _L9, _L8)
+    p = _fma(p, f, _L7)
+    p = _fma(p, f, _L6)
+    p = _fma(p, f, _L5)
+    p = _fma(p, f, _L4)
+    p = _fma(p, f, _L3)
+    p = _fma(p, f, _L2)
+    p = _fma(p, f, _L1)
+    p = _fma(p, f, _L0)
+    kf = F(k)
+    return _fma(kf, _LN2_HI, _fma(kf, _LN2_LO, f * p))
+
+
+@njit
+def cossin_2pi(u):
+    v = u * _FOUR
+    q = np.int64(v + _HALF)  # floor: v + 1/2 > 0
+    r = (v - F(q)) * _QUARTER
+    r2 = r * r
+    s = _fma(r2, _S4, _S3)
+    s = _fma(s, r2, _S2)
+    s = _fma(s, r2, _S1)
+    s = _fma(s, r2, _S0)
+    s = r * s
+    c = _fma(r2, _K4, _K3)
+    c = _fma(c, r2, _K2)
+    c = _fma(c, r2, _K1)
+    c = _fma(c, r2, _K0)
+    q &= 3
+    if q & 1:
+        c, s = s, c
+    if q == 1 or q == 2:
+        c = -c
+    if q >= 2:
+        s = -s
+    return c, s
+
+
+@njit
+def box_muller(wa, wb):
+    r = np.sqrt(_MINUS_TWO * log_f32(uniform_open(wa)))
+    c, s = cossin_2pi(uniform_open(wb))
+    return r * c, r * s
+
+
+@njit
+def _ndtri_poly0(w):
+    y = w - _A_MID
+    p = _fma(y, _A7, _A6)
+    p = _fma(p, y, _A5)
+    p = _fma(p, y, _A4)
+    p = _fma(p, y, _A3)
+    p = _fma(p, y, _A2)
+    p = _fma(p, y, _A1)
+    return _fma(p, y, _A0)
+
+
+@njit
+def _ndtri_poly1(w):
+    y = w - _B_MID
+    p = _fma(y, _B7, _B6)
+    p = _fma(p, y, _B5)
+    p = _fma(p, y, _B4)
+    p = _fma(p, y, _B3)
+    p = _fma(p, y, _B2)
+    p = _fma(p, y, _B1)
+    return _fma(p, y, _B0)
+
+
+@njit
+def _ndtri_poly2(s):
+    y = s - _D_MID
+    p = _fma(y, _D7, _D6)
+    p = _fma(p, y, _D5)
+    p = _fma(p, y, _D4)
+    p = _fma(p, y, _D3)
+    p = _fma(p, y, _D2)
+    p = _fma(p, y, _D1)
+    return _fma(p, y, _D0)
+
+
+@njit
+def _ndtri_poly3(s):
+    y = s - _E_MID
+    p = _fma(y, _E8, _E7)
+    p = _fma(p, y, _E6)
+    p = _fma(p, y, _E5)
+    p = _fma(p, y, _E4)
+    p = _fma(p, y, _E3)
+    p = _fma(p, y, _E2)
+    p = _fma(p, y, _E1)
+    return _fma(p, y, _E0)
+
+
+@njit
+def ndtri_factor(w, regions):
+    """The polynomial of w's own region; ``regions`` (1-4) bounds the regions that occur.
+
+    Regions beyond ``regions`` are never evaluated, and the selection is branch-free so
+    that the loops vectorize.
+    """
+    p = _ndtri_poly0(w)
+    if regions >= 2:
+        p1 = _ndtri_poly1(w)
+        p = p1 if w >= _W1_ else p
+        if regions >= 3:
+            s = np.sqrt(w)
+            p2 = _ndtri_poly2(s)
+            p = p2 if w >= _W2_ else p
+            if regions >= 4:
+                p3 = _ndtri_poly3(s)
+                p = p3 if w >= _W3_ else p
+    return p
+
+
+@njit
+def _trunc_w(u, pa, qb, dd):
+    """(w, t, p < q) of the inversion for uniform u."""
+    p = _fma(u, dd, pa)
+    q = _fma(_ONE - u, dd, qb)
+    t = min(p, q)
+    return -log_f32((t * (_ONE - t)) * _FOUR), t, p < q
+
+
+@njit
+def trunc_normal_standard(word, pa, qb, dd, regions):
+    w, t, lower = _trunc_w(uniform_open(word), pa, qb, dd)
+    z = (_ONE - _TWO * t) * ndtri_factor(w, regions)
+    return -z if lower else z
+
+
+@njit(cache=True)
+def trunc_regions(pa, qb, dd):
+    """How many inverse-CDF regions a truncated normal with these parameters reaches.
+
+    w is largest at the extreme uniforms; it is computed exactly as the fill computes it
+    and given a margin, so that every element's region is evaluated.
+    """
+    u_min = _USCALE  # the smallest uniform, 2**-24; 1 - u_min is the largest
+    w_lo = _trunc_w(u_min, pa, qb, dd)[0]
+    w_hi = _trunc_w(_ONE - u_min, pa, qb, dd)[0]
+    w_max = max(w_lo, w_hi) * F(1.001) + F(1e-3)
+    if w_max >= _W3_:
+        return 4
+    if w_max >= _W2_:
+        return 3
+    if w_max >= _W1_:
+        return 2
+    return 1
+
+
+@njit
+def group_variates(dist, group, k0, k1, c2, c3, pa, qb, dd, regions):
+    """The four float32 standard variates of one element group."""
+    if dist == _CONSTANT:
+        return _ZERO, _ZERO, _ZERO, _ZERO
+    w0, w1, w2, w3 = group_words(group, k0, k1, c2, c3)
+    if dist == _UNIFORM:
+        return uniform_open(w0), uniform_open(w1), uniform_open(w2), uniform_open(w3)
+    if dist == _NORMAL:
+        z0, z1 = box_muller(w0, w1)
+        z2, z3 = box_muller(w2, w3)
+        return z0, z1, z2, z3
+    return (trunc_normal_standard(w0, pa, qb, dd, regions),
+            trunc_normal_standard(w1, pa, qb, dd, regions),
+            trunc_normal_standard(w2, pa, qb, dd, regions),
+            trunc_normal_standard(w3, pa, qb, dd, regions))
+
+
+# --- output conversion -----------------------------------------------------------------
+
+
+@njit
+def f32_to_f16_bits(x):
+    """float32 -> float16 bits, round to nearest even (finite inputs; overflow -> inf)."""
+    b = _f32_bits(x)
+    sign = U((b >> U(16)) & U(0x8000))
+    a = U(b & U(0x7FFFFFFF))
+    if a >= U(0x47800000):
+        h = U(0x7C00) if a <= U(0x7F800000) else U(0x7E00)
+    elif a >= U(0x38800000):
+        a2 = U(a - U(0x38000000))
+        h = U(U(a2 + U(0x0FFF) + ((a2 >> U(13)) & _ONE_U)) >> U(13))
+    else:  # subnormal: the float addition rounds to a multiple of 2**-24
+        h = U(_f32_bits(_bits_f32(a) + _HALF) - U(0x3F000000))
+    return np.uint16(sign | h)
+
+
+@njit
+def f16_bits_to_f32(h):
+    h = U(h)
+    sign = U((h & U(0x8000)) << U(16))
+    e = (h >> U(10)) & U(0x1F)
+    m = h & U(0x3FF)
+    if e == 0:
+        v = F(m) * F(2.0**-24)
+        return -v if sign else v
+    if e == 31:
+        return _bits_f32(U(sign | U(0x7F800000) | U(m << U(13))))
+    return _bits_f32(U(sign | U((e + U(112)) << U(23)) | U(m << U(13))))
+
+
+@njit
+def round_bf16(x):
+    """float32 rounded to the nearest bfloat16 (even on ties), as a float32."""
+    b = _f32_bits(x)
+    b = U(U(b + U(0x7FFF) + ((b >> U(16)) & _ONE_U)) & U(0xFFFF0000))
+    return _bits_f32(b)
+
+
+def store(out, i, v, shift, scale, lo, hi, kind):
+    """Write standard variate ``v`` as element ``i``: fma, round to the dtype, clamp."""
+
+
+@overload(store)
+def _store_impl(out, i, v, shift, scale, lo, hi, kind):
+    if out.dtype == types.float64:
+        def store_f64(out, i, v, shift, scale, lo, hi, kind):
+            out[i] = min(max(_fma(np.float64(v), scale, shift), lo), hi)
+        return store_f64
+    if out.dtype == types.float32:
+        def store_f32(out, i, v, shift, scale, lo, hi, kind):
+            out[i] = min(max(_fma(v, scale, shift), lo), hi)
+        return store_f32
+
+    def store_u16(out, i, v, shift, scale, lo, hi, kind):
+        x = _fma(v, scale, shift)
+        if kind == _BF16:
+            y = min(max(round_bf16(x), lo), hi)
+            out[i] = np.uint16(_f32_bits(y) >> U(16))
+        else:
+            y = min(max(f16_bits_to_f32(f32_to_f16_bits(x)), lo), hi)
+            out[i] = f32_to_f16_bits(y)
+    return store_u16
+
+
+# --- the fill loop ------------------------------------------------------------------------
+
+
+@njit
+def _store4(out, i, v0, v1, v2, v3, shift, scale, lo, hi, kind):
+    store(out, i, v0, shift, scale, lo, hi, kind)
+    store(out, i + 1, v1, shift, scale, lo, hi, kind)
+    store(out, i + 2, v2, shift, scale, lo, hi, kind)
+    store(out, i + 3, v3, shift, scale, lo, hi, kind)
+
+
+@njit
+def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, regions, shift, scale, lo, hi, kind):
+    regions = literally(regions)
+    for i in range(n):
+        w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+        _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, regions),
+                trunc_normal_standard(w1, pa, qb, dd, regions),
+                trunc_normal_standard(w2, pa, qb, dd, regions),
+                trunc_normal_standard(w3, pa, qb, dd, regions), shift, scale, lo, hi, kind)
+
+
+@njit
+def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, regions, shift, scale, lo, hi,
+            kind):
+    """``n`` whole element groups starting at group ``g0``; ``out`` starts at group ``g0``.
+
+    One loop per distribution keeps each loop body free of the distribution switch, and
+    indices counted from zero let the compiler drop negative-index handling: both are
+    needed for the loops to vectorize.
+    """
+    if dist == _UNIFORM:
+        for i in range(n):
+            w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+            _store4(out, 4 * i, uniform_open(w0), uniform_open(w1), uniform_open(w2),
+                    uniform_open(w3), shift, scale, lo, hi, kind)
+    elif dist == _NORMAL:
+        for i in range(n):
+            w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+            z0, z1 = box_muller(w0, w1)
+            z2, z3 = box_muller(w2, w3)
+            _store4(out, 4 * i, z0, z1, z2, z3, shift, scale, lo, hi, kind)
+    elif dist == _TRUNC:
+        # a compile-time region count per loop: the loops only vectorize that way
+        if regions == 1:
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, 1, shift, scale, lo, hi, kind)
+        elif regions == 2:
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, 2, shift, scale, lo, hi, kind)
+        elif regions == 3:
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, 3, shift, scale, lo, hi, kind)
+        else:
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, 4, shift, scale, lo, hi, kind)
+    else:
+        for i in range(n):
+            _store4(out, 4 * i, _ZERO, _ZERO, _ZERO, _ZERO, shift, scale, lo, hi, kind)
+
+
+@njit(nogil=True, cache=True)
+def _fill(out, m_base, m_row_stride, g_base, g_row_stride, row_len, e0, e1,
+          dist, k0, k1, c2, c3, pa, qb, dd, regions, shift, scale, lo, hi, kind):
+    """Fill local elements ``[e0, e1)`` (row-major over ``n_rows x row_len``) of a segment.
+
+    ``out`` is a flat array over the segment's memory: float32, float64, or uint16 holding
+    bfloat16 (``kind == 0``) or float16 (``kind == 1``) bits.
+    """
+    e = e0
+    while e < e1:
+        row = e // row_len
+        col = e - row * row_len
+        n = min(row_len - col, e1 - e)
+        gs = g_base + row * g_row_stride + col  # global index of the first element
+        ge = gs + n
+        base = m_base + row * m_row_stride + col - gs  # memory offset of global index 0
+        grp = gs >> 2
+        if gs & 3:  # leading partial group
+            v = group_variates(dist, grp, k0, k1, c2, c3, pa, qb, dd, regions)
+            for j in range(gs & 3, min(4, ge - (grp << 2))):
+                store(out, base + (grp << 2) + j, v[j], shift, scale, lo, hi, kind)
+            grp += 1
+        if (ge >> 2) > grp:
+            _groups(out[base + (grp << 2):], grp, (ge >> 2) - grp, dist, k0, k1, c2, c3, pa, qb,
+                    dd, regions, shift, scale, lo, hi, kind)
+        if (ge & 3) and (ge >> 2) >= grp:  # trailing partial group
+            g = ge >> 2
+            v = group_variates(dist, g, k0, k1, c2, c3, pa, qb, dd, regions)
+            for j in range(ge & 3):
+                store(out, base + (g << 2) + j, v[j], shift, scale, lo, hi, kind)
+        e += n
+
+
+# --- host side ------------------------------------------------------------------------------
+
+#: Fills smaller than this run on the calling thread.
+PARALLEL_THRESHOLD = 1 << 16
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> int:
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < _threads():  # noqa: SLF001
+            _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="fastinit")
+        return _pool
+
+
+def _flat_array(out: torch.Tensor, span: int) -> tuple[np.ndarray, int]:
+    """A NumPy view of ``span`` elements of ``out``'s memory, and the 16-bit kind."""
+    flat = torch.as_strided(out, (span,), (1,))
+    if out.dtype == torch.bfloat16:
+        return flat.view(torch.int16).numpy().view(np.uint16), _BF16
+    if out.dtype == torch.float16:
+        return flat.view(torch.int16).numpy().view(np.uint16), _F16
+    return flat.numpy(), -1
+
+
+def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, key: int,
+         stream: int, draw_round: int = 0) -> None:
+    """Fill ``segments`` of ``out`` (a CPU tensor) with the stream of (key, stream)."""
+    if not segments:
+        return
+    span = max(s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len for s in segments)
+    arr, kind = _flat_array(out, span)
+    k0, k1 = C.key_words(key)
+    c2, c3 = C.stream_words(stream, draw_round)
+    ftype = np.float64 if out.dtype == torch.float64 else np.float32
+    pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
+    regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
+    args = (params.dist, U(k0), U(k1), U(c2), U(c3), pa, qb, dd, regions, ftype(params.shift),
+            ftype(params.scale), ftype(params.lo), ftype(params.hi), kind)
+    jobs = []
+    for s in segments:
+        total = s.n_rows * s.row_len
+        pieces = 1 if total < PARALLEL_THRESHOLD else _threads()
+        bounds = [total * i // pieces for i in range(pieces + 1)]
+        for e0, e1 in zip(bounds[:-1], bounds[1:]):
+            if e1 > e0:
+                jobs.append((arr, s.m_base, s.m_row_stride, s.g_base, s.g_row_stride,
+                             s.row_len, e0, e1) + args)
+    if len(jobs) == 1:
+        _fill(*jobs[0])
+    else:
+        for f in [_executor().submit(_fill, *job) for job in jobs]:
+            f.result()
+
+
+def philox_words(key: int, stream: int, groups: np.ndarray, draw_round: int = 0,
+                 rounds: int = C.PHILOX_ROUNDS) -> np.ndarray:
+    """Raw Philox words of element groups, shape (len(groups), 4) (for tests and tools)."""
+    k0, k1 = C.key_words(key)
+    c2, c3 = C.stream_words(stream, draw_round)
+    groups = np.ascontiguousarray(groups, dtype=np.uint64)
+    return _words(groups, U(k0), U(k1), U(c2), U(c3), rounds)
+
+
+@njit(cache=True)
+def _words(groups, k0, k1, c2, c3, rounds):
+    out = np.empty((groups.size, 4), dtype=np.uint32)
+    for i in range(groups.size):
+        g = groups[i]
+        w = philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = w
+    return out
+
+
+@njit(cache=True)
+def _philox_once(c0, c1, c2, c3, k0, k1, rounds):
+    return philox4x32(c0, c1, c2, c3, k0, k1, rounds)
+
+
+def philox_block(counter: Sequence[int], key: Sequence[int], rounds: int) -> tuple[int, ...]:
+    """Philox4x32 of one raw (counter, key) pair, for the known-answer tests."""
+    c = [U(x) for x in counter]
+    return tuple(int(x) for x in _philox_once(c[0], c[1], c[2], c[3], U(key[0]), U(key[1]), rounds))
+
+

@@ -1,0 +1,102 @@
+"""Where values go: from a tensor (or a shard of one) to fill segments.
+
+A fill writes global elements of a *logical* tensor - the full tensor, whatever part of
+it this process holds - to memory. :class:`Segment` is the unit both backends take: rows
+of consecutive global indices stored at consecutive memory locations. A contiguous
+tensor is one segment of one row; a slice or the local shard of a sharded tensor is one
+segment of many rows (or, rarely, several segments).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+
+
+class Segment(NamedTuple):
+    """``n_rows`` runs of ``row_len`` elements.
+
+    Row ``r`` holds global elements ``[g_base + r * g_row_stride, ... + row_len)`` at
+    memory offsets ``[m_base + r * m_row_stride, ... + row_len)`` (elements, from the
+    tensor's first element).
+    """
+
+    m_base: int
+    m_row_stride: int
+    g_base: int
+    g_row_stride: int
+    row_len: int
+    n_rows: int
+
+    @property
+    def numel(self) -> int:
+        return self.row_len * self.n_rows
+
+
+def contiguous_strides(shape: Sequence[int]) -> list[int]:
+    strides = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        strides[d] = strides[d + 1] * max(int(shape[d + 1]), 1)
+    return strides
+
+
+def segments(shape: Sequence[int], mem_strides: Sequence[int],
+             global_shape: Sequence[int] | None = None,
+             global_offset: Sequence[int] | None = None,
+             global_strides: Sequence[int] | None = None) -> list[Segment] | None:
+    """Segments covering a local block of a logical tensor.
+
+    ``shape``/``mem_strides`` describe the local memory; the block starts at
+    ``global_offset`` inside a row-major tensor of ``global_shape`` (default: the block is
+    the whole tensor). ``global_strides`` replaces the row-major strides of the global
+    tensor when given (for strided shards). Returns ``None`` when the innermost local
+    dimension is not unit-stride in both memory and global index; callers then fill a
+    contiguous temporary.
+    """
+    ndim = len(shape)
+    if global_shape is None:
+        global_shape = shape
+    if global_offset is None:
+        global_offset = [0] * ndim
+    if global_strides is None:
+        global_strides = contiguous_strides(global_shape)
+    if math.prod(shape) == 0:
+        return []
+    g_base = sum(int(o) * int(s) for o, s in zip(global_offset, global_strides))
+    # (size, memory stride, global stride), outermost first, size-1 dimensions dropped
+    dims = [(int(n), int(m), int(g)) for n, m, g in zip(shape, mem_strides, global_strides)
+            if n != 1]
+    merged: list[tuple[int, int, int]] = []
+    for n, m, g in reversed(dims):
+        if merged:
+            n_in, m_in, g_in = merged[-1]
+            if m == n_in * m_in and g == n_in * g_in:
+                merged[-1] = (n * n_in, m_in, g_in)
+                continue
+        merged.append((n, m, g))
+    merged.reverse()
+    if not merged:
+        return [Segment(0, 0, g_base, 0, 1, 1)]
+    row_len, m_in, g_in = merged[-1]
+    if m_in != 1 or g_in != 1:
+        return None
+    outer = merged[:-1]
+    if not outer:
+        return [Segment(0, 0, g_base, 0, row_len, 1)]
+    n_rows, m_row, g_row = outer[-1]
+    result = []
+    for idx in itertools.product(*(range(n) for n, _, _ in outer[:-1])):
+        m0 = sum(i * m for i, (_, m, _) in zip(idx, outer))
+        g0 = sum(i * g for i, (_, _, g) in zip(idx, outer))
+        result.append(Segment(m0, m_row, g_base + g0, g_row, row_len, n_rows))
+    return result
+
+
+def tensor_segments(t: torch.Tensor) -> list[Segment] | None:
+    """Segments of a whole (possibly non-contiguous) tensor, by its logical index."""
+    if t.is_contiguous():
+        n = t.numel()
+        return [Segment(0, 0, 0, 0, n, 1)] if n else []
+    return segments(t.shape, t.stride())

@@ -1,0 +1,89 @@
+"""Fill kernels.
+
+A fill writes the values of global elements ``[g_start, g_start + length)`` of a logical
+tensor to ``length`` consecutive memory locations. A *segment* is ``n_rows`` such runs,
+row ``r`` starting at global index ``g_base + r * g_row_stride`` and at memory offset
+``m_base + r * m_row_stride``: one segment describes a contiguous tensor, a slice, or the
+local shard of a sharded tensor. Launchers live in ``fastinit.backends.triton``.
+
+Each program fills one block of one row. Its block is aligned to element groups of
+four, so one Philox call yields the four values of a group and no word is wasted.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from . import contract as C
+from .distributions import box_muller, to_output, trunc_normal_standard, uniform_open
+from .philox import group_words
+
+CONSTANT = tl.constexpr(C.CONSTANT)
+UNIFORM = tl.constexpr(C.UNIFORM)
+NORMAL = tl.constexpr(C.NORMAL)
+TRUNC_NORMAL = tl.constexpr(C.TRUNC_NORMAL)
+
+
+@triton.jit
+def _interleave4(a, b, c, d):
+    """[G] x 4 -> [4G] with element 4g + j taken from the j-th argument."""
+    x = tl.join(tl.join(a, c), tl.join(b, d))
+    return tl.reshape(x, [4 * a.shape[0]])
+
+
+@triton.jit
+def _bits_to_f64(bits):
+    return bits.to(tl.int64).to(tl.float64, bitcast=True)
+
+
+@triton.jit
+def fill_block(out_ptr, m_start, g_start, length, blk,
+               k0, k1, c2, c3,
+               shift, scale, pa, qb, dd, lo, hi,
+               DIST: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+    """Fill block ``blk`` of the run of global elements ``[g_start, g_start + length)``.
+
+    The run is stored at ``out_ptr + m_start``. Float parameters are float64 scalars;
+    key and counter words are uint32 scalars.
+    """
+    G: tl.constexpr = BLOCK // 4
+    first = g_start // 4 + blk * G  # first element group of the block
+    gidx = first * 4 + tl.arange(0, BLOCK)
+    offs = gidx - g_start
+    mask = (offs >= 0) & (offs < length)
+    if DIST == CONSTANT:
+        v = tl.zeros([BLOCK], dtype=tl.float32)
+    else:
+        w0, w1, w2, w3 = group_words(first + tl.arange(0, G), k0, k1, c2, c3)
+        if DIST == NORMAL:
+            z0, z1 = box_muller(w0, w1)
+            z2, z3 = box_muller(w2, w3)
+            v = _interleave4(z0, z1, z2, z3)
+        else:
+            words = _interleave4(w0, w1, w2, w3)
+            if DIST == UNIFORM:
+                v = uniform_open(words)
+            else:
+                v = trunc_normal_standard(words, pa.to(tl.float32), qb.to(tl.float32), dd.to(tl.float32))
+    y = to_output(v, shift, scale, lo, hi, out_ptr.dtype.element_ty, CLAMP)
+    tl.store(out_ptr + m_start + offs, y, mask=mask)
+
+
+@triton.jit(do_not_specialize=["g_base", "g_row_stride", "m_base", "m_row_stride", "row_len",
+                               "blocks_per_row", "k0", "k1", "c2", "c3", "shift_bits",
+                               "scale_bits", "pa_bits", "qb_bits", "dd_bits", "lo_bits",
+                               "hi_bits"])
+def _fill_kernel(out_ptr, m_base, m_row_stride, g_base, g_row_stride, row_len, blocks_per_row,
+                 k0, k1, c2, c3,
+                 shift_bits, scale_bits, pa_bits, qb_bits, dd_bits, lo_bits, hi_bits,
+                 DIST: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+    """One segment, one distribution. Float parameters arrive as float64 bit patterns."""
+    pid = tl.program_id(0).to(tl.int64)
+    row = pid // blocks_per_row
+    blk = pid - row * blocks_per_row
+    fill_block(out_ptr, m_base + row * m_row_stride, g_base + row * g_row_stride, row_len, blk,
+               k0.to(tl.uint32), k1.to(tl.uint32), c2.to(tl.uint32), c3.to(tl.uint32),
+               _bits_to_f64(shift_bits), _bits_to_f64(scale_bits), _bits_to_f64(pa_bits),
+               _bits_to_f64(qb_bits), _bits_to_f64(dd_bits), _bits_to_f64(lo_bits),
+               _bits_to_f64(hi_bits),
+               DIST, CLAMP, BLOCK)
