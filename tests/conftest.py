@@ -1,0 +1,41 @@
+"""Test configuration.
+
+Without a CUDA device the Triton kernels run under the interpreter (TRITON_INTERPRET=1),
+which must be set before Triton is first imported. GPU-only tests carry the ``gpu`` mark
+and skip cleanly when no device is present.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bit patterns of a floating-point tensor (for bitwise comparisons)."""
+    view = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
+    return t.contiguous().view(view)
+
+
+def assert_bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape and a.dtype == b.dtype
+    ba, bb = bits(a.cpu()), bits(b.cpu())
+    diff = (ba != bb).nonzero()
+    assert diff.numel() == 0, (
+        f"{diff.shape[0]} of {a.numel()} elements differ; first at {diff[0].tolist()}: "
+        f"{a.cpu()[tuple(diff[0])].item()!r} vs {b.cpu()[tuple(diff[0])].item()!r}"
+    )
