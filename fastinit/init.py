@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from fastinit import backends
-from fastinit.layout import Segment, tensor_segments
+from fastinit.fill import fill_tensor
 from fastinit.spec import InitSpec, check_dtype
 from fastinit.streams import call_key
 
@@ -22,16 +21,8 @@ def _write(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None,
     check_dtype(tensor.dtype, fn)
     if tensor.device.type == "meta" or tensor.numel() == 0:
         return tensor
-    params = spec.kernel_params(tensor.dtype)
-    key = call_key(seed, generator)
-    with torch.no_grad():
-        segs = tensor_segments(tensor)
-        if segs is not None:
-            backends.fill(tensor, segs, params, key, stream)
-        else:  # a view whose innermost dimension is strided: fill a contiguous copy
-            tmp = torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
-            backends.fill(tmp, [Segment(0, 0, 0, 0, tmp.numel(), 1)], params, key, stream)
-            tensor.copy_(tmp)
+    params = spec.kernel_params(tensor.dtype)  # may raise: before anything is written
+    fill_tensor(tensor, params, call_key(seed, generator), stream)
     return tensor
 
 

@@ -45,8 +45,8 @@ Checks and thresholds
   w = -log(4 t (1 - t)) (|z| ~ 2.23, 3.30, 5.43 at the region edges); every region has
   a case whose mass lies entirely inside it, and a meta-test checks the coverage.
 
-Runtime: a few seconds on two cores (a fill of 10**6 values takes a few ms; the
-scipy KS evaluation and the sorting dominate).
+Runtime: about 11 s on two cores (a fill of 10**6 values takes a few ms; sorting
+for the KS statistic and the float64 conversions dominate).
 """
 from __future__ import annotations
 
@@ -146,6 +146,16 @@ def _params(cases):
     return [pytest.param(p, s, id=cid) for cid, p, s in cases]
 
 
+# Known defect (see test_trunc_normal_half): for an interval near the mean, t = pa + u * dd
+# is rounded to float32 next to 0.5, where float32 values are 2^-25 apart, so the standard
+# variates sit on a lattice of 2^-25 * sqrt(2 pi) = 7.5e-8 (2679 distinct values in 10^6
+# draws on [-1e-4, 1e-4]) instead of spanning the 2^23 uniforms. float16 cells near 1e-4
+# are 6e-8 wide: one in five is empty and the bound cells hold 1.5x their mass.
+NARROW_CENTRE_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="trunc_normal_ resolution near the mean is 7.5e-8 sigma (float32 t near 0.5)")
+
+
 # --- float32: continuous laws ---------------------------------------------------------------
 
 
@@ -196,6 +206,7 @@ def test_normal_float64(ms, seed):
 
 
 @slow
+@slow
 @pytest.mark.parametrize("params, seed", [
     pytest.param((0.0, 1.0, -2.0, 2.0), 4002, id="pm2s_torch_default"),
     pytest.param((1.0, 0.5, 3.0, 3.5), 4003, id="far_tail_mean1_std0.5_[3,3.5]"),
@@ -234,7 +245,9 @@ def test_normal_half(ms, seed, dtype):
 
 @slow
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
-@pytest.mark.parametrize("params, seed", _params(HALF_TRUNC_CASES))
+@pytest.mark.parametrize("params, seed", _params(HALF_TRUNC_CASES) + [
+    pytest.param((0.0, 1.0, -1e-4, 1e-4), 3101, id="very_narrow_[-1e-4s,1e-4s]",
+                 marks=NARROW_CENTRE_XFAIL)])
 def test_trunc_normal_half(params, seed, dtype):
     mean, std, a, b = params
     t = _draw(fastinit.trunc_normal_, dtype, mean, std, a, b, seed=seed)
@@ -300,8 +313,6 @@ def test_reference_agrees_with_scipy_truncnorm(params):
     assert abs(law.mean - m) <= 0.01 * se_m
     # scipy's variance is off by 1.7e-4 (relative) on [6, 6.001]: still < 0.5 SE
     assert abs(law.var - v) <= 0.5 * se_v
-    # the law of the standardised variable does not depend on the affine map
-    alpha, beta = truncnorm_standard(mean, std, a, b)
     assert law.mu4 >= law.var**2 > 0
 
 
