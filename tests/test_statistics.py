@@ -44,6 +44,9 @@ Checks and thresholds
 * The inverse CDF of trunc_normal_ uses four polynomial regions of
   w = -log(4 t (1 - t)) (|z| ~ 2.23, 3.30, 5.43 at the region edges); every region has
   a case whose mass lies entirely inside it, and a meta-test checks the coverage.
+* One case is a strict xfail (NARROW_CENTRE_XFAIL): a known loss of resolution of
+  trunc_normal_ for intervals close to the mean, visible in float16 / bfloat16 as
+  empty cells and overfull bound cells. Remove the mark when it is fixed.
 
 Runtime: about 11 s on two cores (a fill of 10**6 values takes a few ms; sorting
 for the KS statistic and the float64 conversions dominate).
@@ -88,6 +91,12 @@ def _draw(fn, dtype, *args, seed):
 
 def _assert_no_errors(errs):
     assert not errs, "\n".join(errs)
+
+
+def _continuous_checks(x, law):
+    """KS against the exact CDF, then mean and variance within 5 SE of the exact ones."""
+    ks = ks_check(x, law)
+    return ([ks] if ks else []) + moment_check(x, law.mean, law.var, law.mu4, law.name)
 
 
 # --- the cases ------------------------------------------------------------------------------
@@ -166,8 +175,7 @@ def test_uniform_float32(ab, seed):
     x = as_float64(_draw(fastinit.uniform_, torch.float32, a, b, seed=seed))
     assert ((x >= a) & (x < b)).all(), f"values outside [{a}, {b}): {x.min()!r} .. {x.max()!r}"
     law = uniform_law(a, b)
-    _assert_no_errors([e for e in [ks_check(x, law)] if e]
-                      + moment_check(x, law.mean, law.var, law.mu4, law.name))
+    _assert_no_errors(_continuous_checks(x, law))
 
 
 @slow
@@ -177,8 +185,7 @@ def test_normal_float32(ms, seed):
     x = as_float64(_draw(fastinit.normal_, torch.float32, mean, std, seed=seed))
     assert np.isfinite(x).all()
     law = normal_law(mean, std)
-    _assert_no_errors([e for e in [ks_check(x, law)] if e]
-                      + moment_check(x, law.mean, law.var, law.mu4, law.name))
+    _assert_no_errors(_continuous_checks(x, law))
 
 
 @slow
@@ -188,8 +195,7 @@ def test_trunc_normal_float32(params, seed):
     x = as_float64(_draw(fastinit.trunc_normal_, torch.float32, mean, std, a, b, seed=seed))
     assert ((x >= a) & (x <= b)).all(), f"values outside [{a}, {b}]: {x.min()!r} .. {x.max()!r}"
     law = trunc_normal_law(mean, std, a, b)
-    _assert_no_errors([e for e in [ks_check(x, law)] if e]
-                      + moment_check(x, law.mean, law.var, law.mu4, law.name))
+    _assert_no_errors(_continuous_checks(x, law))
 
 
 # --- float64 outputs (float32 standard variates, float64 affine map) ---------------------------
@@ -201,8 +207,7 @@ def test_normal_float64(ms, seed):
     mean, std = ms
     x = as_float64(_draw(fastinit.normal_, torch.float64, mean, std, seed=seed))
     law = normal_law(mean, std)
-    _assert_no_errors([e for e in [ks_check(x, law)] if e]
-                      + moment_check(x, law.mean, law.var, law.mu4, law.name))
+    _assert_no_errors(_continuous_checks(x, law))
 
 
 @slow
@@ -216,8 +221,7 @@ def test_trunc_normal_float64(params, seed):
     x = as_float64(_draw(fastinit.trunc_normal_, torch.float64, mean, std, a, b, seed=seed))
     assert ((x >= a) & (x <= b)).all(), f"values outside [{a}, {b}]: {x.min()!r} .. {x.max()!r}"
     law = trunc_normal_law(mean, std, a, b)
-    _assert_no_errors([e for e in [ks_check(x, law)] if e]
-                      + moment_check(x, law.mean, law.var, law.mu4, law.name))
+    _assert_no_errors(_continuous_checks(x, law))
 
 
 # --- bfloat16 / float16: the exact law of the rounded values ----------------------------------

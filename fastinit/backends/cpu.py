@@ -8,6 +8,7 @@ fill needs no temporary beyond a few scalars per thread.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -493,12 +494,25 @@ def _executor() -> ThreadPoolExecutor:
 
 def _flat_array(out: torch.Tensor, span: int) -> tuple[np.ndarray, int]:
     """A NumPy view of ``span`` elements of ``out``'s memory, and the 16-bit kind."""
-    flat = torch.as_strided(out, (span,), (1,))
+    if out.is_contiguous() and span == out.numel():
+        flat = out.view(-1)
+    else:
+        flat = torch.as_strided(out, (span,), (1,))
     if out.dtype == torch.bfloat16:
         return flat.view(torch.int16).numpy().view(np.uint16), _BF16
     if out.dtype == torch.float16:
         return flat.view(torch.int16).numpy().view(np.uint16), _F16
     return flat.numpy(), -1
+
+
+@functools.lru_cache(maxsize=4096)
+def _param_args(params: KernelParams, float64: bool, kind: int) -> tuple:
+    """The distribution arguments of ``_fill``, typed as it was compiled for."""
+    ftype = np.float64 if float64 else np.float32
+    pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
+    regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
+    return (pa, qb, dd, regions, ftype(params.shift), ftype(params.scale), ftype(params.lo),
+            ftype(params.hi), kind)
 
 
 def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, key: int,
@@ -508,19 +522,15 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
         return
     span = max(s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len for s in segments)
     arr, kind = _flat_array(out, span)
-    k0, k1 = C.key_words(key)
     c2, c3 = C.stream_words(stream, draw_round)
-    ftype = np.float64 if out.dtype == torch.float64 else np.float32
-    pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
-    regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
-    args = (params.dist, U(k0), U(k1), U(c2), U(c3), pa, qb, dd, regions, ftype(params.shift),
-            ftype(params.scale), ftype(params.lo), ftype(params.hi), kind)
+    args = (params.dist, U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3)) + _param_args(
+        params, out.dtype == torch.float64, kind)
     jobs = []
     for s in segments:
         total = s.n_rows * s.row_len
         pieces = 1 if total < PARALLEL_THRESHOLD else _threads()
-        bounds = [total * i // pieces for i in range(pieces + 1)]
-        for e0, e1 in zip(bounds[:-1], bounds[1:]):
+        for i in range(pieces):
+            e0, e1 = total * i // pieces, total * (i + 1) // pieces
             if e1 > e0:
                 jobs.append((arr, s.m_base, s.m_row_stride, s.g_base, s.g_row_stride,
                              s.row_len, e0, e1) + args)
