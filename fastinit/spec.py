@@ -38,6 +38,7 @@ class KernelParams(NamedTuple):
     pa: float = 0.0  # trunc_normal: Phi(alpha)
     qb: float = 0.0  # trunc_normal: Phi(-beta)
     dd: float = 0.0  # trunc_normal: Phi(beta) - Phi(alpha)
+    xa: float = 0.0  # trunc_normal: 2 Phi(alpha) - 1 = erf(alpha / sqrt(2))
     lo: float = -math.inf  # clamp bounds, values of the output dtype
     hi: float = math.inf
     clamp: bool = False
@@ -165,6 +166,7 @@ def _kernel_params(spec: InitSpec, dtype: torch.dtype) -> KernelParams:
     alpha = (spec.low - mean) / std
     beta = (spec.high - mean) / std
     pa, qb, dd = _trunc_masses(alpha, beta)
+    xa = math.erf(alpha / math.sqrt(2.0))
     lo = _round_up(spec.low, dtype)
     hi = _round_down(spec.high, dtype)
     if lo > hi:
@@ -172,7 +174,7 @@ def _kernel_params(spec: InitSpec, dtype: torch.dtype) -> KernelParams:
             f"fastinit.trunc_normal_: no {_dtype_name(dtype)} value lies in "
             f"[{spec.low!r}, {spec.high!r}]"
         )
-    return KernelParams(C.TRUNC_NORMAL, mean, std, pa, qb, dd, lo, hi, True)
+    return KernelParams(C.TRUNC_NORMAL, mean, std, pa, qb, dd, xa, lo, hi, True)
 
 
 def _phi(x: float) -> float:

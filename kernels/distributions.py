@@ -147,7 +147,7 @@ def _ndtri_poly3(s):
 
 @triton.jit
 def ndtri_factor(w):
-    """P(w) with ndtri(t) = -(1 - 2t) P(w), w = -log(4 t (1 - t)), for a 1-D tensor w.
+    """P(w) with ndtri(p) = (2p - 1) P(w), w = -log(4 p (1 - p)), for a 1-D tensor w.
 
     Each element uses the polynomial of its own region of w. Regions that no element of
     the block reaches are skipped (a block-uniform branch), which keeps the common case
@@ -166,20 +166,21 @@ def ndtri_factor(w):
 
 
 @triton.jit
-def trunc_normal_standard(word, pa, qb, dd):
+def trunc_normal_standard(word, pa, qb, dd, xa):
     """Standard normal truncated to [alpha, beta] by inversion, from one word.
 
-    ``pa = Phi(alpha)``, ``qb = Phi(-beta)`` and ``dd = Phi(beta) - Phi(alpha)`` (float32).
-    With u uniform, p = pa + u dd and q = qb + (1 - u) dd = 1 - p are both formed
-    directly, and the smaller one is inverted, so both tails keep full relative precision.
+    With ``pa = Phi(alpha)``, ``qb = Phi(-beta)``, ``dd = Phi(beta) - Phi(alpha)`` and
+    ``xa = 2 Phi(alpha) - 1`` (float32) and u uniform, the variate is
+    ``Phi^-1(p) = x P(w)`` with ``p = pa + u dd``, ``x = 2p - 1`` and ``w = -log(4 p q)``,
+    ``q = 1 - p``. p, q and x are each formed directly from u (never by subtraction), so
+    both tails (p or q small) and the centre (x small) keep full float32 resolution.
     """
     u = uniform_open(word)
     p = tl.fma(u, dd, pa)
     q = tl.fma(1.0 - u, dd, qb)
-    t = tl.minimum(p, q)
-    w = -log_f32((t * (1.0 - t)) * 4.0)
-    z = (1.0 - 2.0 * t) * ndtri_factor(w)
-    return tl.where(p < q, -z, z)
+    x = tl.fma(u, dd + dd, xa)
+    w = -log_f32((p * q) * 4.0)
+    return x * ndtri_factor(w)
 
 
 @triton.jit

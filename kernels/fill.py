@@ -39,7 +39,7 @@ def _bits_to_f64(bits):
 @triton.jit
 def fill_block(out_ptr, m_start, g_start, length, blk,
                k0, k1, c2, c3,
-               shift, scale, pa, qb, dd, lo, hi,
+               shift, scale, pa, qb, dd, xa, lo, hi,
                DIST: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
     """Fill block ``blk`` of the run of global elements ``[g_start, g_start + length)``.
 
@@ -64,18 +64,19 @@ def fill_block(out_ptr, m_start, g_start, length, blk,
             if DIST == UNIFORM:
                 v = uniform_open(words)
             else:
-                v = trunc_normal_standard(words, pa.to(tl.float32), qb.to(tl.float32), dd.to(tl.float32))
+                v = trunc_normal_standard(words, pa.to(tl.float32), qb.to(tl.float32),
+                                          dd.to(tl.float32), xa.to(tl.float32))
     y = to_output(v, shift, scale, lo, hi, out_ptr.dtype.element_ty, CLAMP)
     tl.store(out_ptr + m_start + offs, y, mask=mask)
 
 
 @triton.jit(do_not_specialize=["g_base", "g_row_stride", "m_base", "m_row_stride", "row_len",
                                "blocks_per_row", "k0", "k1", "c2", "c3", "shift_bits",
-                               "scale_bits", "pa_bits", "qb_bits", "dd_bits", "lo_bits",
+                               "scale_bits", "pa_bits", "qb_bits", "dd_bits", "xa_bits", "lo_bits",
                                "hi_bits"])
 def _fill_kernel(out_ptr, m_base, m_row_stride, g_base, g_row_stride, row_len, blocks_per_row,
                  k0, k1, c2, c3,
-                 shift_bits, scale_bits, pa_bits, qb_bits, dd_bits, lo_bits, hi_bits,
+                 shift_bits, scale_bits, pa_bits, qb_bits, dd_bits, xa_bits, lo_bits, hi_bits,
                  DIST: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
     """One segment, one distribution. Float parameters arrive as float64 bit patterns."""
     pid = tl.program_id(0).to(tl.int64)
@@ -84,6 +85,7 @@ def _fill_kernel(out_ptr, m_base, m_row_stride, g_base, g_row_stride, row_len, b
     fill_block(out_ptr, m_base + row * m_row_stride, g_base + row * g_row_stride, row_len, blk,
                k0.to(tl.uint32), k1.to(tl.uint32), c2.to(tl.uint32), c3.to(tl.uint32),
                _bits_to_f64(shift_bits), _bits_to_f64(scale_bits), _bits_to_f64(pa_bits),
-               _bits_to_f64(qb_bits), _bits_to_f64(dd_bits), _bits_to_f64(lo_bits),
+               _bits_to_f64(qb_bits), _bits_to_f64(dd_bits), _bits_to_f64(xa_bits),
+               _bits_to_f64(lo_bits),
                _bits_to_f64(hi_bits),
                DIST, CLAMP, BLOCK)

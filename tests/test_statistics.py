@@ -44,9 +44,10 @@ Checks and thresholds
 * The inverse CDF of trunc_normal_ uses four polynomial regions of
   w = -log(4 t (1 - t)) (|z| ~ 2.23, 3.30, 5.43 at the region edges); every region has
   a case whose mass lies entirely inside it, and a meta-test checks the coverage.
-* One case is a strict xfail (NARROW_CENTRE_XFAIL): a known loss of resolution of
-  trunc_normal_ for intervals close to the mean, visible in float16 / bfloat16 as
-  empty cells and overfull bound cells. Remove the mark when it is fixed.
+* A very narrow interval at the mean ([-1e-4 sigma, 1e-4 sigma]) in float16 / bfloat16
+  checks the resolution of trunc_normal_ near the mean: a sampler that rounds
+  p = Phi(z) next to 0.5 in float32 puts the variates on a lattice of 7.5e-8 sigma,
+  which leaves float16 cells empty and overfills the bound cells.
 
 Runtime: about 11 s on two cores (a fill of 10**6 values takes a few ms; sorting
 for the KS statistic and the float64 conversions dominate).
@@ -155,16 +156,6 @@ def _params(cases):
     return [pytest.param(p, s, id=cid) for cid, p, s in cases]
 
 
-# Known defect (see test_trunc_normal_half): for an interval near the mean, t = pa + u * dd
-# is rounded to float32 next to 0.5, where float32 values are 2^-25 apart, so the standard
-# variates sit on a lattice of 2^-25 * sqrt(2 pi) = 7.5e-8 (2679 distinct values in 10^6
-# draws on [-1e-4, 1e-4]) instead of spanning the 2^23 uniforms. float16 cells near 1e-4
-# are 6e-8 wide: one in five is empty and the bound cells hold 1.5x their mass.
-NARROW_CENTRE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="trunc_normal_ resolution near the mean is 7.5e-8 sigma (float32 t near 0.5)")
-
-
 # --- float32: continuous laws ---------------------------------------------------------------
 
 
@@ -250,8 +241,7 @@ def test_normal_half(ms, seed, dtype):
 @slow
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("params, seed", _params(HALF_TRUNC_CASES) + [
-    pytest.param((0.0, 1.0, -1e-4, 1e-4), 3101, id="very_narrow_[-1e-4s,1e-4s]",
-                 marks=NARROW_CENTRE_XFAIL)])
+    pytest.param((0.0, 1.0, -1e-4, 1e-4), 3101, id="very_narrow_[-1e-4s,1e-4s]")])
 def test_trunc_normal_half(params, seed, dtype):
     mean, std, a, b = params
     t = _draw(fastinit.trunc_normal_, dtype, mean, std, a, b, seed=seed)

@@ -263,18 +263,17 @@ def ndtri_factor(w, regions):
 
 @njit
 def _trunc_w(u, pa, qb, dd):
-    """(w, t, p < q) of the inversion for uniform u."""
+    """w = -log(4 p q) of the inversion for uniform u."""
     p = _fma(u, dd, pa)
     q = _fma(_ONE - u, dd, qb)
-    t = min(p, q)
-    return -log_f32((t * (_ONE - t)) * _FOUR), t, p < q
+    return -log_f32((p * q) * _FOUR)
 
 
 @njit
-def trunc_normal_standard(word, pa, qb, dd, regions):
-    w, t, lower = _trunc_w(uniform_open(word), pa, qb, dd)
-    z = (_ONE - _TWO * t) * ndtri_factor(w, regions)
-    return -z if lower else z
+def trunc_normal_standard(word, pa, qb, dd, xa, regions):
+    u = uniform_open(word)
+    x = _fma(u, dd + dd, xa)
+    return x * ndtri_factor(_trunc_w(u, pa, qb, dd), regions)
 
 
 @njit(cache=True)
@@ -285,8 +284,8 @@ def trunc_regions(pa, qb, dd):
     and given a margin, so that every element's region is evaluated.
     """
     u_min = _USCALE  # the smallest uniform, 2**-24; 1 - u_min is the largest
-    w_lo = _trunc_w(u_min, pa, qb, dd)[0]
-    w_hi = _trunc_w(_ONE - u_min, pa, qb, dd)[0]
+    w_lo = _trunc_w(u_min, pa, qb, dd)
+    w_hi = _trunc_w(_ONE - u_min, pa, qb, dd)
     w_max = max(w_lo, w_hi) * F(1.001) + F(1e-3)
     if w_max >= _W3_:
         return 4
@@ -298,7 +297,7 @@ def trunc_regions(pa, qb, dd):
 
 
 @njit
-def group_variates(dist, group, k0, k1, c2, c3, pa, qb, dd, regions):
+def group_variates(dist, group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
     """The four float32 standard variates of one element group."""
     if dist == _CONSTANT:
         return _ZERO, _ZERO, _ZERO, _ZERO
@@ -309,10 +308,10 @@ def group_variates(dist, group, k0, k1, c2, c3, pa, qb, dd, regions):
         z0, z1 = box_muller(w0, w1)
         z2, z3 = box_muller(w2, w3)
         return z0, z1, z2, z3
-    return (trunc_normal_standard(w0, pa, qb, dd, regions),
-            trunc_normal_standard(w1, pa, qb, dd, regions),
-            trunc_normal_standard(w2, pa, qb, dd, regions),
-            trunc_normal_standard(w3, pa, qb, dd, regions))
+    return (trunc_normal_standard(w0, pa, qb, dd, xa, regions),
+            trunc_normal_standard(w1, pa, qb, dd, xa, regions),
+            trunc_normal_standard(w2, pa, qb, dd, xa, regions),
+            trunc_normal_standard(w3, pa, qb, dd, xa, regions))
 
 
 # --- output conversion -----------------------------------------------------------------
@@ -394,18 +393,19 @@ def _store4(out, i, v0, v1, v2, v3, shift, scale, lo, hi, kind):
 
 
 @njit
-def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, regions, shift, scale, lo, hi, kind):
+def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi,
+                  kind):
     regions = literally(regions)
     for i in range(n):
         w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
-        _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, regions),
-                trunc_normal_standard(w1, pa, qb, dd, regions),
-                trunc_normal_standard(w2, pa, qb, dd, regions),
-                trunc_normal_standard(w3, pa, qb, dd, regions), shift, scale, lo, hi, kind)
+        _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, xa, regions),
+                trunc_normal_standard(w1, pa, qb, dd, xa, regions),
+                trunc_normal_standard(w2, pa, qb, dd, xa, regions),
+                trunc_normal_standard(w3, pa, qb, dd, xa, regions), shift, scale, lo, hi, kind)
 
 
 @njit
-def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, regions, shift, scale, lo, hi,
+def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi,
             kind):
     """``n`` whole element groups starting at group ``g0``; ``out`` starts at group ``g0``.
 
@@ -427,13 +427,17 @@ def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, regions, shift, scale,
     elif dist == _TRUNC:
         # a compile-time region count per loop: the loops only vectorize that way
         if regions == 1:
-            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, 1, shift, scale, lo, hi, kind)
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 1, shift, scale, lo, hi,
+                          kind)
         elif regions == 2:
-            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, 2, shift, scale, lo, hi, kind)
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 2, shift, scale, lo, hi,
+                          kind)
         elif regions == 3:
-            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, 3, shift, scale, lo, hi, kind)
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 3, shift, scale, lo, hi,
+                          kind)
         else:
-            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, 4, shift, scale, lo, hi, kind)
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 4, shift, scale, lo, hi,
+                          kind)
     else:
         for i in range(n):
             _store4(out, 4 * i, _ZERO, _ZERO, _ZERO, _ZERO, shift, scale, lo, hi, kind)
@@ -441,7 +445,7 @@ def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, regions, shift, scale,
 
 @njit(nogil=True, cache=True)
 def _fill(out, m_base, m_row_stride, g_base, g_row_stride, row_len, e0, e1,
-          dist, k0, k1, c2, c3, pa, qb, dd, regions, shift, scale, lo, hi, kind):
+          dist, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi, kind):
     """Fill local elements ``[e0, e1)`` (row-major over ``n_rows x row_len``) of a segment.
 
     ``out`` is a flat array over the segment's memory: float32, float64, or uint16 holding
@@ -457,16 +461,16 @@ def _fill(out, m_base, m_row_stride, g_base, g_row_stride, row_len, e0, e1,
         base = m_base + row * m_row_stride + col - gs  # memory offset of global index 0
         grp = gs >> 2
         if gs & 3:  # leading partial group
-            v = group_variates(dist, grp, k0, k1, c2, c3, pa, qb, dd, regions)
+            v = group_variates(dist, grp, k0, k1, c2, c3, pa, qb, dd, xa, regions)
             for j in range(gs & 3, min(4, ge - (grp << 2))):
                 store(out, base + (grp << 2) + j, v[j], shift, scale, lo, hi, kind)
             grp += 1
         if (ge >> 2) > grp:
             _groups(out[base + (grp << 2):], grp, (ge >> 2) - grp, dist, k0, k1, c2, c3, pa, qb,
-                    dd, regions, shift, scale, lo, hi, kind)
+                    dd, xa, regions, shift, scale, lo, hi, kind)
         if (ge & 3) and (ge >> 2) >= grp:  # trailing partial group
             g = ge >> 2
-            v = group_variates(dist, g, k0, k1, c2, c3, pa, qb, dd, regions)
+            v = group_variates(dist, g, k0, k1, c2, c3, pa, qb, dd, xa, regions)
             for j in range(ge & 3):
                 store(out, base + (g << 2) + j, v[j], shift, scale, lo, hi, kind)
         e += n
@@ -511,7 +515,8 @@ def _param_args(params: KernelParams, float64: bool, kind: int) -> tuple:
     ftype = np.float64 if float64 else np.float32
     pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
     regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
-    return (pa, qb, dd, regions, ftype(params.shift), ftype(params.scale), ftype(params.lo),
+    return (pa, qb, dd, F(params.xa), regions, ftype(params.shift), ftype(params.scale),
+            ftype(params.lo),
             ftype(params.hi), kind)
 
 

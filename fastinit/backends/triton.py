@@ -38,7 +38,7 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
     k0, k1 = C.key_words(key)
     c2, c3 = C.stream_words(stream, draw_round)
     floats = tuple(float64_bits(x) for x in (params.shift, params.scale, params.pa, params.qb,
-                                              params.dd, params.lo, params.hi))
+                                              params.dd, params.xa, params.lo, params.hi))
     for s in segments:
         per_row = triton.cdiv(s.row_len + 3, block)
         grid = (s.n_rows * per_row,)
