@@ -1,4 +1,4 @@
-"""Fill kernels.
+"""Fill kernels: one segment (``_fill_kernel``) or many tensors at once (``_grouped_fill_kernel``).
 
 A fill writes the values of global elements ``[g_start, g_start + length)`` of a logical
 tensor to ``length`` consecutive memory locations. A *segment* is ``n_rows`` such runs,
@@ -89,3 +89,64 @@ def _fill_kernel(out_ptr, m_base, m_row_stride, g_base, g_row_stride, row_len, b
                _bits_to_f64(lo_bits),
                _bits_to_f64(hi_bits),
                DIST, CLAMP, BLOCK)
+
+
+# --- grouped fill: many tensors (of one dtype) in one launch ----------------------------------
+# One int64 row per segment; float parameters are float64 bit patterns.
+F_ADDR = tl.constexpr(0)  # address of the segment's first element
+F_M_ROW_STRIDE = tl.constexpr(1)
+F_G_BASE = tl.constexpr(2)
+F_G_ROW_STRIDE = tl.constexpr(3)
+F_ROW_LEN = tl.constexpr(4)
+F_BLOCKS_PER_ROW = tl.constexpr(5)
+F_FIRST_BLOCK = tl.constexpr(6)  # index of the segment's first program
+F_DIST = tl.constexpr(7)
+F_KEY = tl.constexpr(8)  # 64-bit seed
+F_STREAM = tl.constexpr(9)  # c2 | c3 << 32
+F_SHIFT = tl.constexpr(10)  # then scale, pa, qb, dd, xa, lo, hi
+N_FIELDS = tl.constexpr(18)
+
+
+@triton.jit
+def _grouped_fill_kernel(table_ptr, block_entry_ptr, OUT_DTYPE: tl.constexpr,
+                         BLOCK: tl.constexpr):
+    """Program ``pid`` fills one block of segment ``block_entry[pid]`` of the table."""
+    pid = tl.program_id(0).to(tl.int64)
+    row_ptr = table_ptr + tl.load(block_entry_ptr + pid).to(tl.int64) * N_FIELDS
+    out_ptr = tl.load(row_ptr + F_ADDR).to(tl.pointer_type(OUT_DTYPE))
+    blocks_per_row = tl.load(row_ptr + F_BLOCKS_PER_ROW)
+    local = pid - tl.load(row_ptr + F_FIRST_BLOCK)
+    row = local // blocks_per_row
+    blk = local - row * blocks_per_row
+    m_start = row * tl.load(row_ptr + F_M_ROW_STRIDE)
+    g_start = tl.load(row_ptr + F_G_BASE) + row * tl.load(row_ptr + F_G_ROW_STRIDE)
+    row_len = tl.load(row_ptr + F_ROW_LEN)
+    key = tl.load(row_ptr + F_KEY)
+    words = tl.load(row_ptr + F_STREAM)
+    k0 = (key & 0xFFFFFFFF).to(tl.uint32)
+    k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    c2 = (words & 0xFFFFFFFF).to(tl.uint32)
+    c3 = ((words >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    shift = _bits_to_f64(tl.load(row_ptr + F_SHIFT))
+    scale = _bits_to_f64(tl.load(row_ptr + F_SHIFT + 1))
+    pa = _bits_to_f64(tl.load(row_ptr + F_SHIFT + 2))
+    qb = _bits_to_f64(tl.load(row_ptr + F_SHIFT + 3))
+    dd = _bits_to_f64(tl.load(row_ptr + F_SHIFT + 4))
+    xa = _bits_to_f64(tl.load(row_ptr + F_SHIFT + 5))
+    lo = _bits_to_f64(tl.load(row_ptr + F_SHIFT + 6))
+    hi = _bits_to_f64(tl.load(row_ptr + F_SHIFT + 7))
+    dist = tl.load(row_ptr + F_DIST)
+    # The branch is uniform over the program. Normal fills clamp to (-inf, inf), which
+    # changes no value, so every distribution can take the clamping path.
+    if dist == UNIFORM:
+        fill_block(out_ptr, m_start, g_start, row_len, blk, k0, k1, c2, c3, shift, scale, pa, qb,
+                   dd, xa, lo, hi, UNIFORM, True, BLOCK)
+    elif dist == NORMAL:
+        fill_block(out_ptr, m_start, g_start, row_len, blk, k0, k1, c2, c3, shift, scale, pa, qb,
+                   dd, xa, lo, hi, NORMAL, True, BLOCK)
+    elif dist == TRUNC_NORMAL:
+        fill_block(out_ptr, m_start, g_start, row_len, blk, k0, k1, c2, c3, shift, scale, pa, qb,
+                   dd, xa, lo, hi, TRUNC_NORMAL, True, BLOCK)
+    else:
+        fill_block(out_ptr, m_start, g_start, row_len, blk, k0, k1, c2, c3, shift, scale, pa, qb,
+                   dd, xa, lo, hi, CONSTANT, True, BLOCK)

@@ -520,11 +520,8 @@ def _param_args(params: KernelParams, float64: bool, kind: int) -> tuple:
             ftype(params.hi), kind)
 
 
-def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, key: int,
-         stream: int, draw_round: int = 0) -> None:
-    """Fill ``segments`` of ``out`` (a CPU tensor) with the stream of (key, stream)."""
-    if not segments:
-        return
+def _jobs(entry, pieces_for) -> list[tuple]:
+    out, segments, params, key, stream, draw_round = entry
     span = max(s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len for s in segments)
     arr, kind = _flat_array(out, span)
     c2, c3 = C.stream_words(stream, draw_round)
@@ -533,17 +530,57 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
     jobs = []
     for s in segments:
         total = s.n_rows * s.row_len
-        pieces = 1 if total < PARALLEL_THRESHOLD else _threads()
+        pieces = pieces_for(total)
         for i in range(pieces):
             e0, e1 = total * i // pieces, total * (i + 1) // pieces
             if e1 > e0:
                 jobs.append((arr, s.m_base, s.m_row_stride, s.g_base, s.g_row_stride,
                              s.row_len, e0, e1) + args)
+    return jobs
+
+
+def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, key: int,
+         stream: int, draw_round: int = 0) -> None:
+    """Fill ``segments`` of ``out`` (a CPU tensor) with the stream of (key, stream)."""
+    fill_grouped([(out, segments, params, key, stream, draw_round)])
+
+
+#: Elements per job of a large grouped fill (so that a progress bar can move).
+GROUPED_CHUNK = 1 << 22
+
+
+def fill_grouped(entries, progress: bool = False) -> None:
+    """Fill many ``(out, segments, params, key, stream, draw_round)`` entries on the CPU.
+
+    All jobs of all entries go through one thread pool; with ``progress``, a progress bar
+    appears once the fill has taken two seconds.
+    """
+    threads = _threads()
+
+    def pieces_for(total: int) -> int:
+        if total < PARALLEL_THRESHOLD:
+            return 1
+        return max(threads, -(-total // GROUPED_CHUNK)) if progress else threads
+
+    jobs = [job for entry in entries if entry[1] for job in _jobs(entry, pieces_for)]
+    if not jobs:
+        return
     if len(jobs) == 1:
         _fill(*jobs[0])
-    else:
-        for f in [_executor().submit(_fill, *job) for job in jobs]:
+        return
+    futures = [_executor().submit(_fill, *job) for job in jobs]
+    if not progress:
+        for f in futures:
             f.result()
+        return
+    from tqdm.auto import tqdm
+
+    total = sum(job[7] - job[6] for job in jobs)
+    with tqdm(total=total, unit="el", unit_scale=True, desc="fastinit", delay=2.0,
+              leave=False) as bar:
+        for job, f in zip(jobs, futures):
+            f.result()
+            bar.update(job[7] - job[6])
 
 
 def philox_words(key: int, stream: int, groups: np.ndarray, draw_round: int = 0,
