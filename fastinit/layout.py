@@ -100,3 +100,17 @@ def tensor_segments(t: torch.Tensor) -> list[Segment] | None:
         n = t.numel()
         return [Segment(0, 0, 0, 0, n, 1)] if n else []
     return segments(t.shape, t.stride())
+
+
+def view_segments(view: torch.Tensor, base: torch.Tensor) -> list[Segment] | None:
+    """Segments of ``view``, a view into the contiguous tensor ``base``, by ``base``'s index.
+
+    Element ``j`` of ``base`` has global index ``j``; a view of it holds the global indices
+    of the base elements it aliases. Memory offsets are relative to ``view``'s first
+    element, as for every segment.
+    """
+    offset = view.storage_offset() - base.storage_offset()
+    segs = segments(view.shape, view.stride(), global_strides=view.stride())
+    if segs is None:
+        return None
+    return [s._replace(g_base=s.g_base + offset) for s in segs]

@@ -128,11 +128,12 @@ class InitSpec:
 
     def kernel_params(self, dtype: torch.dtype) -> KernelParams:
         """The backend parameters of this distribution for output ``dtype``."""
-        return _kernel_params(self, dtype)
+        # the sign of a zero parameter is part of the key: -0.0 == 0.0 would share an entry
+        return _kernel_params(self, dtype, math.copysign(1.0, self.a))
 
 
 @functools.lru_cache(maxsize=4096)
-def _kernel_params(spec: InitSpec, dtype: torch.dtype) -> KernelParams:
+def _kernel_params(spec: InitSpec, dtype: torch.dtype, _sign: float) -> KernelParams:
     if spec.dist == C.CONSTANT:
         return KernelParams(C.CONSTANT, spec.a, 0.0)
     if spec.dist == C.NORMAL:

@@ -52,7 +52,7 @@ def fill_block(out_ptr, m_start, g_start, length, blk,
     offs = gidx - g_start
     mask = (offs >= 0) & (offs < length)
     if DIST == CONSTANT:
-        v = tl.zeros([BLOCK], dtype=tl.float32)
+        v = tl.full([BLOCK], -0.0, dtype=tl.float32)  # fma(-0, 0, c) == c, -0 included
     else:
         w0, w1, w2, w3 = group_words(first + tl.arange(0, G), k0, k1, c2, c3)
         if DIST == NORMAL:

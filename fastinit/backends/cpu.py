@@ -9,6 +9,7 @@ fill needs no temporary beyond a few scalars per thread.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,7 @@ _SQRT_HALF_BITS = np.int64(C.LOG_SQRT_HALF_BITS)
 _LN2_HI = F(C.LN2_HI)
 _LN2_LO = F(C.LN2_LO)
 _ZERO = F(0.0)
+_NEG_ZERO = F(-0.0)  # a constant's variate: fma(-0, 0, c) is c for every c, -0 included
 _HALF = F(0.5)
 _QUARTER = F(0.25)
 _ONE = F(1.0)
@@ -300,7 +302,7 @@ def trunc_regions(pa, qb, dd):
 def group_variates(dist, group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
     """The four float32 standard variates of one element group."""
     if dist == _CONSTANT:
-        return _ZERO, _ZERO, _ZERO, _ZERO
+        return _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO
     w0, w1, w2, w3 = group_words(group, k0, k1, c2, c3)
     if dist == _UNIFORM:
         return uniform_open(w0), uniform_open(w1), uniform_open(w2), uniform_open(w3)
@@ -440,7 +442,8 @@ def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, sc
                           kind)
     else:
         for i in range(n):
-            _store4(out, 4 * i, _ZERO, _ZERO, _ZERO, _ZERO, shift, scale, lo, hi, kind)
+            _store4(out, 4 * i, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, shift, scale, lo, hi,
+                    kind)
 
 
 @njit(nogil=True, cache=True)
@@ -484,8 +487,11 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+_CPU_COUNT = os.cpu_count() or 1
+
+
 def _threads() -> int:
-    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    return max(1, min(torch.get_num_threads(), _CPU_COUNT))
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -498,6 +504,7 @@ def _executor() -> ThreadPoolExecutor:
 
 def _flat_array(out: torch.Tensor, span: int) -> tuple[np.ndarray, int]:
     """A NumPy view of ``span`` elements of ``out``'s memory, and the 16-bit kind."""
+    out = out.detach()
     if out.is_contiguous() and span == out.numel():
         flat = out.view(-1)
     else:
@@ -509,9 +516,14 @@ def _flat_array(out: torch.Tensor, span: int) -> tuple[np.ndarray, int]:
     return flat.numpy(), -1
 
 
-@functools.lru_cache(maxsize=4096)
 def _param_args(params: KernelParams, float64: bool, kind: int) -> tuple:
     """The distribution arguments of ``_fill``, typed as it was compiled for."""
+    # -0.0 == 0.0: the sign of the shift must be part of the cache key
+    return _param_args_cached(params, float64, kind, math.copysign(1.0, params.shift))
+
+
+@functools.lru_cache(maxsize=4096)
+def _param_args_cached(params: KernelParams, float64: bool, kind: int, _sign: float) -> tuple:
     ftype = np.float64 if float64 else np.float32
     pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
     regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
@@ -542,6 +554,14 @@ def _jobs(entry, pieces_for) -> list[tuple]:
 def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, key: int,
          stream: int, draw_round: int = 0) -> None:
     """Fill ``segments`` of ``out`` (a CPU tensor) with the stream of (key, stream)."""
+    if len(segments) == 1 and segments[0].numel < PARALLEL_THRESHOLD:  # small: no pool
+        s = segments[0]
+        arr, kind = _flat_array(out, s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len)
+        c2, c3 = C.stream_words(stream, draw_round)
+        _fill(arr, s.m_base, s.m_row_stride, s.g_base, s.g_row_stride, s.row_len, 0, s.numel,
+              params.dist, U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3),
+              *_param_args(params, out.dtype == torch.float64, kind))
+        return
     fill_grouped([(out, segments, params, key, stream, draw_round)])
 
 
