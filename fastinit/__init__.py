@@ -3,8 +3,66 @@
 The functions mirror ``torch.nn.init``; every value is a pure function of (seed, stream,
 element index, distribution, dtype), identical on the CPU and on any GPU.
 """
-from fastinit.init import normal_, trunc_normal_, uniform_
+from fastinit.init import (
+    calculate_gain,
+    constant,
+    constant_,
+    dirac,
+    dirac_,
+    eye,
+    eye_,
+    kaiming_normal,
+    kaiming_normal_,
+    kaiming_uniform,
+    kaiming_uniform_,
+    normal,
+    normal_,
+    ones_,
+    orthogonal,
+    orthogonal_,
+    scaled_residual_,
+    sparse,
+    sparse_,
+    trunc_normal_,
+    uniform,
+    uniform_,
+    xavier_normal,
+    xavier_normal_,
+    xavier_uniform,
+    xavier_uniform_,
+    zeros_,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["uniform_", "normal_", "trunc_normal_"]
+__all__ = [
+    # torch.nn.init.__all__, in torch's order
+    "calculate_gain",
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+    "uniform",
+    "normal",
+    "constant",
+    "eye",
+    "dirac",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+    "sparse",
+    # fastinit's additions
+    "scaled_residual_",
+]

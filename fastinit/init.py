@@ -1,29 +1,283 @@
-"""The ``torch.nn.init``-compatible functions.
+"""The ``torch.nn.init``-compatible functions, plus :func:`scaled_residual_`.
 
-Each function validates its arguments, turns them into an :class:`~fastinit.spec.InitSpec`,
-and writes the Philox stream to the tensor: nothing is written unless every check passed.
-Signatures, defaults and return values follow ``torch.nn.init``; ``seed=`` (keyword-only)
-is fastinit's extension that pins a call's stream.
+Each function validates all of its arguments, turns them into an
+:class:`~fastinit.spec.InitSpec`, and writes the Philox stream to the tensor through
+:func:`fastinit.fill.fill_tensor`: nothing is written unless every check passed, and a
+failed call does not advance the generator. Signatures, defaults, return values, fan
+rules, warnings and the exception types torch raises follow ``torch.nn.init``;
+``seed=`` (keyword-only, on the functions that draw random numbers) is fastinit's
+extension that pins a call's stream.
+
+Where fastinit differs from ``torch.nn.init`` on purpose:
+
+* Arguments torch accepts although they make no sense raise :class:`ArgumentError` (a
+  ``ValueError``): NaN or infinite means, standard deviations, gains and bounds
+  (``constant_`` still accepts NaN and infinities: they are legitimate fill values);
+  ``a >= b`` in ``trunc_normal_`` (torch raises for ``a > b`` only by accident and returns
+  values outside ``[a, b]``); a negative ``std`` in ``trunc_normal_``; truncation
+  intervals more than 11 standard deviations from the mean; ``sparsity`` outside
+  ``[0, 1]``; ``groups < 1`` in ``dirac_``; an infinite ``a`` (negative slope) for
+  ``leaky_relu`` in ``kaiming_*``. Non-numeric arguments raise ``TypeError`` (as torch).
+* Every value check raises :class:`ArgumentError`, which is both a ``ValueError`` and a
+  ``RuntimeError``: torch raises ``RuntimeError`` for many of the same inputs (``a > b``,
+  ``std < 0``, NaN bounds, NaN gains), and code catching either keeps working.
+  Where torch raises a ``ValueError``, ``TypeError``, ``ZeroDivisionError``,
+  ``AttributeError`` or ``NotImplementedError`` by design, fastinit raises the same type
+  (with torch's message where torch states one).
+* Arguments are validated on meta and zero-element tensors too (torch skips some checks
+  there: ``uniform_(meta, 1, 0)``, ``sparse_(meta, nan)``); ``kaiming_*`` check ``mode``,
+  ``nonlinearity`` and ``a`` even on zero-element tensors (torch warns and returns first).
+* ``orthogonal_`` works on float16 and bfloat16 tensors (torch raises: LAPACK has no
+  half-precision QR): the QR runs in float32 and the result is rounded once.
+* ``sparse_`` takes its zero positions from the Philox stream (torch's uses the global
+  generator whatever ``generator`` says), and ``trunc_normal_`` samples exactly, so it
+  does not emit torch's "mean is more than 2 std from [a, b]" warning.
+* The random functions fill float32, float64, float16 and bfloat16 tensors
+  (``NotImplementedError`` for others; torch also fills complex tensors). The
+  deterministic ones (``constant_``, ``zeros_``, ``ones_``, ``eye_``, ``dirac_``) fill
+  every dtype torch fills: floating-point tensors through the Philox backends' constant
+  path, others with torch's own ops.
+* ``generator`` only supplies the call's 64-bit key, so a generator of any device may
+  be passed for a tensor on any device (torch requires the tensor's device).
+* The functions do not dispatch ``__torch_function__`` overrides of ``torch.nn.init``.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import operator
+import warnings
+
 import torch
 
-from fastinit.fill import fill_tensor
-from fastinit.spec import InitSpec, check_dtype
-from fastinit.streams import call_key
+from fastinit.fill import current_sink, fill_tensor, is_dtensor, resolve_key
+from fastinit.spec import _CPP_NAMES, SUPPORTED_DTYPES, InitSpec, check_dtype
+from fastinit.streams import check_rng
 
-__all__ = ["uniform_", "normal_", "trunc_normal_"]
+__all__ = [
+    "calculate_gain",
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+    "scaled_residual_",
+    # deprecated aliases, as in torch.nn.init
+    "uniform",
+    "normal",
+    "constant",
+    "eye",
+    "dirac",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+    "sparse",
+]
+
+
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument value (every value check of fastinit's init functions raises it).
+
+    A ``ValueError``; also a ``RuntimeError`` because ``torch.nn.init`` reports many of
+    the same inputs (``a > b``, ``std < 0``, NaN bounds, NaN gains, bounds out of the
+    dtype's range) as ``RuntimeError``: code written against either keeps working.
+    """
+
+
+# --- validation helpers ---------------------------------------------------------------------
+
+
+def _check_tensor(tensor: object, fn: str) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"fastinit.{fn}(): expected a torch.Tensor, got {type(tensor).__name__}")
+
+
+def _real(x: object, name: str, fn: str) -> float:
+    """``x`` as a float if it is a real number (or a 0-dim real tensor), else TypeError."""
+    t = type(x)
+    if t is float or t is int:
+        return float(x)
+    if isinstance(x, torch.Tensor):
+        if x.dim() == 0 and not x.is_complex():
+            return float(x)
+    elif isinstance(x, numbers.Real):
+        return float(x)
+    raise TypeError(
+        f"fastinit.{fn}(): argument '{name}' must be a real number, not {t.__name__}")
+
+
+def _finite(x: float, name: str, fn: str) -> float:
+    if not math.isfinite(x):
+        raise ArgumentError(f"fastinit.{fn}: {name} must be finite, got {x}")
+    return x
+
+
+def _spec(factory, *args) -> InitSpec:
+    """``factory(*args)``; its ValueErrors and RuntimeErrors become :class:`ArgumentError`."""
+    try:
+        return factory(*args)
+    except (ValueError, RuntimeError) as exc:
+        raise ArgumentError(*exc.args) from None
+
+
+def _params(spec: InitSpec, dtype: torch.dtype):
+    """The backend parameters of ``spec`` for ``dtype`` (same error conversion)."""
+    try:
+        return spec.kernel_params(dtype)
+    except (ValueError, RuntimeError) as exc:
+        raise ArgumentError(*exc.args) from None
+
+
+def _skip(tensor: torch.Tensor) -> bool:
+    """Whether there is nothing to write (meta or zero-element tensor)."""
+    return tensor.is_meta or tensor.numel() == 0
 
 
 def _write(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None,
-           generator: torch.Generator | None, stream: int = 0) -> torch.Tensor:
+           generator: torch.Generator | None) -> torch.Tensor:
+    """Validate ``tensor`` for ``spec``, draw the call's key, write the stream."""
     check_dtype(tensor.dtype, fn)
-    if tensor.device.type == "meta" or tensor.numel() == 0:
+    params = _params(spec, tensor.dtype)  # may raise: before anything is written
+    if _skip(tensor):
+        check_rng(seed, generator)
         return tensor
-    params = spec.kernel_params(tensor.dtype)  # may raise: before anything is written
-    fill_tensor(tensor, params, call_key(seed, generator), stream)
+    resolved = resolve_key(tensor, seed, generator)
+    if resolved is not None:
+        fill_tensor(tensor, params, *resolved)
     return tensor
+
+
+def _fill_constant(tensor: torch.Tensor, value: float) -> None:
+    """Write ``value`` (already checked to fit the dtype) to every element."""
+    if current_sink() is None and not is_dtensor(tensor):  # the common case, kept short
+        with torch.no_grad():
+            tensor.fill_(value)
+    elif tensor.dtype in SUPPORTED_DTYPES:
+        fill_tensor(tensor, InitSpec.constant(value).kernel_params(tensor.dtype), 0, 0)
+    else:  # integer, bool, complex, float8: the backends write floating-point dtypes only
+        with torch.no_grad():
+            tensor.fill_(value)
+
+
+# --- calculate_gain and the fan rule ----------------------------------------------------------
+
+_LINEAR_FNS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+               "conv_transpose3d")
+
+
+def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float:
+    r"""Return the recommended gain value for the given nonlinearity function.
+
+    The values are as follows (identical to :func:`torch.nn.init.calculate_gain`):
+
+    ================= ====================================================
+    nonlinearity      gain
+    ================= ====================================================
+    Linear / Identity :math:`1`
+    Conv{1,2,3}D      :math:`1`
+    Sigmoid           :math:`1`
+    Tanh              :math:`\frac{5}{3}`
+    ReLU              :math:`\sqrt{2}`
+    Leaky Relu        :math:`\sqrt{\frac{2}{1 + \text{negative\_slope}^2}}`
+    SELU              :math:`\frac{3}{4}`
+    ================= ====================================================
+
+    Args:
+        nonlinearity: the non-linear function (`nn.functional` name)
+        param: optional parameter for the non-linear function (the negative slope of
+            ``'leaky_relu'``, default 0.01)
+
+    Raises:
+        ValueError: for an unknown nonlinearity, or a ``param`` that is not an int or a
+            float.
+
+    Examples:
+        >>> gain = fastinit.calculate_gain("leaky_relu", 0.2)  # negative_slope=0.2
+    """
+    if nonlinearity in _LINEAR_FNS or nonlinearity == "sigmoid":
+        return 1
+    elif nonlinearity == "tanh":
+        return 5.0 / 3
+    elif nonlinearity == "relu":
+        return math.sqrt(2.0)
+    elif nonlinearity == "leaky_relu":
+        if param is None:
+            negative_slope = 0.01
+        elif not isinstance(param, bool) and isinstance(param, int) or isinstance(param, float):
+            # True/False are instances of int, hence the check above
+            negative_slope = param
+        else:
+            raise ValueError(f"negative_slope {param} not a valid number")
+        return math.sqrt(2.0 / (1 + negative_slope**2))
+    elif nonlinearity == "selu":
+        return 3.0 / 4  # torch's value, found empirically (pytorch/pytorch#50664)
+    else:
+        raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
+
+
+def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
+    """torch's fan rule: fans from the full shape (dim 1 in, dim 0 out, times the rest)."""
+    dimensions = tensor.dim()
+    if dimensions < 2:
+        raise ValueError(
+            "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"
+        )
+    num_input_fmaps = tensor.size(1)
+    num_output_fmaps = tensor.size(0)
+    receptive_field_size = 1
+    for s in tensor.shape[2:]:
+        receptive_field_size *= s
+    return num_input_fmaps * receptive_field_size, num_output_fmaps * receptive_field_size
+
+
+def _check_mode(mode: str) -> str:
+    mode = mode.lower()
+    valid_modes = ["fan_in", "fan_out"]
+    if mode not in valid_modes:
+        raise ValueError(f"Mode {mode} not supported, please use one of {valid_modes}")
+    return mode
+
+
+def _kaiming_gain(a: float, nonlinearity: str, fn: str) -> float:
+    gain = calculate_gain(nonlinearity, a)
+    if nonlinearity == "leaky_relu" and a is not None and not math.isfinite(a):
+        raise ArgumentError(f"fastinit.{fn}: the negative slope a must be finite, got {a}")
+    return gain
+
+
+def _kaiming_std(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
+                 fn: str) -> float | None:
+    """torch's kaiming std, or None (after torch's warning) for zero-element tensors."""
+    mode = _check_mode(mode)
+    gain = _kaiming_gain(a, nonlinearity, fn)
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return None
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    fan = fan_in if mode == "fan_in" else fan_out
+    return gain / math.sqrt(fan)
+
+
+def _xavier_std(tensor: torch.Tensor, gain: float, fn: str) -> float:
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    gain = _finite(_real(gain, "gain", fn), "gain", fn)
+    if gain < 0:
+        raise ArgumentError(f"fastinit.{fn}: gain must be >= 0, got {gain:g}")
+    return gain * math.sqrt(2.0 / float(fan_in + fan_out))
+
+
+# --- the basic distributions ---------------------------------------------------------------
 
 
 def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0,
@@ -44,7 +298,9 @@ def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0,
         >>> w = torch.empty(3, 5)
         >>> fastinit.uniform_(w)
     """
-    return _write(tensor, InitSpec.uniform(a, b), "uniform_", seed, generator)
+    _check_tensor(tensor, "uniform_")
+    spec = _spec(InitSpec.uniform, _real(a, "a", "uniform_"), _real(b, "b", "uniform_"))
+    return _write(tensor, spec, "uniform_", seed, generator)
 
 
 def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0,
@@ -62,7 +318,9 @@ def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0,
         >>> w = torch.empty(3, 5)
         >>> fastinit.normal_(w)
     """
-    return _write(tensor, InitSpec.normal(mean, std), "normal_", seed, generator)
+    _check_tensor(tensor, "normal_")
+    spec = _spec(InitSpec.normal, _real(mean, "mean", "normal_"), _real(std, "std", "normal_"))
+    return _write(tensor, spec, "normal_", seed, generator)
 
 
 def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
@@ -93,5 +351,621 @@ def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: 
         >>> w = torch.empty(3, 5)
         >>> fastinit.trunc_normal_(w)
     """
-    spec = InitSpec.trunc_normal(mean, std, a, b)
-    return _write(tensor, spec, "trunc_normal_", seed, generator)
+    fn = "trunc_normal_"
+    _check_tensor(tensor, fn)
+    spec = _spec(InitSpec.trunc_normal, _real(mean, "mean", fn), _real(std, "std", fn),
+                 _real(a, "a", fn), _real(b, "b", fn))
+    return _write(tensor, spec, fn, seed, generator)
+
+
+# --- constants and structured matrices -------------------------------------------------------
+
+
+def constant_(tensor: torch.Tensor, val: float) -> torch.Tensor:
+    r"""Fill the input Tensor with the value :math:`\text{val}`.
+
+    The value is rounded to the tensor's dtype as ``Tensor.fill_`` rounds it; NaN and
+    infinities are allowed.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        val: the value to fill the tensor with (a number or a 0-dim tensor)
+
+    Raises:
+        RuntimeError: if ``val`` is finite but outside the range of the tensor's dtype, or
+            a tensor with more than 0 dimensions (as ``Tensor.fill_``).
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.constant_(w, 0.3)
+    """
+    _check_tensor(tensor, "constant_")
+    if isinstance(val, torch.Tensor):
+        if val.dim() != 0:
+            raise RuntimeError("fill_ only supports 0-dimension value tensor but got tensor "
+                               f"with {val.dim()} dimensions.")
+        if val.device.type != "cpu":  # reading it would synchronize: let torch copy it
+            with torch.no_grad():
+                return tensor.fill_(val)
+        val = val.item()
+    elif not isinstance(val, numbers.Number):
+        raise TypeError(f"fastinit.constant_(): argument 'val' must be a number or a 0-dim "
+                        f"tensor, not {type(val).__name__}")
+    if tensor.dtype not in SUPPORTED_DTYPES:
+        _fill_constant(tensor, val)  # torch's own fill_, with torch's own checks
+        return tensor
+    if isinstance(val, complex) or not isinstance(val, numbers.Real):
+        val = complex(val)
+        if val.imag != 0:
+            raise RuntimeError(
+                f"value cannot be converted to type {_CPP_NAMES[tensor.dtype]} without overflow")
+        val = val.real
+    value = float(val)
+    if math.isfinite(value) and abs(value) > torch.finfo(tensor.dtype).max:
+        raise RuntimeError(
+            f"value cannot be converted to type {_CPP_NAMES[tensor.dtype]} without overflow")
+    if not _skip(tensor):
+        _fill_constant(tensor, value)
+    return tensor
+
+
+def ones_(tensor: torch.Tensor) -> torch.Tensor:
+    r"""Fill the input Tensor with the scalar value `1`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.ones_(w)
+    """
+    _check_tensor(tensor, "ones_")
+    if not _skip(tensor):
+        _fill_constant(tensor, 1.0)
+    return tensor
+
+
+def zeros_(tensor: torch.Tensor) -> torch.Tensor:
+    r"""Fill the input Tensor with the scalar value `0`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.zeros_(w)
+    """
+    _check_tensor(tensor, "zeros_")
+    if not _skip(tensor):
+        _fill_constant(tensor, 0.0)
+    return tensor
+
+
+def eye_(tensor: torch.Tensor) -> torch.Tensor:
+    r"""Fill the 2-dimensional input `Tensor` with the identity matrix.
+
+    Preserves the identity of the inputs in `Linear` layers, where as
+    many inputs are preserved as possible.
+
+    Args:
+        tensor: a 2-dimensional `torch.Tensor`
+
+    Raises:
+        ValueError: if the tensor does not have 2 dimensions.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.eye_(w)
+    """
+    _check_tensor(tensor, "eye_")
+    if tensor.ndimension() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    if _skip(tensor):
+        return tensor
+    _fill_constant(tensor, 0.0)
+    if is_dtensor(tensor):  # write the diagonal's global positions held by this rank
+        from fastinit.distributed import index_put_global_
+
+        d = torch.arange(min(tensor.shape))
+        index_put_global_(tensor, (d, d), 1.0)
+        return tensor
+    with torch.no_grad():
+        tensor.diagonal().fill_(1)
+    return tensor
+
+
+def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    r"""Fill the {3, 4, 5}-dimensional input `Tensor` with the Dirac delta function.
+
+    Preserves the identity of the inputs in `Convolutional`
+    layers, where as many input channels are preserved as possible. In case
+    of groups>1, each group of channels preserves identity.
+
+    Args:
+        tensor: a {3, 4, 5}-dimensional `torch.Tensor`
+        groups (int, optional): number of groups in the conv layer (default: 1)
+
+    Raises:
+        ValueError: if the tensor does not have 3, 4 or 5 dimensions, if ``groups < 1``
+            (torch: ``ZeroDivisionError`` for 0, silently all zeros for negative values) or
+            if ``groups`` does not divide dim 0.
+        TypeError: if ``groups`` is not an integer.
+
+    Examples:
+        >>> w = torch.empty(3, 16, 5, 5)
+        >>> fastinit.dirac_(w)
+        >>> w = torch.empty(3, 24, 5, 5)
+        >>> fastinit.dirac_(w, 3)
+    """
+    _check_tensor(tensor, "dirac_")
+    dimensions = tensor.ndimension()
+    if dimensions not in [3, 4, 5]:
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    try:
+        groups = operator.index(groups)
+    except TypeError:
+        raise TypeError(f"fastinit.dirac_(): groups must be an integer, not "
+                        f"{type(groups).__name__}") from None
+    if groups < 1:
+        raise ArgumentError(f"fastinit.dirac_: groups must be >= 1, got {groups}")
+    sizes = tensor.size()
+    if sizes[0] % groups != 0:
+        raise ValueError("dim 0 must be divisible by groups")
+    if _skip(tensor):
+        return tensor
+    out_chans_per_grp = sizes[0] // groups
+    min_dim = min(out_chans_per_grp, sizes[1])
+    _fill_constant(tensor, 0.0)
+    if min_dim == 0:
+        return tensor
+    dev = tensor.device
+    d = torch.arange(min_dim, device=dev)
+    out_idx = (torch.arange(groups, device=dev)[:, None] * out_chans_per_grp + d).reshape(-1)
+    in_idx = d.repeat(groups)
+    centre = tuple(torch.full_like(out_idx, s // 2) for s in sizes[2:])
+    if is_dtensor(tensor):
+        from fastinit.distributed import index_put_global_
+
+        index_put_global_(tensor, (out_idx, in_idx) + centre, 1.0)
+        return tensor
+    with torch.no_grad():
+        tensor.index_put_((out_idx, in_idx) + centre,
+                          torch.ones((), dtype=tensor.dtype, device=dev))
+    return tensor
+
+
+# --- Xavier and Kaiming --------------------------------------------------------------------------
+
+
+def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
+                    generator: torch.Generator | None = None, *,
+                    seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input `Tensor` with values using a Xavier uniform distribution.
+
+    The method is described in `Understanding the difficulty of training
+    deep feedforward neural networks` - Glorot, X. & Bengio, Y. (2010).
+    The resulting tensor will have values sampled from
+    :math:`\mathcal{U}(-a, a)` where
+
+    .. math::
+        a = \text{gain} \times \sqrt{\frac{6}{\text{fan\_in} + \text{fan\_out}}}
+
+    computed exactly as torch computes it. Also known as Glorot initialization.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        gain: an optional scaling factor (finite, >= 0)
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.xavier_uniform_(w, gain=fastinit.calculate_gain("relu"))
+    """
+    fn = "xavier_uniform_"
+    _check_tensor(tensor, fn)
+    std = _xavier_std(tensor, gain, fn)
+    a = math.sqrt(3.0) * std  # uniform bounds from the standard deviation, as torch
+    return _write(tensor, _spec(InitSpec.uniform, -a, a, fn), fn, seed, generator)
+
+
+def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0,
+                   generator: torch.Generator | None = None, *,
+                   seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input `Tensor` with values using a Xavier normal distribution.
+
+    The method is described in `Understanding the difficulty of training deep feedforward
+    neural networks` - Glorot, X. & Bengio, Y. (2010). The resulting tensor
+    will have values sampled from :math:`\mathcal{N}(0, \text{std}^2)` where
+
+    .. math::
+        \text{std} = \text{gain} \times \sqrt{\frac{2}{\text{fan\_in} + \text{fan\_out}}}
+
+    Also known as Glorot initialization.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        gain: an optional scaling factor (finite, >= 0)
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.xavier_normal_(w)
+    """
+    fn = "xavier_normal_"
+    _check_tensor(tensor, fn)
+    std = _xavier_std(tensor, gain, fn)
+    return _write(tensor, _spec(InitSpec.normal, 0.0, std, fn), fn, seed, generator)
+
+
+def kaiming_uniform_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
+                     nonlinearity: str = "leaky_relu",
+                     generator: torch.Generator | None = None, *,
+                     seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input `Tensor` with values using a Kaiming uniform distribution.
+
+    The method is described in `Delving deep into rectifiers: Surpassing
+    human-level performance on ImageNet classification` - He, K. et al. (2015).
+    The resulting tensor will have values sampled from
+    :math:`\mathcal{U}(-\text{bound}, \text{bound})` where
+
+    .. math::
+        \text{bound} = \text{gain} \times \sqrt{\frac{3}{\text{fan\_mode}}}
+
+    computed exactly as torch computes it. Also known as He initialization.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        a: the negative slope of the rectifier used after this layer (only
+            used with ``'leaky_relu'``)
+        mode: either ``'fan_in'`` (default) or ``'fan_out'``. Choosing ``'fan_in'``
+            preserves the magnitude of the variance of the weights in the
+            forward pass. Choosing ``'fan_out'`` preserves the magnitudes in the
+            backwards pass.
+        nonlinearity: the non-linear function (`nn.functional` name),
+            recommended to use only with ``'relu'`` or ``'leaky_relu'`` (default).
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Warns:
+        UserWarning: "Initializing zero-element tensors is a no-op", as torch.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")
+
+    Note:
+        ``fan_in`` and ``fan_out`` assume the weight is used transposed (``x @ w.T``
+        in ``Linear``, where ``w.shape = [fan_out, fan_in]``); for ``x @ w`` pass
+        ``w.T``.
+    """
+    fn = "kaiming_uniform_"
+    _check_tensor(tensor, fn)
+    std = _kaiming_std(tensor, a, mode, nonlinearity, fn)
+    if std is None:
+        check_rng(seed, generator)
+        return tensor
+    bound = math.sqrt(3.0) * std  # uniform bounds from the standard deviation, as torch
+    return _write(tensor, _spec(InitSpec.uniform, -bound, bound, fn), fn, seed, generator)
+
+
+def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
+                    nonlinearity: str = "leaky_relu",
+                    generator: torch.Generator | None = None, *,
+                    seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input `Tensor` with values using a Kaiming normal distribution.
+
+    The method is described in `Delving deep into rectifiers: Surpassing
+    human-level performance on ImageNet classification` - He, K. et al. (2015).
+    The resulting tensor will have values sampled from
+    :math:`\mathcal{N}(0, \text{std}^2)` where
+
+    .. math::
+        \text{std} = \frac{\text{gain}}{\sqrt{\text{fan\_mode}}}
+
+    Also known as He initialization.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        a: the negative slope of the rectifier used after this layer (only
+            used with ``'leaky_relu'``)
+        mode: either ``'fan_in'`` (default) or ``'fan_out'``. Choosing ``'fan_in'``
+            preserves the magnitude of the variance of the weights in the
+            forward pass. Choosing ``'fan_out'`` preserves the magnitudes in the
+            backwards pass.
+        nonlinearity: the non-linear function (`nn.functional` name),
+            recommended to use only with ``'relu'`` or ``'leaky_relu'`` (default).
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Warns:
+        UserWarning: "Initializing zero-element tensors is a no-op", as torch.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+    """
+    fn = "kaiming_normal_"
+    _check_tensor(tensor, fn)
+    std = _kaiming_std(tensor, a, mode, nonlinearity, fn)
+    if std is None:
+        check_rng(seed, generator)
+        return tensor
+    return _write(tensor, _spec(InitSpec.normal, 0.0, std, fn), fn, seed, generator)
+
+
+# --- orthogonal and sparse -----------------------------------------------------------------------
+
+
+def orthogonal_(tensor: torch.Tensor, gain: float = 1,
+                generator: torch.Generator | None = None, *,
+                seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input `Tensor` with a (semi) orthogonal matrix.
+
+    Described in `Exact solutions to the nonlinear dynamics of learning in deep
+    linear neural networks` - Saxe, A. et al. (2013). The input tensor must have
+    at least 2 dimensions, and for tensors with more than 2 dimensions the
+    trailing dimensions are flattened: the tensor is viewed, in its logical order, as a
+    ``(rows, cols)`` matrix with ``rows = tensor.size(0)``.
+
+    The ``(rows, cols)`` matrix is filled with :math:`\mathcal{N}(0, 1)` values from the
+    call's Philox stream (the values ``normal_`` gives a contiguous ``(rows, cols)`` tensor
+    with the same seed), then orthogonalized on the tensor's device by a QR factorization
+    with torch's sign convention (columns of Q multiplied by the signs of R's diagonal,
+    which makes Q Haar-distributed), and multiplied by ``gain``. float16 and bfloat16
+    tensors are computed in float32 (torch raises for them); float64 in float64.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, where :math:`n \geq 2`
+        gain: optional scaling factor (finite)
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.orthogonal_(w)
+    """
+    fn = "orthogonal_"
+    _check_tensor(tensor, fn)
+    if tensor.ndimension() < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    gain = _finite(_real(gain, "gain", fn), "gain", fn)
+    check_dtype(tensor.dtype, fn)
+    if _skip(tensor):
+        check_rng(seed, generator)
+        return tensor
+    rows = tensor.size(0)
+    cols = tensor.numel() // rows
+    work = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    resolved = resolve_key(tensor, seed, generator)
+    if resolved is None:
+        return tensor
+    key, stream = resolved
+    flattened = torch.empty((rows, cols), dtype=work, device=tensor.device)
+    fill_tensor(flattened, InitSpec.normal(0.0, 1.0).kernel_params(work), key, stream)
+    if rows < cols:
+        flattened.t_()
+    q, r = torch.linalg.qr(flattened)
+    q *= torch.diag(r, 0).sign()  # Haar measure (Mezzadri, arXiv:math-ph/0609050)
+    if rows < cols:
+        q.t_()
+    q.mul_(gain)
+    if is_dtensor(tensor):  # every rank computed the whole matrix: keep its own part
+        from fastinit.distributed import copy_from_full_
+
+        copy_from_full_(tensor, q.reshape(tensor.shape))
+        return tensor
+    with torch.no_grad():
+        tensor.copy_(q.reshape(tensor.shape))
+    return tensor
+
+
+def sparse_(tensor: torch.Tensor, sparsity: float, std: float = 0.01,
+            generator: torch.Generator | None = None, *,
+            seed: int | None = None) -> torch.Tensor:
+    r"""Fill the 2D input `Tensor` as a sparse matrix.
+
+    The non-zero elements will be drawn from the normal distribution
+    :math:`\mathcal{N}(0, \text{std}^2)`, as described in `Deep learning via
+    Hessian-free optimization` - Martens, J. (2010). In every column,
+    ``ceil(sparsity * rows)`` elements are set to zero.
+
+    Both the values and the zero positions come from the call's Philox stream: the
+    values are those ``normal_(tensor, 0, std)`` writes with the same seed; the positions
+    are the rows of the ``ceil(sparsity * rows)`` smallest values of each column of a
+    ``(rows, cols)`` float32 uniform matrix drawn from the same key in draw round 1
+    (ties broken by row index), i.e. a uniformly random subset of each column,
+    independent of the values and identical on every device. (torch draws the positions
+    from the global generator whatever ``generator`` is.)
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        sparsity: The fraction of elements in each column to be set to zero, in
+            :math:`[0, 1]`
+        std: the standard deviation of the normal distribution used to generate
+            the non-zero values
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Raises:
+        ValueError: if ``sparsity`` is NaN or outside :math:`[0, 1]` (torch zeroes the
+            whole column for ``sparsity > 1`` and all but ``-ceil(sparsity * rows)`` rows
+            for negative values).
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.sparse_(w, sparsity=0.1)
+    """
+    fn = "sparse_"
+    _check_tensor(tensor, fn)
+    if tensor.ndimension() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    sparsity = _real(sparsity, "sparsity", fn)
+    if not 0.0 <= sparsity <= 1.0:
+        raise ArgumentError(f"fastinit.{fn}: sparsity must be a fraction in [0, 1], "
+                            f"got {sparsity}")
+    spec = _spec(InitSpec.normal, 0.0, _real(std, "std", fn), fn)
+    check_dtype(tensor.dtype, fn)
+    params = _params(spec, tensor.dtype)
+    if _skip(tensor):
+        check_rng(seed, generator)
+        return tensor
+    rows, cols = tensor.shape
+    num_zeros = math.ceil(sparsity * rows)
+    resolved = resolve_key(tensor, seed, generator)
+    if resolved is None:
+        return tensor
+    key, stream = resolved
+    fill_tensor(tensor, params, key, stream)
+    if num_zeros:
+        u = torch.empty((rows, cols), dtype=torch.float32, device=tensor.device)
+        fill_tensor(u, InitSpec.uniform(0.0, 1.0).kernel_params(torch.float32), key, stream,
+                    draw_round=1)
+        zero_rows = torch.argsort(u, dim=0, stable=True)[:num_zeros]
+        if is_dtensor(tensor):
+            from fastinit.distributed import index_put_global_
+
+            cols_idx = torch.arange(cols, device=u.device).expand(num_zeros, cols)
+            index_put_global_(tensor, (zero_rows.reshape(-1), cols_idx.reshape(-1)), 0.0)
+            return tensor
+        with torch.no_grad():
+            tensor.scatter_(0, zero_rows, 0.0)
+    return tensor
+
+
+# --- scaled residual-output init ------------------------------------------------------------------
+
+
+def _count(x: object, name: str, lowest: int) -> int:
+    if isinstance(x, bool):
+        raise TypeError(f"fastinit.scaled_residual_(): {name} must be an int, not bool")
+    try:
+        x = operator.index(x)
+    except TypeError:
+        raise TypeError(f"fastinit.scaled_residual_(): {name} must be an int, not "
+                        f"{type(x).__name__}") from None
+    if x < lowest:
+        raise ArgumentError(f"fastinit.scaled_residual_: {name} must be >= {lowest}, got {x}")
+    return x
+
+
+def scaled_residual_(tensor: torch.Tensor, std: float = 0.02, num_layers: int | None = None,
+                     *, layer_id: int | None = None, mean: float = 0.0,
+                     truncated: bool = False, a: float | None = None, b: float | None = None,
+                     generator: torch.Generator | None = None,
+                     seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input Tensor with the scaled init of residual-output projections.
+
+    GPT-2 and Megatron-LM initialize the layers that write into the residual stream
+    (attention output and MLP down projections) with a standard deviation scaled by
+    the depth of the network,
+
+    .. math::
+        \text{std}_\text{out} = \frac{\text{std}}{\sqrt{2 \cdot \text{num\_layers}}}
+
+    (GPT-2's ``initializer_range / sqrt(2 * n_layer)``, Megatron's
+    ``scaled_init_method_normal``). With ``layer_id`` instead of ``num_layers``, the
+    per-layer depth form of torchtitan's ``depth_init`` is used,
+
+    .. math::
+        \text{std}_\text{out} = \frac{\text{std}}{\sqrt{2 \cdot (\text{layer\_id} + 1)}}
+
+    Values are drawn from :math:`\mathcal{N}(\text{mean}, \text{std}_\text{out}^2)`, or,
+    with ``truncated=True``, from that normal truncated to :math:`[a, b]` exactly as
+    :func:`trunc_normal_` draws it (torchtitan uses ``trunc_normal_`` with its default
+    bounds :math:`[-2, 2]`). Pass exactly one of ``num_layers`` and ``layer_id``.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        std: the base standard deviation (the model's ``initializer_range``, default
+            0.02), before scaling; finite and >= 0 (> 0 when truncated)
+        num_layers: the number of transformer layers (>= 1), for
+            ``std / sqrt(2 * num_layers)``
+        layer_id: the 0-based index of this layer (>= 0), for
+            ``std / sqrt(2 * (layer_id + 1))``; keyword-only
+        mean: the mean of the normal distribution
+        truncated: draw from the truncated normal instead of the normal
+        a: the minimum cutoff value (absolute, as in :func:`trunc_normal_`; default -2.0);
+            only with ``truncated=True``
+        b: the maximum cutoff value (absolute; default 2.0); only with ``truncated=True``
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Raises:
+        ValueError: if neither or both of ``num_layers`` and ``layer_id`` are given, if
+            they are out of range, if ``a`` or ``b`` is given without ``truncated=True``,
+            or for the conditions of :func:`normal_` and :func:`trunc_normal_`.
+        TypeError: if ``num_layers`` or ``layer_id`` is not an int.
+
+    Examples:
+        >>> w = torch.empty(768, 3072)  # GPT-2 small c_proj of the MLP
+        >>> fastinit.scaled_residual_(w, 0.02, num_layers=12)
+        >>> w = torch.empty(4096, 4096)  # torchtitan attention.wo with depth_init
+        >>> fastinit.scaled_residual_(w, 0.02, layer_id=3, truncated=True)
+    """
+    fn = "scaled_residual_"
+    _check_tensor(tensor, fn)
+    if (num_layers is None) == (layer_id is None):
+        raise ArgumentError(
+            f"fastinit.{fn}: pass exactly one of num_layers (std / sqrt(2 * num_layers)) and "
+            f"layer_id (std / sqrt(2 * (layer_id + 1))), got num_layers={num_layers!r}, "
+            f"layer_id={layer_id!r}")
+    depth = (_count(num_layers, "num_layers", 1) if layer_id is None
+             else _count(layer_id, "layer_id", 0) + 1)
+    std = _finite(_real(std, "std", fn), "std", fn)
+    if std < 0 or (truncated and std == 0):
+        raise ArgumentError(
+            f"fastinit.{fn}: std must be {'> 0' if truncated else '>= 0'}, got {std:g}")
+    scaled = std / math.sqrt(2.0 * depth)
+    mean = _real(mean, "mean", fn)
+    if truncated:
+        a = -2.0 if a is None else _real(a, "a", fn)
+        b = 2.0 if b is None else _real(b, "b", fn)
+        spec = _spec(InitSpec.trunc_normal, mean, scaled, a, b, fn)
+    else:
+        if a is not None or b is not None:
+            raise ArgumentError(f"fastinit.{fn}: the cutoffs a and b apply to the truncated "
+                                "normal only: pass truncated=True")
+        spec = _spec(InitSpec.normal, mean, scaled, fn)
+    return _write(tensor, spec, fn, seed, generator)
+
+
+# --- deprecated aliases (as torch.nn.init keeps them) ---------------------------------------------
+
+
+def _make_deprecate(meth):
+    new_name = meth.__name__
+    old_name = new_name[:-1]
+
+    def deprecated_init(*args, **kwargs):
+        warnings.warn(
+            f"`fastinit.{old_name}` is now deprecated in favor of `fastinit.{new_name}`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return meth(*args, **kwargs)
+
+    deprecated_init.__doc__ = rf"""
+    {old_name}(...)
+
+    .. warning::
+        This method is now deprecated in favor of :func:`fastinit.{new_name}`.
+
+    See :func:`~fastinit.{new_name}` for details."""
+    deprecated_init.__name__ = old_name
+    deprecated_init.__qualname__ = old_name
+    return deprecated_init
+
+
+uniform = _make_deprecate(uniform_)
+normal = _make_deprecate(normal_)
+constant = _make_deprecate(constant_)
+eye = _make_deprecate(eye_)
+dirac = _make_deprecate(dirac_)
+xavier_uniform = _make_deprecate(xavier_uniform_)
+xavier_normal = _make_deprecate(xavier_normal_)
+kaiming_uniform = _make_deprecate(kaiming_uniform_)
+kaiming_normal = _make_deprecate(kaiming_normal_)
+orthogonal = _make_deprecate(orthogonal_)
+sparse = _make_deprecate(sparse_)

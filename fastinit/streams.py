@@ -64,8 +64,22 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     return _splitmix64(generator.initial_seed() ^ _splitmix64(offset)) >> 1
 
 
+def _check_generator(generator: object) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, not {type(generator).__name__}")
+
+
+def check_rng(seed: int | None, generator: torch.Generator | None) -> None:
+    """Validate a call's ``seed`` and ``generator`` without drawing anything."""
+    _check_generator(generator)
+    if seed is not None:
+        normalize_seed(seed)
+
+
 def call_key(seed: int | None, generator: torch.Generator | None) -> int:
-    """The Philox key for one fill call."""
+    """The Philox key for one fill call (validates ``seed`` and ``generator`` first)."""
+    _check_generator(generator)
     if seed is not None:
         return normalize_seed(seed)
     return draw_seed(generator)
