@@ -1,0 +1,413 @@
+"""Sharded tensors: which global elements a rank holds, and where they live in memory.
+
+A ``torch.distributed.tensor.DTensor`` is a logical (global) tensor of which each rank
+holds a local tensor. fastinit fills the local tensor with the values of the global
+elements it holds, so the gathered result equals the single-process fill bit for bit,
+with no communication: the map from local to global indices is computed here from the
+mesh shape, this rank's mesh coordinate and the placements, exactly as
+``torch.distributed.tensor`` defines them.
+
+The map, per tensor dimension
+-----------------------------
+Each tensor dimension starts as one run ``[0, n)`` of global positions. Placements are
+applied left to right (mesh dimension 0 first), as torch does:
+
+* ``Shard(d)`` on a mesh dimension of size ``k`` at coordinate ``c`` keeps local
+  positions ``[min(L, c * ceil(L / k)), min(L, (c + 1) * ceil(L / k)))`` of dimension
+  ``d``, where ``L`` is its current local size (``torch.chunk``'s rule: uneven shards,
+  empty shards on the last coordinates);
+* ``_StridedShard(d, split_factor=f)`` (FSDP2 over tensor parallelism on the same
+  dimension) cuts the current ``L`` positions into ``f`` chunks, each chunk into ``k``
+  chunks, and keeps chunk ``c`` of each, concatenated;
+* ``Replicate()`` keeps everything (every rank on that mesh dimension holds the same
+  elements, so it writes the same values: no broadcast is needed);
+* ``Partial(...)`` is refused: the local tensor is not a part of the global value but an
+  addend of it, and a fill cannot choose addends.
+
+A dimension's local positions thus map to a short list of runs of consecutive global
+positions (one run for ``Shard``, ``f`` runs for ``_StridedShard``); a block of local
+memory in which every dimension is one run (or an arithmetic sequence of equal runs) is
+a handful of :class:`~fastinit.layout.Segment` s. Nothing is gathered, scattered or
+allocated at full size.
+
+:func:`local_fill_plan` is the entry point: ``fastinit.fill.fill_tensor`` calls it for
+every DTensor, and a grouped fill of many parameters (``fastinit.materialize``) turns
+each ``(local, segments)`` pair into one ``backends.FillEntry``. It reads metadata only,
+so it works on meta local tensors (plan before allocating).
+
+Fills that are not a per-element function of the global index use helpers:
+:func:`index_put_global_` writes values at given global positions (``eye_``, ``dirac_``,
+the zeros of ``sparse_``) with no full-size temporary; :func:`copy_from_full_` keeps the
+local part of a tensor every rank computed whole (``orthogonal_``: a QR of the whole
+matrix, the same bits on every rank, still without communication), and
+:func:`fill_full_then_shard` does both steps for any fill of a plain tensor.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+
+from fastinit.layout import Segment, contiguous_strides
+
+__all__ = [
+    "ShardLayout",
+    "local_fill_plan",
+    "shard_layout",
+    "shard_layout_of",
+    "layout_segments",
+    "copy_segments_from_full",
+    "copy_from_full_",
+    "fill_full_then_shard",
+    "global_positions",
+    "index_put_global_",
+]
+
+#: One run of a dimension's local-to-global map: ``length`` consecutive global
+#: positions starting at ``start``, at consecutive local positions.
+Run = tuple[int, int]  # (global start, length)
+
+
+class ShardLayout(NamedTuple):
+    """The global positions a rank holds, per tensor dimension.
+
+    ``runs[d]`` lists, in local order, runs ``(global_start, length)`` of consecutive
+    global positions along dimension ``d``; local position ``i`` of dimension ``d`` is
+    the ``i``-th position of the concatenated runs. The local element at local index
+    ``(i_0, ..., i_{n-1})`` is the global element at ``(g_0(i_0), ..., g_{n-1}(i_{n-1}))``.
+    """
+
+    global_shape: tuple[int, ...]
+    runs: tuple[tuple[Run, ...], ...]
+
+    @property
+    def local_shape(self) -> tuple[int, ...]:
+        return tuple(sum(n for _, n in r) for r in self.runs)
+
+    def global_index(self, dim: int) -> list[int]:
+        """The global positions of dimension ``dim``, in local order (for tests)."""
+        return [g for s, n in self.runs[dim] for g in range(s, s + n)]
+
+
+# --- the map: placements -> runs ----------------------------------------------------------
+
+
+def _slice_runs(runs: Sequence[Run], start: int, stop: int) -> list[Run]:
+    """Local positions ``[start, stop)`` of a dimension given by ``runs``."""
+    out: list[Run] = []
+    pos = 0
+    for g, n in runs:
+        lo, hi = max(start, pos), min(stop, pos + n)
+        if hi > lo:
+            out.append((g + lo - pos, hi - lo))
+        pos += n
+        if pos >= stop:
+            break
+    return out
+
+
+def _chunk_bounds(size: int, chunks: int, index: int) -> tuple[int, int]:
+    """Bounds of chunk ``index`` when ``torch.chunk`` cuts ``size`` into ``chunks``
+    (missing chunks are empty, as DTensor pads its chunk list)."""
+    step = -(-size // chunks)
+    lo = min(size, step * index)
+    return lo, min(size, lo + step)
+
+
+def _merge(runs: Sequence[Run]) -> tuple[Run, ...]:
+    out: list[Run] = []
+    for g, n in runs:
+        if n == 0:
+            continue
+        if out and out[-1][0] + out[-1][1] == g:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((g, n))
+    return tuple(out)
+
+
+def _placement_kind(p) -> tuple[str, int, int]:
+    """(kind, tensor dim, split factor) of a placement, kind in shard/strided/replicate."""
+    from torch.distributed.tensor.placement_types import Partial, Replicate, Shard
+
+    try:
+        from torch.distributed.tensor.placement_types import _StridedShard
+    except ImportError:  # pragma: no cover - older torch
+        _StridedShard = ()  # type: ignore[assignment]
+    # _StridedShard is a Shard subclass in older torch: test it first.
+    if _StridedShard and isinstance(p, _StridedShard):
+        return "strided", int(p.dim), int(p.split_factor)
+    if isinstance(p, Shard):
+        return "shard", int(p.dim), 1
+    if isinstance(p, Replicate):
+        return "replicate", -1, 1
+    if isinstance(p, Partial):
+        raise ValueError(
+            f"fastinit cannot fill a DTensor with a Partial placement ({p!r}): its local "
+            "tensors are addends of the global value, not parts of it, and a fill cannot "
+            "choose addends. Fill a Replicate (or sharded) DTensor and redistribute it, or "
+            "fill before the tensor becomes partial."
+        )
+    raise NotImplementedError(f"fastinit does not know the DTensor placement {p!r}")
+
+
+def shard_layout(global_shape: Sequence[int], mesh_shape: Sequence[int],
+                 coordinate: Sequence[int], placements: Sequence) -> ShardLayout:
+    """The :class:`ShardLayout` of the rank at ``coordinate`` of a mesh of ``mesh_shape``.
+
+    Pure: needs no process group, so it can be evaluated for any rank (and is, in the
+    tests, for every rank of many meshes).
+    """
+    global_shape = tuple(int(n) for n in global_shape)
+    if len(placements) != len(mesh_shape) or len(coordinate) != len(mesh_shape):
+        raise ValueError(
+            f"{len(placements)} placements and a {len(coordinate)}-d coordinate for a "
+            f"mesh of shape {tuple(mesh_shape)}"
+        )
+    return _shard_layout(global_shape, tuple(int(k) for k in mesh_shape),
+                         tuple(int(c) for c in coordinate),
+                         tuple(_placement_kind(p) for p in placements))
+
+
+@functools.lru_cache(maxsize=4096)
+def _shard_layout(global_shape: tuple[int, ...], mesh_shape: tuple[int, ...],
+                  coordinate: tuple[int, ...],
+                  kinds: tuple[tuple[str, int, int], ...]) -> ShardLayout:
+    ndim = len(global_shape)
+    runs: list[tuple[Run, ...]] = [((0, n),) if n else () for n in global_shape]
+    for k, c, (kind, dim, factor) in zip(mesh_shape, coordinate, kinds):
+        if kind == "replicate":
+            continue
+        if not -ndim <= dim < ndim:
+            raise ValueError(f"a placement shards dimension {dim} of a {ndim}-d tensor")
+        dim %= ndim
+        size = sum(n for _, n in runs[dim])
+        if kind == "shard":
+            lo, hi = _chunk_bounds(size, k, c)
+            runs[dim] = _merge(_slice_runs(runs[dim], lo, hi))
+        else:  # strided: chunk c of each of the factor chunks
+            kept: list[Run] = []
+            for j in range(factor):
+                f_lo, f_hi = _chunk_bounds(size, factor, j)
+                lo, hi = _chunk_bounds(f_hi - f_lo, k, c)
+                kept += _slice_runs(runs[dim], f_lo + lo, f_lo + hi)
+            runs[dim] = _merge(kept)
+    return ShardLayout(global_shape, tuple(runs))
+
+
+def shard_layout_of(dt) -> ShardLayout | None:
+    """The :class:`ShardLayout` of this rank's part of DTensor ``dt`` (``None`` when this
+    rank is not part of its mesh). Reads only local metadata: no communication."""
+    spec = dt._spec
+    mesh = spec.mesh
+    coordinate = mesh.get_coordinate()
+    if coordinate is None:
+        return None
+    return shard_layout(dt.shape, mesh.shape, coordinate, spec.placements)
+
+
+# --- runs -> segments ---------------------------------------------------------------------
+
+
+class _Piece(NamedTuple):
+    """``count`` runs of ``length`` positions: local ``l0 + r * length + j`` holds global
+    ``g0 + r * g_step + j``."""
+
+    l0: int
+    g0: int
+    length: int
+    count: int
+    g_step: int
+
+
+def _pieces(runs: Sequence[Run]) -> list[_Piece]:
+    """Group runs of equal length at a constant global step into one piece."""
+    out: list[_Piece] = []
+    pos = 0
+    for g, n in runs:
+        if out:
+            p = out[-1]
+            step = g - (p.g0 + (p.count - 1) * p.g_step)
+            if n == p.length and (p.count == 1 or step == p.g_step) and step > 0:
+                out[-1] = p._replace(count=p.count + 1, g_step=step)
+                pos += n
+                continue
+        out.append(_Piece(pos, g, n, 1, 0))
+        pos += n
+    return out
+
+
+def _block_segments(dims: Sequence[tuple[int, int, int]], m_base: int,
+                    g_base: int) -> list[Segment]:
+    """Segments of a block given as (size, memory stride, global stride) per dimension,
+    outermost first. Unlike :func:`fastinit.layout.segments` this never gives up: when
+    no dimension is unit-stride in both memory and global index, rows are one element
+    long."""
+    dims = [(n, m, g) for n, m, g in dims if n != 1]
+    if any(n == 0 for n, _, _ in dims):
+        return []
+    merged: list[tuple[int, int, int]] = []
+    for n, m, g in reversed(dims):
+        if merged:
+            n_in, m_in, g_in = merged[-1]
+            if m == n_in * m_in and g == n_in * g_in:
+                merged[-1] = (n * n_in, m_in, g_in)
+                continue
+        merged.append((n, m, g))
+    merged.reverse()
+    if merged and merged[-1][1] == 1 and merged[-1][2] == 1:
+        row_len = merged.pop()[0]
+    else:  # innermost dimension strided in memory or in global index (a transposed
+        row_len = 1  # local tensor): rows of one element, along the largest dimension
+        if merged:
+            j = max(range(len(merged)), key=lambda i: merged[i][0])
+            merged.append(merged.pop(j))
+    if not merged:
+        return [Segment(m_base, 0, g_base, 0, row_len, 1)]
+    n_rows, m_row, g_row = merged[-1]
+    outer = merged[:-1]
+    result = []
+    for idx in itertools.product(*(range(n) for n, _, _ in outer)):
+        m0 = sum(i * m for i, (_, m, _) in zip(idx, outer))
+        g0 = sum(i * g for i, (_, _, g) in zip(idx, outer))
+        result.append(Segment(m_base + m0, m_row, g_base + g0, g_row, row_len, n_rows))
+    return result
+
+
+def layout_segments(layout: ShardLayout, local_strides: Sequence[int]) -> list[Segment]:
+    """Segments that fill a local tensor of strides ``local_strides`` holding ``layout``.
+
+    Memory offsets are in elements from the local tensor's first element; global indices
+    are row-major indices of the global tensor.
+    """
+    return list(_layout_segments(layout, tuple(int(s) for s in local_strides)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout_segments(layout: ShardLayout, local_strides: tuple[int, ...]) -> tuple[Segment, ...]:
+    gstrides = contiguous_strides(layout.global_shape)
+    if any(not r for r in layout.runs):
+        return ()
+    per_dim = [_pieces(r) for r in layout.runs]
+    segs: list[Segment] = []
+    for block in itertools.product(*per_dim):
+        dims: list[tuple[int, int, int]] = []
+        m_base = g_base = 0
+        for p, ms, gs in zip(block, local_strides, gstrides):
+            m_base += p.l0 * ms
+            g_base += p.g0 * gs
+            if p.count > 1:
+                dims.append((p.count, p.length * ms, p.g_step * gs))
+            dims.append((p.length, ms, gs))
+        segs += _block_segments(dims, m_base, g_base)
+    return tuple(segs)
+
+
+# --- DTensors -----------------------------------------------------------------------------
+
+
+def local_fill_plan(dt) -> tuple[torch.Tensor, list[Segment]]:
+    """``(local tensor, segments)``: filling ``segments`` of the local tensor of DTensor
+    ``dt`` with the stream of the global tensor writes exactly this rank's part of it.
+
+    Reads metadata only (shape, placements, mesh coordinate, local strides): no
+    communication, and it works on meta local tensors (to plan before allocating).
+    Replicated mesh dimensions give every rank on them the same segments, hence the same
+    values. Raises ``ValueError`` for ``Partial`` placements and when the local tensor's
+    shape is not the one the placements define (a ``DTensor.from_local`` with a custom
+    uneven split).
+    """
+    local = dt._local_tensor
+    layout = shard_layout_of(dt)
+    if layout is None:  # this rank holds nothing
+        return local, []
+    if tuple(local.shape) != layout.local_shape:
+        raise ValueError(
+            f"fastinit: the local tensor of this DTensor has shape {tuple(local.shape)}, "
+            f"but placements {tuple(dt.placements)} of a {tuple(dt.shape)} tensor on mesh "
+            f"{tuple(dt.device_mesh.shape)} at coordinate "
+            f"{tuple(dt.device_mesh.get_coordinate())} give {layout.local_shape}; fastinit "
+            "fills DTensors split by torch.chunk's rule (distribute_tensor, FSDP2, "
+            "parallelize_module)"
+        )
+    return local, layout_segments(layout, local.stride())
+
+
+def copy_segments_from_full(local: torch.Tensor, segs: Sequence[Segment],
+                            full: torch.Tensor) -> None:
+    """Copy the global elements ``segs`` name from ``full`` (the whole logical tensor,
+    any strides, same device) into ``local``, one strided copy per segment."""
+    flat = full.reshape(-1)
+    base = local.storage_offset()
+    for s in segs:
+        dst = local.as_strided((s.n_rows, s.row_len), (s.m_row_stride, 1), base + s.m_base)
+        src = flat.as_strided((s.n_rows, s.row_len), (s.g_row_stride, 1),
+                              flat.storage_offset() + s.g_base)
+        dst.copy_(src)
+
+
+def copy_from_full_(dt, full: torch.Tensor) -> None:
+    """Write this rank's part of ``full`` (a plain tensor of ``dt``'s global shape, the
+    same on every rank) into DTensor ``dt``'s local tensor. No communication."""
+    if tuple(full.shape) != tuple(dt.shape):
+        raise ValueError(f"full tensor of shape {tuple(full.shape)} for a DTensor of shape "
+                         f"{tuple(dt.shape)}")
+    local, segs = local_fill_plan(dt)
+    if segs:
+        with torch.no_grad():
+            copy_segments_from_full(local, segs, full.to(device=local.device,
+                                                         dtype=local.dtype))
+
+
+def fill_full_then_shard(dt, fill_full: Callable[[torch.Tensor], object]) -> None:
+    """Fill DTensor ``dt`` by filling the whole logical tensor on every rank.
+
+    For fills that are not a per-element function of the global index (``orthogonal_``:
+    a QR factorization of the whole matrix): ``fill_full`` receives a plain tensor of the
+    global shape and dtype on the local device, fills it in place exactly as on a single
+    process, and this rank copies out the part it holds. Every rank computes the same full tensor (same inputs, same
+    device type), so the result equals a single-process fill without any communication,
+    at the cost of one full-size temporary per rank.
+    """
+    local, segs = local_fill_plan(dt)  # raises for Partial before any work
+    full = torch.empty(tuple(dt.shape), dtype=dt.dtype, device=local.device)
+    fill_full(full)
+    if segs:
+        with torch.no_grad():
+            copy_segments_from_full(local, segs, full)
+
+
+def global_positions(dt) -> list[torch.Tensor]:
+    """Per tensor dimension, the global positions this rank holds, in local order
+    (int64 tensors on the local device; empty when this rank holds nothing)."""
+    local = dt._local_tensor
+    layout = shard_layout_of(dt)
+    if layout is None:
+        return [torch.empty(0, dtype=torch.int64, device=local.device) for _ in dt.shape]
+    return [torch.tensor(layout.global_index(d), dtype=torch.int64, device=local.device)
+            for d in range(len(dt.shape))]
+
+
+def index_put_global_(dt, indices: Sequence[torch.Tensor], value: float) -> None:
+    """``full[indices] = value`` for DTensor ``dt``, in global coordinates: each rank writes
+    the listed elements it holds (``eye_``, ``dirac_``: a few ones at known positions).
+    ``indices`` are 1-d integer tensors of equal length, one per dimension. No
+    communication and no full-size temporary (one lookup table per dimension)."""
+    if len(indices) != len(dt.shape) or not indices:
+        raise ValueError(f"{len(indices)} index tensors for a {len(dt.shape)}-d DTensor")
+    local, _ = local_fill_plan(dt)  # validates the placements and the local shape
+    if local.numel() == 0:
+        return
+    keep = None
+    local_idx = []
+    for d, (pos, idx) in enumerate(zip(global_positions(dt), indices)):
+        lookup = torch.full((dt.shape[d],), -1, dtype=torch.int64, device=local.device)
+        lookup[pos] = torch.arange(pos.numel(), device=local.device)
+        li = lookup[idx.to(device=local.device, dtype=torch.int64)]
+        keep = li >= 0 if keep is None else keep & (li >= 0)
+        local_idx.append(li)
+    with torch.no_grad():
+        local.index_put_(tuple(li[keep] for li in local_idx),
+                         torch.tensor(value, dtype=local.dtype, device=local.device))
