@@ -2,7 +2,10 @@
 
 The functions mirror ``torch.nn.init``; every value is a pure function of (seed, stream,
 element index, distribution, dtype), identical on the CPU and on any GPU.
+``materialize`` initializes a whole meta-device model in grouped launches, and ``patch``
+routes unmodified ``torch.nn.init`` calls through fastinit.
 """
+from fastinit import recipes
 from fastinit.init import (
     calculate_gain,
     constant,
@@ -32,6 +35,8 @@ from fastinit.init import (
     xavier_uniform_,
     zeros_,
 )
+from fastinit.intercept import patch
+from fastinit.materialize import materialize
 
 __version__ = "0.1.0"
 
@@ -65,4 +70,7 @@ __all__ = [
     "sparse",
     # fastinit's additions
     "scaled_residual_",
+    "materialize",
+    "patch",
+    "recipes",
 ]

@@ -1,0 +1,281 @@
+"""Meta-device models to real ones: allocate, run the model's own init, fill in one pass.
+
+``materialize`` gives every meta parameter and buffer real storage, then runs the model's
+initialization code with every fill recorded instead of executed (see ``intercept`` and
+``deferred``), and writes all of them at the end in grouped launches: one kernel launch
+per dtype on a GPU, one pass over a thread pool on the CPU. Each tensor's values come
+from the materialize seed and a stream derived from its qualified name, so they do not
+depend on the order in which modules were built or initialized, nor on the device.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from fastinit import recipes as recipes_mod
+from fastinit.deferred import Recorder, storage_key
+from fastinit.fill import SKIP, is_dtensor, sink
+from fastinit.intercept import InitMode, patched_init_functions
+from fastinit.spec import KernelParams
+from fastinit.streams import draw_seed, normalize_seed, stream_for_name
+
+
+class _Materializer:
+    """The sink of a materialize: fills of model tensors are recorded with name streams."""
+
+    def __init__(self, key: int, tracked: dict[int, tuple[str, torch.Tensor]],
+                 protected: set[int], recorder: Recorder) -> None:
+        self.key = key
+        self.tracked = tracked
+        self.protected = protected
+        self.recorder = recorder
+        self.written: set[int] = set()
+
+    def _key(self, t: torch.Tensor) -> int | None:
+        if t.device.type == "meta" or t.numel() == 0:
+            return None
+        return storage_key(t)
+
+    def accepts(self, t: torch.Tensor) -> bool:
+        k = self._key(t)
+        return k is not None and (k in self.tracked or k in self.protected)
+
+    def mark_written(self, t: torch.Tensor) -> None:
+        k = self._key(t)
+        if k is not None and k in self.tracked:
+            self.written.add(k)
+
+    def key_for(self, tensor: torch.Tensor):
+        k = self._key(tensor)
+        if k is None:
+            return None
+        hit = self.tracked.get(k)
+        if hit is not None:
+            self.written.add(k)
+            return self.key, stream_for_name(hit[0])
+        return SKIP if k in self.protected else None
+
+    def write(self, tensor: torch.Tensor, params: KernelParams, key: int, stream: int,
+              draw_round: int) -> bool:
+        k = self._key(tensor)
+        if k is None:
+            return True
+        hit = self.tracked.get(k)
+        if hit is not None:
+            name, base = hit
+            self.written.add(k)
+            self.recorder.add(tensor, base, params, self.key, stream_for_name(name), draw_round)
+            return True
+        return k in self.protected  # tensors that were real already are left alone
+
+
+#: Smaller models never show a progress bar (they take well under a second).
+PROGRESS_MIN_ELEMENTS = 1 << 26
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _is_hf_model(module: nn.Module) -> bool:
+    return any(c.__name__ == "PreTrainedModel" and c.__module__.startswith("transformers")
+               for c in type(module).__mro__)
+
+
+def run_model_init(module: nn.Module) -> None:
+    """Run the model's own initialization code.
+
+    Hugging Face models: ``initialize_weights()`` (transformers 5) or ``init_weights()``;
+    models with an ``init_weights()`` method (torchtitan style): that; otherwise every
+    submodule's ``reset_parameters()`` (or ``_reset_parameters()``), as torch's layers call
+    it at construction.
+    """
+    if _is_hf_model(module):
+        if hasattr(module, "initialize_weights"):
+            module.initialize_weights()
+        else:
+            module.init_weights()
+        return
+    init_weights = getattr(module, "init_weights", None)
+    if callable(init_weights):
+        init_weights()
+        return
+    for m in module.modules():
+        reset = getattr(m, "reset_parameters", None) or getattr(m, "_reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
+@contextlib.contextmanager
+def _untied(module: nn.Module) -> Iterator[None]:
+    """Hugging Face ties parameters after initializing them, so the init code of a tied
+    *target* (the LM head sharing the embedding) writes values that the tie throws away.
+    On a model built on meta the tie exists before init, and that write would land on the
+    shared tensor (undoing, e.g., a zeroed padding row). Give each tied target a meta
+    stand-in while the init code runs: its writes go nowhere, as in transformers' own order.
+    """
+    targets = getattr(module, "all_tied_weights_keys", None)
+    if not isinstance(targets, dict) or not _is_hf_model(module):
+        yield
+        return
+    swapped = []
+    for target, source in targets.items():
+        try:
+            t = module.get_parameter(target)
+            src = module.get_parameter(source)
+        except AttributeError:
+            continue
+        if t is not src:
+            continue
+        owner_name, _, attr = target.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        stand_in = nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
+                                requires_grad=t.requires_grad)
+        swapped.append((owner, attr, t))
+        owner._parameters[attr] = stand_in
+    try:
+        yield
+    finally:
+        for owner, attr, t in reversed(swapped):
+            owner._parameters[attr] = t
+
+
+class _Allocation:
+    """Real storage for a module's meta tensors; undoable until committed."""
+
+    def __init__(self, module: nn.Module, device: torch.device, overwrite: bool) -> None:
+        self.replaced: list[tuple[dict, str, torch.Tensor]] = []
+        self.tracked: dict[int, tuple[str, torch.Tensor]] = {}
+        self.protected: set[int] = set()
+        self.params: dict[str, torch.Tensor] = {}  # name -> tensor, for recipes
+        names: dict[int, str] = {}
+        for name, p in module.named_parameters():
+            names.setdefault(id(p), name)
+        for name, b in module.named_buffers():
+            names.setdefault(id(b), name)
+        memo: dict[int, torch.Tensor] = {}
+        for _, mod in module.named_modules(remove_duplicate=False):
+            for table in (mod._parameters, mod._buffers):
+                for attr, t in list(table.items()):
+                    if t is None:
+                        continue
+                    if id(t) in memo:  # tied parameters and shared modules stay shared
+                        self._replace(table, attr, t, memo[id(t)])
+                        continue
+                    name = names.get(id(t), attr)
+                    if t.is_meta:
+                        new = self._allocate(t, device)
+                        memo[id(t)] = new
+                        self._replace(table, attr, t, new)
+                        t = new
+                    elif not overwrite:
+                        if t.numel():
+                            self.protected.add(storage_key(t))
+                        memo[id(t)] = t
+                        continue
+                    memo[id(t)] = t
+                    if t.numel():
+                        self.tracked[storage_key(t)] = (name, t)
+                    if isinstance(t, nn.Parameter) and not getattr(t, "_is_hf_initialized", False):
+                        self.params.setdefault(name, t)
+
+    def _replace(self, table: dict, attr: str, old: torch.Tensor, new: torch.Tensor) -> None:
+        if old is not new:
+            self.replaced.append((table, attr, old))
+            table[attr] = new
+
+    @staticmethod
+    def _allocate(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if is_dtensor(t):
+            raise NotImplementedError(
+                "materialize: meta DTensor parameters (fully_shard / parallelize_module) are "
+                "allocated with module.to_empty(); this model mixes them with other tensors")
+        new = torch.empty(t.shape, dtype=t.dtype, device=device)
+        if isinstance(t, nn.Parameter):
+            new = nn.Parameter(new, requires_grad=t.requires_grad)
+            new.__dict__.update(t.__dict__)
+        return new
+
+    def undo(self) -> None:
+        for table, attr, old in reversed(self.replaced):
+            table[attr] = old
+
+
+def materialize(module: nn.Module, device: torch.device | str | None = None, *,
+                seed: int | None = None, recipe=None, overwrite: bool = False,
+                progress: bool = True) -> nn.Module:
+    """Give a model built on the meta device real storage and initialize it in one pass.
+
+    Every meta parameter and buffer gets storage on ``device``; tied parameters stay
+    tied. Then the model's own initialization runs (``run_model_init``) with every
+    ``torch.nn.init`` call and in-place ``normal_`` / ``uniform_`` / ``zero_`` / ``fill_``
+    recorded, and all records are written at the end in grouped launches. Buffers that
+    the model's code computes (RoPE ``inv_freq``, ``position_ids``) are computed by it.
+
+    Values depend only on ``seed``, each tensor's qualified name, its shape and dtype:
+    not on module order, not on the device. Tensors that were already real are left alone
+    (their fills are skipped) unless ``overwrite=True``. Hugging Face's
+    ``_is_hf_initialized`` flags are respected.
+
+    Args:
+        module: the model (built under ``torch.device("meta")``, or partly so)
+        device: where to allocate (default: CUDA if available, else CPU)
+        seed: the 64-bit seed (default: drawn from torch's default generator, so
+            ``torch.manual_seed`` makes materialize reproducible)
+        recipe: initialize parameters with a recipe instead of the model's own scheme:
+            a built-in name (``"gpt2"``, ``"llama"``, ``"bert"``, ``"torchtitan_llama"``,
+            ``"vit"``) or a mapping of name globs to ``fastinit.recipes`` inits
+        overwrite: also re-initialize parameters and buffers that are already real
+        progress: show a progress bar when the CPU fill takes more than two seconds
+
+    Returns:
+        the module, materialized in place
+
+    Raises:
+        ValueError: if a tensor is left uninitialized (no init code and no recipe rule
+            wrote it), or for recipe errors; the module is then left as it was.
+
+    Examples:
+        >>> with torch.device("meta"):
+        ...     model = LlamaForCausalLM(config)
+        >>> fastinit.materialize(model, "cuda", seed=0)
+    """
+    device = torch.device(device) if device is not None else default_device()
+    key = normalize_seed(seed) if seed is not None else draw_seed(None)
+    alloc = _Allocation(module, device, overwrite)
+    big = sum(t.numel() for _, t in alloc.tracked.values()) >= PROGRESS_MIN_ELEMENTS
+    recorder = Recorder(progress=progress and big and device.type == "cpu")
+    mat = _Materializer(key, alloc.tracked, alloc.protected, recorder)
+    try:
+        with _recording(mat, recorder):
+            with _untied(module):
+                run_model_init(module)
+            if recipe is not None:
+                rules, warn_unused = recipes_mod.resolve(recipe, module)
+                recipes_mod.apply(rules, alloc.params, warn_unused)
+        missing = [name for k, (name, t) in alloc.tracked.items()
+                   if k not in mat.written and _still_owned(module, t)]
+        if missing:
+            raise ValueError(
+                "materialize: nothing initialized these tensors (the model's init code does not "
+                f"write them): {', '.join(sorted(missing))}; give their modules a "
+                "reset_parameters() or pass a recipe that covers them")
+    except BaseException:
+        alloc.undo()
+        raise
+    recorder.flush()
+    return module
+
+
+def _still_owned(module: nn.Module, t: torch.Tensor) -> bool:
+    return any(p is t for p in module.parameters()) or any(b is t for b in module.buffers())
+
+
+@contextlib.contextmanager
+def _recording(mat: _Materializer, recorder: Recorder) -> Iterator[None]:
+    with patched_init_functions(), sink(mat), torch.no_grad(), InitMode(
+            recorder=recorder, methods=True, accepts=mat.accepts, on_write=mat.mark_written):
+        yield

@@ -1,0 +1,283 @@
+"""materialize: meta models to real ones, the model's own init, grouped fills, recipes, patch."""
+from __future__ import annotations
+
+import hashlib
+import math
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+import fastinit
+from fastinit import backends
+from fastinit.fill import fill_tensor
+from fastinit.intercept import patch
+from fastinit.materialize import materialize
+from fastinit.spec import InitSpec
+from fastinit.streams import stream_for_name
+from tests.conftest import assert_bitwise_equal
+
+SEED = 1234
+
+
+def _stack() -> nn.Module:
+    return nn.Sequential(
+        nn.Embedding(300, 64, padding_idx=3),
+        nn.Linear(64, 256),
+        nn.LayerNorm(256),
+        nn.Linear(256, 64, bias=False),
+        nn.Conv2d(4, 32, 3),
+        nn.BatchNorm2d(32),
+    )
+
+
+def _on_meta(build):
+    with torch.device("meta"):
+        return build()
+
+
+def _expected(name: str, shape, spec: InitSpec, dtype=torch.float32) -> torch.Tensor:
+    t = torch.empty(shape, dtype=dtype)
+    fill_tensor(t, spec.kernel_params(dtype), SEED, stream_for_name(name))
+    return t
+
+
+def test_plain_modules_follow_torch_defaults_bit_for_bit():
+    """Each tensor is the fastinit stream of its name with torch's default distribution."""
+    m = materialize(_on_meta(_stack), "cpu", seed=SEED)
+    b1 = 1 / math.sqrt(64)  # kaiming_uniform(a=sqrt(5)) and the bias rule give 1/sqrt(fan_in)
+    expected = {
+        "0.weight": _expected("0.weight", (300, 64), InitSpec.normal(0, 1)),
+        "1.weight": _expected("1.weight", (256, 64), InitSpec.uniform(-b1, b1)),
+        "1.bias": _expected("1.bias", (256,), InitSpec.uniform(-b1, b1)),
+        "3.weight": _expected("3.weight", (64, 256), InitSpec.uniform(-1 / 16, 1 / 16)),
+        "4.weight": _expected("4.weight", (32, 4, 3, 3), InitSpec.uniform(-1 / 6, 1 / 6)),
+        "4.bias": _expected("4.bias", (32,), InitSpec.uniform(-1 / 6, 1 / 6)),
+    }
+    expected["0.weight"][3] = 0  # padding row
+    sd = m.state_dict()
+    for name, value in expected.items():
+        assert_bitwise_equal(sd[name], value)
+    assert torch.equal(sd["2.weight"], torch.ones(256)) and torch.equal(sd["2.bias"], torch.zeros(256))
+    assert torch.equal(sd["5.running_var"], torch.ones(32))
+    assert torch.equal(sd["5.running_mean"], torch.zeros(32))
+    assert sd["5.num_batches_tracked"].item() == 0
+    assert all(p.requires_grad and p.device.type == "cpu" for p in m.parameters())
+
+
+def test_plain_modules_match_torch_distributions():
+    """KS against torch's definitions: U(+-1/sqrt(fan_in)) for Linear/Conv, N(0, 1) for
+    Embedding. n >= 1.6e4 per test; reject at p < 1e-6 (fixed seed: deterministic)."""
+    m = materialize(_on_meta(lambda: nn.Sequential(nn.Linear(128, 512), nn.Embedding(500, 64),
+                                                   nn.Conv1d(16, 64, 5))), "cpu", seed=SEED)
+    for w, cdf in [(m[0].weight, stats.uniform(-1 / math.sqrt(128), 2 / math.sqrt(128)).cdf),
+                   (m[1].weight, stats.norm().cdf),
+                   (m[2].weight, stats.uniform(-1 / math.sqrt(80), 2 / math.sqrt(80)).cdf)]:
+        assert stats.kstest(w.detach().numpy().ravel(), cdf).pvalue > 1e-6
+
+
+def test_values_do_not_depend_on_module_order():
+    class Net(nn.Module):
+        def __init__(self, order):
+            super().__init__()
+            for name in order:
+                setattr(self, name, nn.Linear(8, 8) if name != "emb" else nn.Embedding(10, 8))
+
+    a = materialize(_on_meta(lambda: Net(["emb", "fc1", "fc2"])), "cpu", seed=SEED)
+    b = materialize(_on_meta(lambda: Net(["fc2", "emb", "fc1"])), "cpu", seed=SEED)
+    for name, value in a.state_dict().items():
+        assert_bitwise_equal(value, b.state_dict()[name])
+    c = materialize(_on_meta(lambda: Net(["emb", "fc1", "fc2"])), "cpu", seed=SEED + 1)
+    assert not torch.equal(a.fc1.weight, c.fc1.weight)
+
+
+def _digest(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+_FRESH = """
+import hashlib, torch
+from torch import nn
+from fastinit.materialize import materialize
+with torch.device("meta"):
+    m = nn.Sequential(nn.Embedding(300, 64, padding_idx=3), nn.Linear(64, 256), nn.LayerNorm(256),
+                      nn.Linear(256, 64, bias=False), nn.Conv2d(4, 32, 3), nn.BatchNorm2d(32))
+materialize(m, "cpu", seed=%d)
+h = hashlib.sha256()
+for name, t in sorted(m.state_dict().items()):
+    h.update(name.encode())
+    h.update(t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_same_seed_same_bytes_in_a_fresh_process():
+    out = subprocess.run([sys.executable, "-c", _FRESH % SEED], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == _digest(materialize(_on_meta(_stack), "cpu", seed=SEED))
+
+
+def test_one_grouped_fill_per_wave(monkeypatch):
+    """All of a model's fills go through one grouped fill (per dtype on a GPU); a partial
+    overwrite (an embedding's padding row) takes a second, tiny wave."""
+    calls = []
+    original = backends.fill_grouped
+
+    def counting(entries, **kw):
+        calls.append(len(entries))
+        return original(entries, **kw)
+
+    monkeypatch.setattr(backends, "fill_grouped", counting)
+    materialize(_on_meta(lambda: nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8),
+                                               nn.Linear(8, 4).to(torch.bfloat16))), "cpu", seed=1)
+    assert calls == [6]
+    calls.clear()
+    materialize(_on_meta(_stack), "cpu", seed=1)
+    assert calls == [12, 1]  # 12 floating-point tensors, then the padding row
+
+
+def test_ties_and_shared_modules_are_kept():
+    def build():
+        emb = nn.Embedding(20, 8)
+        head = nn.Linear(8, 20, bias=False)
+        head.weight = emb.weight
+        block = nn.Linear(8, 8)
+        return nn.ModuleDict({"emb": emb, "head": head, "a": block, "b": block})
+
+    m = materialize(_on_meta(build), "cpu", seed=SEED)
+    assert m.head.weight is m.emb.weight
+    assert m.a is m.b
+    assert not m.emb.weight.is_meta and not torch.isnan(m.emb.weight).any()
+
+
+def test_real_parameters_are_left_alone_unless_overwrite():
+    m = _on_meta(lambda: nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)))
+    m[0] = nn.Linear(4, 4)  # real
+    nn.init.constant_(m[0].weight, 7.0)
+    materialize(m, "cpu", seed=SEED)
+    assert (m[0].weight == 7.0).all()
+    assert not m[1].weight.is_meta
+    materialize(m, "cpu", seed=SEED, overwrite=True)
+    assert not (m[0].weight == 7.0).any()
+
+
+def test_uninitialized_tensors_raise_and_leave_the_module_untouched():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.scale = nn.Parameter(torch.ones(4))  # no init code writes it on meta
+
+    m = _on_meta(Custom)
+    with pytest.raises(ValueError, match="scale"):
+        materialize(m, "cpu", seed=SEED)
+    assert m.scale.is_meta and m.lin.weight.is_meta
+    materialize(m, "cpu", seed=SEED, recipe={"*.weight": fastinit.recipes.normal(std=0.1),
+                                              "*": fastinit.recipes.ones()})
+    assert torch.equal(m.scale.detach(), torch.ones(4)) and torch.equal(m.lin.bias.detach(), torch.ones(4))
+
+
+def test_recipe_errors_and_warnings():
+    m = _on_meta(lambda: nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)))
+    with pytest.raises(ValueError, match="known recipes: bert, gpt2, llama, torchtitan_llama, vit"):
+        materialize(m, "cpu", seed=1, recipe="gpt3")
+    with pytest.raises(ValueError, match=r"no recipe rule matches these parameters: 0\.bias, 1\.bias"):
+        materialize(m, "cpu", seed=1, recipe={"*.weight": fastinit.recipes.ones()})
+    assert m[0].weight.is_meta  # nothing was written
+    with pytest.warns(UserWarning, match="'nothing.*' matched no parameter"):
+        materialize(m, "cpu", seed=1, recipe={"nothing.*": fastinit.recipes.zeros(),
+                                              "*": fastinit.recipes.zeros()})
+    assert (m[0].weight == 0).all()
+
+
+def test_recipe_scaled_residual_and_depth():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = nn.Linear(32, 32)
+            self.c_proj = nn.Linear(32, 32)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h = nn.ModuleList([Block() for _ in range(3)])
+
+    m = materialize(_on_meta(Net), "cpu", seed=SEED, recipe={
+        "*.c_proj.weight": fastinit.recipes.scaled_residual(0.02, 3),
+        "*.c_attn.weight": fastinit.recipes.scaled_residual(0.02, depth=True),
+        "*.bias": fastinit.recipes.zeros()})
+    assert_bitwise_equal(m.h[1].c_proj.weight.detach(),
+                         _expected("h.1.c_proj.weight", (32, 32), InitSpec.normal(0, 0.02 / math.sqrt(6))))
+    assert_bitwise_equal(m.h[2].c_attn.weight.detach(),
+                         _expected("h.2.c_attn.weight", (32, 32), InitSpec.normal(0, 0.02 / math.sqrt(6))))
+
+
+def test_deferred_reads_see_the_filled_values():
+    """Init code that reads a tensor it just filled (here: rescales it) sees the values."""
+    class Rescaled(nn.Linear):
+        def reset_parameters(self):
+            nn.init.normal_(self.weight)
+            with torch.no_grad():
+                self.weight.mul_(0.5)
+            nn.init.zeros_(self.bias)
+
+    m = materialize(_on_meta(lambda: Rescaled(16, 16)), "cpu", seed=SEED)
+    assert_bitwise_equal(m.weight.detach(), _expected("weight", (16, 16), InitSpec.normal(0, 1)) * 0.5)
+
+
+def test_patch_routes_torch_layers_through_fastinit():
+    torch.manual_seed(0)
+    with patch():
+        lin = nn.Linear(64, 32)
+    torch.manual_seed(0)
+    w = fastinit.kaiming_uniform_(torch.empty(32, 64), a=math.sqrt(5))
+    b = fastinit.uniform_(torch.empty(32), -1 / 8, 1 / 8)
+    assert_bitwise_equal(lin.weight.detach(), w)
+    assert_bitwise_equal(lin.bias.detach(), b)
+    assert nn.init.kaiming_uniform_ is fastinit.intercept.ORIGINALS["kaiming_uniform_"]
+
+
+def test_patch_deferred_equals_patch(monkeypatch):
+    def build():
+        return nn.Sequential(nn.Linear(32, 32), nn.Embedding(10, 32, padding_idx=0),
+                             nn.LayerNorm(32), nn.Conv2d(3, 4, 3))
+
+    torch.manual_seed(5)
+    with patch():
+        a = build()
+    calls = []
+    original = backends.fill_grouped
+    monkeypatch.setattr(backends, "fill_grouped",
+                        lambda entries, **kw: (calls.append(len(entries)), original(entries, **kw)))
+    torch.manual_seed(5)
+    with patch(deferred=True):
+        b = build()
+    assert len(calls) >= 1 and sum(calls) >= 7
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert_bitwise_equal(x, y)
+
+
+def test_patch_deferred_failure_writes_nothing():
+    t = torch.full((4, 4), math.nan)
+    with pytest.raises(RuntimeError, match="boom"):
+        with patch(deferred=True):
+            nn.init.normal_(t)
+            raise RuntimeError("boom")
+    assert t.isnan().all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=str)
+def test_dtypes(dtype):
+    m = materialize(_on_meta(lambda: nn.Linear(64, 64, dtype=dtype)), "cpu", seed=SEED)
+    assert m.weight.dtype == dtype
+    assert (m.weight.double().abs() < 1 / 8).all()
+    assert np.isfinite(m.weight.detach().double().numpy()).all()
