@@ -17,7 +17,7 @@ from torch import nn
 
 from fastinit import recipes as recipes_mod
 from fastinit.deferred import Recorder, storage_key
-from fastinit.fill import SKIP, is_dtensor, sink
+from fastinit.fill import SKIP, fill_tensor, is_dtensor, sink
 from fastinit.intercept import InitMode, patched_init_functions
 from fastinit.spec import KernelParams
 from fastinit.streams import draw_seed, normalize_seed, stream_for_name
@@ -67,6 +67,12 @@ class _Materializer:
         if hit is not None:
             name, base = hit
             self.written.add(k)
+            if is_dtensor(base) and tensor is not base:
+                # part of a sharded tensor (a padding row): keep the order, write it now
+                self.recorder.flush()
+                with sink(None):
+                    fill_tensor(tensor, params, self.key, stream_for_name(name), draw_round)
+                return True
             self.recorder.add(tensor, base, params, self.key, stream_for_name(name), draw_round)
             return True
         return k in self.protected  # tensors that were real already are left alone
@@ -144,43 +150,63 @@ def _untied(module: nn.Module) -> Iterator[None]:
 
 
 class _Allocation:
-    """Real storage for a module's meta tensors; undoable until committed."""
+    """Real storage for a module's meta tensors; undoable until the fill is flushed."""
 
     def __init__(self, module: nn.Module, device: torch.device, overwrite: bool) -> None:
+        self.module = module
         self.replaced: list[tuple[dict, str, torch.Tensor]] = []
+        self.emptied = False
         self.tracked: dict[int, tuple[str, torch.Tensor]] = {}
         self.protected: set[int] = set()
-        self.params: dict[str, torch.Tensor] = {}  # name -> tensor, for recipes
+        self.params: dict[str, torch.Tensor] = {}  # name -> parameter, for recipes
+        tensors = [t for _, _, t in _slots(module)]
+        if any(is_dtensor(t) and t.is_meta for t in tensors):
+            self._to_empty(device)
         names: dict[int, str] = {}
         for name, p in module.named_parameters():
             names.setdefault(id(p), name)
         for name, b in module.named_buffers():
             names.setdefault(id(b), name)
         memo: dict[int, torch.Tensor] = {}
-        for _, mod in module.named_modules(remove_duplicate=False):
-            for table in (mod._parameters, mod._buffers):
-                for attr, t in list(table.items()):
-                    if t is None:
-                        continue
-                    if id(t) in memo:  # tied parameters and shared modules stay shared
-                        self._replace(table, attr, t, memo[id(t)])
-                        continue
-                    name = names.get(id(t), attr)
-                    if t.is_meta:
-                        new = self._allocate(t, device)
-                        memo[id(t)] = new
-                        self._replace(table, attr, t, new)
-                        t = new
-                    elif not overwrite:
-                        if t.numel():
-                            self.protected.add(storage_key(t))
-                        memo[id(t)] = t
-                        continue
-                    memo[id(t)] = t
-                    if t.numel():
-                        self.tracked[storage_key(t)] = (name, t)
-                    if isinstance(t, nn.Parameter) and not getattr(t, "_is_hf_initialized", False):
-                        self.params.setdefault(name, t)
+        for table, attr, t in _slots(module):
+            if id(t) in memo:  # tied parameters and shared modules stay shared
+                self._replace(table, attr, t, memo[id(t)])
+                continue
+            name = names.get(id(t), attr)
+            if t.is_meta:
+                new = self._allocate(t, device)
+                memo[id(t)] = new
+                self._replace(table, attr, t, new)
+                t = new
+            elif not overwrite and not self.emptied:
+                if t.numel():
+                    self.protected.add(storage_key(t))
+                memo[id(t)] = t
+                continue
+            memo[id(t)] = t
+            if t.numel():
+                self.tracked[storage_key(t)] = (name, t)
+            if isinstance(t, nn.Parameter) and not getattr(t, "_is_hf_initialized", False):
+                self.params.setdefault(name, t)
+
+    def _to_empty(self, device: torch.device) -> None:
+        """Sharded (DTensor) models: ``to_empty`` lets FSDP2 re-create its sharded
+        parameters (its own hook); re-link the tensors that were shared before."""
+        slots = _slots(self.module)
+        if any(not t.is_meta for _, _, t in slots):
+            raise NotImplementedError(
+                "materialize: a model with meta DTensor parameters must be entirely on meta")
+        first: dict[int, tuple[dict, str]] = {}
+        links = []
+        for table, attr, t in slots:
+            if id(t) in first:
+                links.append((table, attr, first[id(t)]))
+            else:
+                first[id(t)] = (table, attr)
+        self.module.to_empty(device=device)
+        self.emptied = True
+        for table, attr, (src_table, src_attr) in links:
+            table[attr] = src_table[src_attr]
 
     def _replace(self, table: dict, attr: str, old: torch.Tensor, new: torch.Tensor) -> None:
         if old is not new:
@@ -189,10 +215,6 @@ class _Allocation:
 
     @staticmethod
     def _allocate(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-        if is_dtensor(t):
-            raise NotImplementedError(
-                "materialize: meta DTensor parameters (fully_shard / parallelize_module) are "
-                "allocated with module.to_empty(); this model mixes them with other tensors")
         new = torch.empty(t.shape, dtype=t.dtype, device=device)
         if isinstance(t, nn.Parameter):
             new = nn.Parameter(new, requires_grad=t.requires_grad)
@@ -202,6 +224,15 @@ class _Allocation:
     def undo(self) -> None:
         for table, attr, old in reversed(self.replaced):
             table[attr] = old
+        if self.emptied:
+            self.module.to_empty(device="meta")
+
+
+def _slots(module: nn.Module) -> list[tuple[dict, str, torch.Tensor]]:
+    """Every (parameter or buffer table, name, tensor) of every module, shared ones repeated."""
+    return [(table, attr, t) for _, mod in module.named_modules(remove_duplicate=False)
+            for table in (mod._parameters, mod._buffers) for attr, t in table.items()
+            if t is not None]
 
 
 def materialize(module: nn.Module, device: torch.device | str | None = None, *,

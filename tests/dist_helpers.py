@@ -696,6 +696,33 @@ def check_model(flow: str, meshes: dict, summary: dict) -> None:
     summary.setdefault("flows", []).append(flow)
 
 
+def check_materialize(flow: str, meshes: dict, summary: dict) -> None:
+    """The FSDP2 / torchtitan flow with fastinit.materialize: build on meta, shard, then
+    materialize (the model's own reset_parameters, or the torchtitan_llama recipe) with no
+    collective; every gathered parameter equals the single-process materialize bitwise."""
+    from fastinit.materialize import materialize
+
+    for recipe in (None, "torchtitan_llama"):
+        with torch.device("meta"):
+            ref = Llama()
+        materialize(ref, "cpu", seed=77, recipe=recipe)
+        with torch.device("meta"):
+            model = Llama()
+        if "tp" in meshes:
+            apply_tp(model, meshes["tp"])
+        if "dp" in meshes:
+            apply_fsdp(model, meshes["dp"])
+        with no_collectives() as calls:
+            materialize(model, "cpu", seed=77, recipe=recipe)
+        assert not calls, calls
+        expected = dict(ref.named_parameters())
+        for n, p in model.named_parameters():
+            assert not p._local_tensor.is_meta
+            assert_bitwise(p.full_tensor(), expected[n], f"materialize {flow} {recipe} {n}")
+            summary["materialized_params"] = summary.get("materialized_params", 0) + 1
+    summary.setdefault("materialize_flows", []).append(flow)
+
+
 def worker(rank: int, world_size: int) -> dict:
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -712,8 +739,12 @@ def worker(rank: int, world_size: int) -> dict:
     timed("tensors", check_tensors, mesh)
     timed("fsdp", check_model, "fsdp", {"dp": mesh})
     timed("tp", check_model, "tp", {"tp": mesh})
+    timed("materialize fsdp", check_materialize, "fsdp", {"dp": mesh})
+    timed("materialize tp", check_materialize, "tp", {"tp": mesh})
     if world_size == 4:
         mesh2 = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
         timed("tensors 2x2", check_tensors, mesh2)
         timed("fsdp_tp", check_model, "fsdp_tp", {"dp": mesh2["dp"], "tp": mesh2["tp"]})
+        timed("materialize fsdp_tp", check_materialize, "fsdp_tp",
+              {"dp": mesh2["dp"], "tp": mesh2["tp"]})
     return summary

@@ -287,6 +287,19 @@ def test_llama_model_sharded_init_equals_single_process(runs, world_size):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_materialize_sharded_model_equals_single_process(runs, world_size):
+    """fastinit.materialize on a model built on meta and then fully_shard-ed,
+    parallelize_module-d (torchtitan's TP plan), and on 4 ranks both on a 2x2 mesh: with
+    the model's own reset_parameters and with the torchtitan_llama recipe, no collective
+    runs and every gathered parameter equals the single-process materialize bitwise."""
+    flows = ["fsdp", "tp"] + (["fsdp_tp"] if world_size == 4 else [])
+    for s in runs(world_size):
+        assert s["materialize_flows"] == flows
+        assert s["materialized_params"] == 2 * 23 * len(flows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
 def test_no_collective_guard_catches_collectives(runs, world_size):
     """The guard the fills run under is not vacuous: all_reduce, barrier, object
     broadcast, functional all_reduce, a ProcessGroup method called directly, full_tensor
