@@ -155,3 +155,47 @@ def test_trunc_normal_accuracy_against_scipy_ndtri(a, b):
     tol = 4 + dz / np.spacing(np.abs(exact).astype(np.float32) + np.float32(1e-30))
     err = _ulp_error(out.numpy(), exact)
     assert (err <= tol).all(), (err - tol).max()
+
+
+def test_cpu_half_conversions_are_exact():
+    """The CPU backend's float16 and bfloat16 conversions against NumPy / torch, on every
+    float16 value and on float32 values around every rounding boundary."""
+    from numba import njit
+
+    @njit
+    def to_f16(x, out):
+        for i in range(x.size):
+            out[i] = cpu.f32_to_f16_bits(x[i])
+
+    @njit
+    def from_f16(h, out):
+        for i in range(h.size):
+            out[i] = cpu.f16_bits_to_f32(h[i])
+
+    @njit
+    def to_bf16(x, out):
+        for i in range(x.size):
+            out[i] = cpu.round_bf16(x[i])
+
+    halves = np.arange(65536, dtype=np.uint16).view(np.int16)
+    finite = np.isfinite(halves.view(np.float16))
+    back = np.empty(65536, np.float32)
+    from_f16(halves, back)
+    np.testing.assert_array_equal(back[finite], halves.view(np.float16)[finite].astype(np.float32))
+    # float32 values at, just below and just above every float16 / bfloat16 midpoint
+    rng = np.random.default_rng(0)
+    base = np.concatenate([back[finite], rng.standard_normal(100000).astype(np.float32) * 100,
+                           np.float32([65504, 65519.99, 65520, 65536, 1e-8, 2**-25, 2**-24])])
+    mids = base.view(np.uint32).astype(np.int64)
+    probes = np.concatenate([(mids + d).astype(np.uint32).view(np.float32)
+                             for d in (-1, 0, 1, 4095, 4096, 4097, 32767, 32768, 32769)])
+    probes = np.concatenate([probes, -probes])
+    probes = probes[np.isfinite(probes)]
+    got = np.empty(probes.size, np.int16)
+    to_f16(probes, got)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(got, probes.astype(np.float16).view(np.int16))
+    got_bf = np.empty(probes.size, np.float32)
+    to_bf16(probes, got_bf)
+    expected = torch.from_numpy(probes).to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(got_bf, expected)

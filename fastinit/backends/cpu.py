@@ -104,10 +104,6 @@ _UNIFORM = C.UNIFORM
 _NORMAL = C.NORMAL
 _TRUNC = C.TRUNC_NORMAL
 
-# what a uint16 output array holds
-_BF16 = 0
-_F16 = 1
-
 # --- Philox and the counter layout ------------------------------------------------------
 
 
@@ -319,34 +315,28 @@ def group_variates(dist, group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
 # --- output conversion -----------------------------------------------------------------
 
 
-@njit
-def f32_to_f16_bits(x):
-    """float32 -> float16 bits, round to nearest even (finite inputs; overflow -> inf)."""
-    b = _f32_bits(x)
-    sign = U((b >> U(16)) & U(0x8000))
-    a = U(b & U(0x7FFFFFFF))
-    if a >= U(0x47800000):
-        h = U(0x7C00) if a <= U(0x7F800000) else U(0x7E00)
-    elif a >= U(0x38800000):
-        a2 = U(a - U(0x38000000))
-        h = U(U(a2 + U(0x0FFF) + ((a2 >> U(13)) & _ONE_U)) >> U(13))
-    else:  # subnormal: the float addition rounds to a multiple of 2**-24
-        h = U(_f32_bits(_bits_f32(a) + _HALF) - U(0x3F000000))
-    return np.uint16(sign | h)
+@intrinsic
+def f32_to_f16_bits(typingctx, x):
+    """float32 -> float16 bits (LLVM fptrunc: IEEE round to nearest even, vectorizable)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.int16(x), codegen
 
 
-@njit
-def f16_bits_to_f32(h):
-    h = U(h)
-    sign = U((h & U(0x8000)) << U(16))
-    e = (h >> U(10)) & U(0x1F)
-    m = h & U(0x3FF)
-    if e == 0:
-        v = F(m) * F(2.0**-24)
-        return -v if sign else v
-    if e == 31:
-        return _bits_f32(U(sign | U(0x7F800000) | U(m << U(13))))
-    return _bits_f32(U(sign | U((e + U(112)) << U(23)) | U(m << U(13))))
+@intrinsic
+def f16_bits_to_f32(typingctx, h):
+    """float16 bits -> float32 (exact)."""
+    if h != types.int16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(h), codegen
 
 
 @njit
@@ -357,58 +347,60 @@ def round_bf16(x):
     return _bits_f32(b)
 
 
-def store(out, i, v, shift, scale, lo, hi, kind):
-    """Write standard variate ``v`` as element ``i``: fma, round to the dtype, clamp."""
+def store(out, i, v, shift, scale, lo, hi):
+    """Write standard variate ``v`` as element ``i``: fma, round to the dtype, clamp.
+
+    The output array's type says the dtype: float32, float64, uint16 (bfloat16 bits) or
+    int16 (float16 bits); each gets its own compiled loop.
+    """
 
 
 @overload(store)
-def _store_impl(out, i, v, shift, scale, lo, hi, kind):
+def _store_impl(out, i, v, shift, scale, lo, hi):
     if out.dtype == types.float64:
-        def store_f64(out, i, v, shift, scale, lo, hi, kind):
+        def store_f64(out, i, v, shift, scale, lo, hi):
             out[i] = min(max(_fma(np.float64(v), scale, shift), lo), hi)
         return store_f64
     if out.dtype == types.float32:
-        def store_f32(out, i, v, shift, scale, lo, hi, kind):
+        def store_f32(out, i, v, shift, scale, lo, hi):
             out[i] = min(max(_fma(v, scale, shift), lo), hi)
         return store_f32
-
-    def store_u16(out, i, v, shift, scale, lo, hi, kind):
-        x = _fma(v, scale, shift)
-        if kind == _BF16:
-            y = min(max(round_bf16(x), lo), hi)
+    if out.dtype == types.uint16:
+        def store_bf16(out, i, v, shift, scale, lo, hi):
+            y = min(max(round_bf16(_fma(v, scale, shift)), lo), hi)
             out[i] = np.uint16(_f32_bits(y) >> U(16))
-        else:
-            y = min(max(f16_bits_to_f32(f32_to_f16_bits(x)), lo), hi)
-            out[i] = f32_to_f16_bits(y)
-    return store_u16
+        return store_bf16
+
+    def store_f16(out, i, v, shift, scale, lo, hi):
+        y = f16_bits_to_f32(f32_to_f16_bits(_fma(v, scale, shift)))
+        out[i] = f32_to_f16_bits(min(max(y, lo), hi))
+    return store_f16
 
 
 # --- the fill loop ------------------------------------------------------------------------
 
 
 @njit
-def _store4(out, i, v0, v1, v2, v3, shift, scale, lo, hi, kind):
-    store(out, i, v0, shift, scale, lo, hi, kind)
-    store(out, i + 1, v1, shift, scale, lo, hi, kind)
-    store(out, i + 2, v2, shift, scale, lo, hi, kind)
-    store(out, i + 3, v3, shift, scale, lo, hi, kind)
+def _store4(out, i, v0, v1, v2, v3, shift, scale, lo, hi):
+    store(out, i, v0, shift, scale, lo, hi)
+    store(out, i + 1, v1, shift, scale, lo, hi)
+    store(out, i + 2, v2, shift, scale, lo, hi)
+    store(out, i + 3, v3, shift, scale, lo, hi)
 
 
 @njit
-def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi,
-                  kind):
+def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     regions = literally(regions)
     for i in range(n):
         w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
         _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, xa, regions),
                 trunc_normal_standard(w1, pa, qb, dd, xa, regions),
                 trunc_normal_standard(w2, pa, qb, dd, xa, regions),
-                trunc_normal_standard(w3, pa, qb, dd, xa, regions), shift, scale, lo, hi, kind)
+                trunc_normal_standard(w3, pa, qb, dd, xa, regions), shift, scale, lo, hi)
 
 
 @njit
-def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi,
-            kind):
+def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     """``n`` whole element groups starting at group ``g0``; ``out`` starts at group ``g0``.
 
     One loop per distribution keeps each loop body free of the distribution switch, and
@@ -419,40 +411,35 @@ def _groups(out, g0, n, dist, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, sc
         for i in range(n):
             w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
             _store4(out, 4 * i, uniform_open(w0), uniform_open(w1), uniform_open(w2),
-                    uniform_open(w3), shift, scale, lo, hi, kind)
+                    uniform_open(w3), shift, scale, lo, hi)
     elif dist == _NORMAL:
         for i in range(n):
             w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
             z0, z1 = box_muller(w0, w1)
             z2, z3 = box_muller(w2, w3)
-            _store4(out, 4 * i, z0, z1, z2, z3, shift, scale, lo, hi, kind)
+            _store4(out, 4 * i, z0, z1, z2, z3, shift, scale, lo, hi)
     elif dist == _TRUNC:
         # a compile-time region count per loop: the loops only vectorize that way
         if regions == 1:
-            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 1, shift, scale, lo, hi,
-                          kind)
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 1, shift, scale, lo, hi)
         elif regions == 2:
-            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 2, shift, scale, lo, hi,
-                          kind)
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 2, shift, scale, lo, hi)
         elif regions == 3:
-            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 3, shift, scale, lo, hi,
-                          kind)
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 3, shift, scale, lo, hi)
         else:
-            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 4, shift, scale, lo, hi,
-                          kind)
+            _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, 4, shift, scale, lo, hi)
     else:
         for i in range(n):
-            _store4(out, 4 * i, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, shift, scale, lo, hi,
-                    kind)
+            _store4(out, 4 * i, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, shift, scale, lo, hi)
 
 
 @njit(nogil=True, cache=True)
 def _fill(out, m_base, m_row_stride, g_base, g_row_stride, row_len, e0, e1,
-          dist, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi, kind):
+          dist, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     """Fill local elements ``[e0, e1)`` (row-major over ``n_rows x row_len``) of a segment.
 
-    ``out`` is a flat array over the segment's memory: float32, float64, or uint16 holding
-    bfloat16 (``kind == 0``) or float16 (``kind == 1``) bits.
+    ``out`` is a flat array over the segment's memory: float32, float64, uint16 holding
+    bfloat16 bits or int16 holding float16 bits.
     """
     e = e0
     while e < e1:
@@ -466,16 +453,16 @@ def _fill(out, m_base, m_row_stride, g_base, g_row_stride, row_len, e0, e1,
         if gs & 3:  # leading partial group
             v = group_variates(dist, grp, k0, k1, c2, c3, pa, qb, dd, xa, regions)
             for j in range(gs & 3, min(4, ge - (grp << 2))):
-                store(out, base + (grp << 2) + j, v[j], shift, scale, lo, hi, kind)
+                store(out, base + (grp << 2) + j, v[j], shift, scale, lo, hi)
             grp += 1
         if (ge >> 2) > grp:
             _groups(out[base + (grp << 2):], grp, (ge >> 2) - grp, dist, k0, k1, c2, c3, pa, qb,
-                    dd, xa, regions, shift, scale, lo, hi, kind)
+                    dd, xa, regions, shift, scale, lo, hi)
         if (ge & 3) and (ge >> 2) >= grp:  # trailing partial group
             g = ge >> 2
             v = group_variates(dist, g, k0, k1, c2, c3, pa, qb, dd, xa, regions)
             for j in range(ge & 3):
-                store(out, base + (g << 2) + j, v[j], shift, scale, lo, hi, kind)
+                store(out, base + (g << 2) + j, v[j], shift, scale, lo, hi)
         e += n
 
 
@@ -502,43 +489,43 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-def _flat_array(out: torch.Tensor, span: int) -> tuple[np.ndarray, int]:
-    """A NumPy view of ``span`` elements of ``out``'s memory, and the 16-bit kind."""
+def _flat_array(out: torch.Tensor, span: int) -> np.ndarray:
+    """A NumPy view of ``span`` elements of ``out``'s memory (16-bit dtypes as their bits:
+    bfloat16 as uint16, float16 as int16, so that each has its own compiled store)."""
     out = out.detach()
     if out.is_contiguous() and span == out.numel():
         flat = out.view(-1)
     else:
         flat = torch.as_strided(out, (span,), (1,))
     if out.dtype == torch.bfloat16:
-        return flat.view(torch.int16).numpy().view(np.uint16), _BF16
+        return flat.view(torch.int16).numpy().view(np.uint16)
     if out.dtype == torch.float16:
-        return flat.view(torch.int16).numpy().view(np.uint16), _F16
-    return flat.numpy(), -1
+        return flat.view(torch.int16).numpy()
+    return flat.numpy()
 
 
-def _param_args(params: KernelParams, float64: bool, kind: int) -> tuple:
+def _param_args(params: KernelParams, float64: bool) -> tuple:
     """The distribution arguments of ``_fill``, typed as it was compiled for."""
     # -0.0 == 0.0: the sign of the shift must be part of the cache key
-    return _param_args_cached(params, float64, kind, math.copysign(1.0, params.shift))
+    return _param_args_cached(params, float64, math.copysign(1.0, params.shift))
 
 
 @functools.lru_cache(maxsize=4096)
-def _param_args_cached(params: KernelParams, float64: bool, kind: int, _sign: float) -> tuple:
+def _param_args_cached(params: KernelParams, float64: bool, _sign: float) -> tuple:
     ftype = np.float64 if float64 else np.float32
     pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
     regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
     return (pa, qb, dd, F(params.xa), regions, ftype(params.shift), ftype(params.scale),
-            ftype(params.lo),
-            ftype(params.hi), kind)
+            ftype(params.lo), ftype(params.hi))
 
 
 def _jobs(entry, pieces_for) -> list[tuple]:
     out, segments, params, key, stream, draw_round = entry
     span = max(s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len for s in segments)
-    arr, kind = _flat_array(out, span)
+    arr = _flat_array(out, span)
     c2, c3 = C.stream_words(stream, draw_round)
     args = (params.dist, U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3)) + _param_args(
-        params, out.dtype == torch.float64, kind)
+        params, out.dtype == torch.float64)
     jobs = []
     for s in segments:
         total = s.n_rows * s.row_len
@@ -556,11 +543,11 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
     """Fill ``segments`` of ``out`` (a CPU tensor) with the stream of (key, stream)."""
     if len(segments) == 1 and segments[0].numel < PARALLEL_THRESHOLD:  # small: no pool
         s = segments[0]
-        arr, kind = _flat_array(out, s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len)
+        arr = _flat_array(out, s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len)
         c2, c3 = C.stream_words(stream, draw_round)
         _fill(arr, s.m_base, s.m_row_stride, s.g_base, s.g_row_stride, s.row_len, 0, s.numel,
               params.dist, U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3),
-              *_param_args(params, out.dtype == torch.float64, kind))
+              *_param_args(params, out.dtype == torch.float64))
         return
     fill_grouped([(out, segments, params, key, stream, draw_round)])
 
@@ -597,7 +584,7 @@ def fill_grouped(entries, progress: bool = False) -> None:
 
     total = sum(job[7] - job[6] for job in jobs)
     with tqdm(total=total, unit="el", unit_scale=True, desc="fastinit", delay=2.0,
-              leave=False) as bar:
+              mininterval=0.5, leave=False) as bar:
         for job, f in zip(jobs, futures):
             f.result()
             bar.update(job[7] - job[6])
