@@ -462,6 +462,10 @@ def eye_(tensor: torch.Tensor) -> torch.Tensor:
         raise ValueError("Only tensors with 2 dimensions are supported")
     if _skip(tensor):
         return tensor
+    if current_sink() is None and not is_dtensor(tensor):  # the common case, as torch does it
+        with torch.no_grad():
+            torch.eye(*tensor.shape, out=tensor, requires_grad=tensor.requires_grad)
+        return tensor
     _fill_constant(tensor, 0.0)
     if is_dtensor(tensor):  # write the diagonal's global positions held by this rank
         from fastinit.distributed import index_put_global_

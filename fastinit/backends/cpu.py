@@ -468,8 +468,8 @@ def _fill(out, m_base, m_row_stride, g_base, g_row_stride, row_len, e0, e1,
 
 # --- host side ------------------------------------------------------------------------------
 
-#: Fills smaller than this run on the calling thread.
-PARALLEL_THRESHOLD = 1 << 16
+#: Fills smaller than this run on the calling thread (measured crossover on 2 cores).
+PARALLEL_THRESHOLD = 1 << 18
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -559,8 +559,8 @@ GROUPED_CHUNK = 1 << 22
 def fill_grouped(entries, progress: bool = False) -> None:
     """Fill many ``(out, segments, params, key, stream, draw_round)`` entries on the CPU.
 
-    All jobs of all entries go through one thread pool; with ``progress``, a progress bar
-    appears once the fill has taken two seconds.
+    The jobs of all entries are shared by the calling thread and the pool's threads; with
+    ``progress``, a progress bar appears once the fill has taken two seconds.
     """
     threads = _threads()
 
@@ -570,24 +570,38 @@ def fill_grouped(entries, progress: bool = False) -> None:
         return max(threads, -(-total // GROUPED_CHUNK)) if progress else threads
 
     jobs = [job for entry in entries if entry[1] for job in _jobs(entry, pieces_for)]
-    if not jobs:
-        return
-    if len(jobs) == 1:
-        _fill(*jobs[0])
-        return
-    futures = [_executor().submit(_fill, *job) for job in jobs]
     if not progress:
-        for f in futures:
-            f.result()
+        _run(jobs, threads)
         return
     from tqdm.auto import tqdm
 
-    total = sum(job[7] - job[6] for job in jobs)
-    with tqdm(total=total, unit="el", unit_scale=True, desc="fastinit", delay=2.0,
-              mininterval=0.5, leave=False) as bar:
-        for job, f in zip(jobs, futures):
-            f.result()
-            bar.update(job[7] - job[6])
+    with tqdm(total=sum(job[7] - job[6] for job in jobs), unit="el", unit_scale=True,
+              desc="fastinit", delay=2.0, mininterval=0.5, leave=False) as bar:
+        _run(jobs, threads, lambda job: bar.update(job[7] - job[6]))
+
+
+def _run(jobs: list[tuple], threads: int, done=None) -> None:
+    """Run ``_fill`` on every job: the caller works too (a pool thread takes tens of
+    microseconds to wake up), pool threads help when there is more than one job."""
+    if not jobs:
+        return
+    lock = threading.Lock()
+    order = iter(range(len(jobs)))
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(order, None)
+            if i is None:
+                return
+            _fill(*jobs[i])
+            if done is not None:
+                done(jobs[i])
+
+    helpers = [_executor().submit(work) for _ in range(min(threads, len(jobs)) - 1)]
+    work()
+    for h in helpers:
+        h.result()
 
 
 def philox_words(key: int, stream: int, groups: np.ndarray, draw_round: int = 0,
