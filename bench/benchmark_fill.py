@@ -42,7 +42,8 @@ def test_fill_throughput(benchmark, tensor, name, impl):
     benchmark.group = f"{name} {N} float32 cpu"
     benchmark.extra_info["elements"] = N
     benchmark.pedantic(fn, args=(tensor,), rounds=5 if impl == "fastinit" else 3, iterations=1)
-    benchmark.extra_info["GB/s"] = N * 4 / benchmark.stats.stats.median / 1e9
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["GB/s"] = N * 4 / benchmark.stats.stats.median / 1e9
 
 
 def _median(fn, t, rounds):
