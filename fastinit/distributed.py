@@ -50,7 +50,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from fastinit.layout import Segment, contiguous_strides
+from fastinit.layout import Segment, block_segments, contiguous_strides
 
 __all__ = [
     "ShardLayout",
@@ -239,43 +239,6 @@ def _pieces(runs: Sequence[Run]) -> list[_Piece]:
     return out
 
 
-def _block_segments(dims: Sequence[tuple[int, int, int]], m_base: int,
-                    g_base: int) -> list[Segment]:
-    """Segments of a block given as (size, memory stride, global stride) per dimension,
-    outermost first. Unlike :func:`fastinit.layout.segments` this never gives up: when
-    no dimension is unit-stride in both memory and global index, rows are one element
-    long."""
-    dims = [(n, m, g) for n, m, g in dims if n != 1]
-    if any(n == 0 for n, _, _ in dims):
-        return []
-    merged: list[tuple[int, int, int]] = []
-    for n, m, g in reversed(dims):
-        if merged:
-            n_in, m_in, g_in = merged[-1]
-            if m == n_in * m_in and g == n_in * g_in:
-                merged[-1] = (n * n_in, m_in, g_in)
-                continue
-        merged.append((n, m, g))
-    merged.reverse()
-    if merged and merged[-1][1] == 1 and merged[-1][2] == 1:
-        row_len = merged.pop()[0]
-    else:  # innermost dimension strided in memory or in global index (a transposed
-        row_len = 1  # local tensor): rows of one element, along the largest dimension
-        if merged:
-            j = max(range(len(merged)), key=lambda i: merged[i][0])
-            merged.append(merged.pop(j))
-    if not merged:
-        return [Segment(m_base, 0, g_base, 0, row_len, 1)]
-    n_rows, m_row, g_row = merged[-1]
-    outer = merged[:-1]
-    result = []
-    for idx in itertools.product(*(range(n) for n, _, _ in outer)):
-        m0 = sum(i * m for i, (_, m, _) in zip(idx, outer))
-        g0 = sum(i * g for i, (_, _, g) in zip(idx, outer))
-        result.append(Segment(m_base + m0, m_row, g_base + g0, g_row, row_len, n_rows))
-    return result
-
-
 def layout_segments(layout: ShardLayout, local_strides: Sequence[int]) -> list[Segment]:
     """Segments that fill a local tensor of strides ``local_strides`` holding ``layout``.
 
@@ -301,7 +264,7 @@ def _layout_segments(layout: ShardLayout, local_strides: tuple[int, ...]) -> tup
             if p.count > 1:
                 dims.append((p.count, p.length * ms, p.g_step * gs))
             dims.append((p.length, ms, gs))
-        segs += _block_segments(dims, m_base, g_base)
+        segs += block_segments(dims, m_base, g_base)
     return tuple(segs)
 
 

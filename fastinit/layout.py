@@ -9,7 +9,6 @@ segment of many rows (or, rarely, several segments).
 from __future__ import annotations
 
 import itertools
-import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -62,12 +61,24 @@ def segments(shape: Sequence[int], mem_strides: Sequence[int],
         global_offset = [0] * ndim
     if global_strides is None:
         global_strides = contiguous_strides(global_shape)
-    if math.prod(shape) == 0:
-        return []
     g_base = sum(int(o) * int(s) for o, s in zip(global_offset, global_strides))
-    # (size, memory stride, global stride), outermost first, size-1 dimensions dropped
-    dims = [(int(n), int(m), int(g)) for n, m, g in zip(shape, mem_strides, global_strides)
-            if n != 1]
+    dims = [(int(n), int(m), int(g)) for n, m, g in zip(shape, mem_strides, global_strides)]
+    return block_segments(dims, 0, g_base, strided_rows=False)
+
+
+def block_segments(dims: Sequence[tuple[int, int, int]], m_base: int, g_base: int, *,
+                   strided_rows: bool = True) -> list[Segment] | None:
+    """Segments of a block given as (size, memory stride, global stride) per dimension,
+    outermost first, starting at memory offset ``m_base`` and global index ``g_base``.
+
+    Dimensions that are contiguous in both memory and global index are merged; the
+    innermost becomes the row. When no dimension is unit-stride in both (a transposed
+    block), rows are one element long along the largest dimension - or, with
+    ``strided_rows=False``, the answer is None.
+    """
+    dims = [(n, m, g) for n, m, g in dims if n != 1]
+    if any(n == 0 for n, _, _ in dims):
+        return []
     merged: list[tuple[int, int, int]] = []
     for n, m, g in reversed(dims):
         if merged:
@@ -77,20 +88,25 @@ def segments(shape: Sequence[int], mem_strides: Sequence[int],
                 continue
         merged.append((n, m, g))
     merged.reverse()
-    if not merged:
-        return [Segment(0, 0, g_base, 0, 1, 1)]
-    row_len, m_in, g_in = merged[-1]
-    if m_in != 1 or g_in != 1:
+    if merged and merged[-1][1] == 1 and merged[-1][2] == 1:
+        row_len = merged.pop()[0]
+    elif not merged:
+        row_len = 1
+    elif not strided_rows:
         return None
+    else:
+        row_len = 1
+        j = max(range(len(merged)), key=lambda i: merged[i][0])
+        merged.append(merged.pop(j))
+    if not merged:
+        return [Segment(m_base, 0, g_base, 0, row_len, 1)]
+    n_rows, m_row, g_row = merged[-1]
     outer = merged[:-1]
-    if not outer:
-        return [Segment(0, 0, g_base, 0, row_len, 1)]
-    n_rows, m_row, g_row = outer[-1]
     result = []
-    for idx in itertools.product(*(range(n) for n, _, _ in outer[:-1])):
+    for idx in itertools.product(*(range(n) for n, _, _ in outer)):
         m0 = sum(i * m for i, (_, m, _) in zip(idx, outer))
         g0 = sum(i * g for i, (_, _, g) in zip(idx, outer))
-        result.append(Segment(m0, m_row, g_base + g0, g_row, row_len, n_rows))
+        result.append(Segment(m_base + m0, m_row, g_base + g0, g_row, row_len, n_rows))
     return result
 
 
