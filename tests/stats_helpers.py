@@ -1,10 +1,10 @@
 """Reference laws and test statistics for ``tests/test_statistics.py``.
 
-Nothing here imports fastinit's own numerics (``fastinit.spec`` computes the clamp bounds
-and the truncation masses the kernels use): the reference laws, their moments, the
-representable values of a dtype and the laws of the rounded values are all rebuilt from
-scipy, numpy and torch's dtype conversions, so that a bug in fastinit cannot hide in the
-reference.
+Nothing here uses fastinit's sampling numerics (``fastinit.spec`` computes the clamp
+bounds and the truncation masses the kernels use): the reference laws come from
+``fastinit.report`` (scipy's ``ndtr`` and numerical quadrature, cross-checked against
+scipy.stats by the tests), and the representable values of a dtype from torch's dtype
+conversions, so that a bug in the samplers cannot hide in the reference.
 
 Thresholds (see the module docstring of ``test_statistics.py`` for the reasoning):
 
@@ -15,8 +15,6 @@ Thresholds (see the module docstring of ``test_statistics.py`` for the reasoning
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import scipy.stats
@@ -31,86 +29,25 @@ D_CRIT = float(scipy.stats.kstwo.isf(KS_ALPHA, N))
 Z_MAX = 5.0
 
 
-# --- continuous reference laws ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Law:
-    """A continuous law on the absolute scale: vectorized CDF and exact moments.
-
-    ``mu4`` is the 4th central moment (for the standard error of the sample variance).
-    ``support`` is the closed interval carrying the mass (used by the discretization).
-    """
-
-    name: str
-    cdf: Callable[[np.ndarray], np.ndarray] = field(repr=False)
-    mean: float
-    var: float
-    mu4: float
-    support: tuple[float, float] = (-math.inf, math.inf)
-
-
-def uniform_law(a: float, b: float) -> Law:
-    w = b - a
-    return Law(f"U({a:g}, {b:g})",
-               lambda x: np.clip((np.asarray(x, dtype=np.float64) - a) / w, 0.0, 1.0),
-               (a + b) / 2, w * w / 12, w**4 / 80, (a, b))
-
-
-def normal_law(mean: float, std: float) -> Law:
-    return Law(f"N({mean:g}, {std:g}^2)",
-               lambda x: special.ndtr((np.asarray(x, dtype=np.float64) - mean) / std),
-               mean, std * std, 3 * std**4)
-
-
-def _gauss_legendre_moments(lo: float, hi: float) -> tuple[float, float, float]:
-    """(mean, variance, 4th central moment) of N(0, 1) restricted to [lo, hi].
-
-    Composite 40-point Gauss-Legendre on panels of width <= 1/8 (the integrand is a smooth
-    Gaussian piece: every panel is integrated to machine precision). The density is scaled
-    by exp(c^2 / 2), c the point of [lo, hi] nearest 0, so deep tails do not underflow,
-    and moments are taken about the mean (second pass), so narrow far intervals such as
-    [6, 6.001] keep full relative precision - scipy.stats.truncnorm's kurtosis does not
-    there (it returns a negative 4th cumulant).
-    """
-    lo, hi = max(lo, -40.0), min(hi, 40.0)  # beyond 40 sigma the mass is < 1e-348
-    c = min(max(0.0, lo), hi)
-    panels = max(1, math.ceil((hi - lo) * 8))
-    x, wts = np.polynomial.legendre.leggauss(40)
-    edges = np.linspace(lo, hi, panels + 1)
-    half = np.diff(edges)[:, None] / 2
-    z = (edges[:-1, None] + half + half * x[None, :]).ravel()
-    w = (half * wts[None, :]).ravel() * np.exp(-0.5 * (z - c) * (z + c))
-    mass = w.sum()
-    d = z - c
-    mean = c + (w * d).sum() / mass
-    d = z - mean
-    return float(mean), float((w * d**2).sum() / mass), float((w * d**4).sum() / mass)
+# --- reference laws ---------------------------------------------------------------------------
+# The exact laws (CDFs on the absolute scale, mean, variance and 4th central moment; the
+# laws of rounded 16-bit values) are those of ``fastinit.report``, the one implementation
+# that ``fastinit check`` also uses. They are built from scipy.special.ndtr and numerical
+# quadrature - not from fastinit's sampling code - and test_statistics.py checks them
+# against scipy.stats (test_reference_agrees_with_scipy_truncnorm, test_rounded_law_is_a_law).
+from fastinit.report import (  # noqa: E402,F401 - re-exported to the tests
+    DiscreteLaw,
+    Law,
+    normal_law,
+    representable,
+    trunc_normal_law,
+    uniform_law,
+)
+from fastinit.report import rounded_law as _rounded_law  # noqa: E402
 
 
 def truncnorm_standard(mean: float, std: float, a: float, b: float) -> tuple[float, float]:
     return (a - mean) / std, (b - mean) / std
-
-
-def trunc_normal_law(mean: float, std: float, a: float, b: float) -> Law:
-    """N(mean, std^2) restricted to [a, b] (std is the untruncated normal's)."""
-    alpha, beta = truncnorm_standard(mean, std, a, b)
-    if alpha >= 0:  # right tail: work with survival functions (no 1 - tiny cancellation)
-        qa, qb = special.ndtr(-alpha), special.ndtr(-beta)
-
-        def cdf(x):
-            z = (np.asarray(x, dtype=np.float64) - mean) / std
-            return np.clip((qa - special.ndtr(-z)) / (qa - qb), 0.0, 1.0)
-    else:
-        pa, pb = special.ndtr(alpha), special.ndtr(beta)
-
-        def cdf(x):
-            z = (np.asarray(x, dtype=np.float64) - mean) / std
-            return np.clip((special.ndtr(z) - pa) / (pb - pa), 0.0, 1.0)
-
-    m, v, m4 = _gauss_legendre_moments(alpha, beta)
-    return Law(f"TN({mean:g}, {std:g}^2; [{a:g}, {b:g}])", cdf, mean + std * m, std**2 * v,
-               std**4 * m4, (a, b))
 
 
 def scipy_truncnorm(mean: float, std: float, a: float, b: float):
@@ -154,48 +91,12 @@ def moment_check(x: np.ndarray, mean: float, var: float, mu4: float, name: str) 
 # --- 16-bit outputs: the exact law of the rounded, clamped values --------------------------
 
 
-def representable(dtype: torch.dtype) -> np.ndarray:
-    """All finite values of a 16-bit float dtype, sorted, as float64 (+0 and -0 merged)."""
-    t = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(dtype)
-    v = t.to(torch.float64).numpy()
-    return np.unique(v[np.isfinite(v)])
-
-
-@dataclass(frozen=True)
-class DiscreteLaw:
-    support: np.ndarray  # sorted float64 values of the dtype
-    pmf: np.ndarray
-
-    @property
-    def cdf(self) -> np.ndarray:
-        return np.cumsum(self.pmf)
-
-    def moments(self) -> tuple[float, float, float]:
-        m = float((self.pmf * self.support).sum())
-        d = self.support - m
-        return m, float((self.pmf * d**2).sum()), float((self.pmf * d**4).sum())
-
-
 def rounded_law(law: Law, dtype: torch.dtype, a: float, b: float,
                 upper_open: bool) -> DiscreteLaw:
-    """The law of clamp(round_to_nearest_even_dtype(X)) for X ~ ``law``.
-
-    The support is every value of ``dtype`` in [a, b] (``upper_open``: [a, b)). A value x
-    rounds to the support point s_k when it lies between the midpoints of s_k and its
-    neighbours (ties have probability zero); x that round to a value of the dtype outside
-    the support are clamped to the nearest support point, so the first point collects
-    everything below its upper midpoint and the last everything above its lower one.
-    """
-    v = representable(dtype)
-    keep = (v >= a) & ((v < b) if upper_open else (v <= b))
-    s = v[keep]
-    if s.size == 0:
-        raise ValueError("empty support")
-    mids = (s[:-1] + s[1:]) / 2  # exact in float64 for 16-bit floats
-    c = np.concatenate(([0.0], law.cdf(mids), [1.0]))
-    pmf = np.diff(c)
-    assert (pmf >= -1e-15).all()
-    return DiscreteLaw(s, np.clip(pmf, 0.0, None))
+    """The law of clamp(round_to_nearest_even_dtype(X)) for X ~ ``law`` on [a, b] (or
+    [a, b) when ``upper_open``): ``fastinit.report.rounded_law`` on the law's support."""
+    assert (a, b) == law.support, (a, b, law.support)
+    return _rounded_law(law, dtype, upper_open)
 
 
 def discrete_checks(samples: torch.Tensor, dl: DiscreteLaw, name: str) -> list[str]:
