@@ -127,3 +127,18 @@ def test_cpu_fill_parallel_chunks_equal_single_chunk(monkeypatch):
     b = torch.full((n,), math.nan, dtype=torch.bfloat16)
     cpu.fill(b, [Segment(0, 0, 1, 0, n, 1)], params, 1, 2)
     assert_bitwise_equal(a, b)
+
+
+def test_other_devices_are_filled_through_the_cpu():
+    """Devices without a fastinit backend (MPS, XPU, ...) get a CPU fill copied over: the
+    same values, and elements outside the segments keep theirs."""
+    from fastinit import backends
+
+    out = torch.full((40,), math.nan)
+    seg = [Segment(5, 0, 77, 0, 30, 1)]
+    params = NORMAL.kernel_params(torch.float32)
+    backends._fill_through_cpu([backends.FillEntry(out, seg, params, 3, 4)], progress=False)
+    ref = torch.full((40,), math.nan)
+    cpu.fill(ref, seg, params, 3, 4)
+    assert_bitwise_equal(out, ref)
+    assert out[:5].isnan().all() and out[35:].isnan().all()
