@@ -40,17 +40,21 @@ def _bits_to_f64(bits):
 def fill_block(out_ptr, m_start, g_start, length, blk,
                k0, k1, c2, c3,
                shift, scale, pa, qb, dd, xa, lo, hi,
-               DIST: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+               DIST: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr,
+               ALIGNED: tl.constexpr):
     """Fill block ``blk`` of the run of global elements ``[g_start, g_start + length)``.
 
     The run is stored at ``out_ptr + m_start``. Float parameters are float64 scalars;
-    key and counter words are uint32 scalars.
+    key and counter words are uint32 scalars. ``ALIGNED`` promises that ``m_start`` and
+    ``g_start`` are multiples of 8 (and ``out_ptr`` 16-byte aligned), so that the stores
+    of whole blocks can be 16-byte vector stores.
     """
     G: tl.constexpr = BLOCK // 4
     first = g_start // 4 + blk * G  # first element group of the block
-    gidx = first * 4 + tl.arange(0, BLOCK)
-    offs = gidx - g_start
-    mask = (offs >= 0) & (offs < length)
+    base = m_start + first * 4 - g_start  # memory offset of the block's first element
+    if ALIGNED:
+        base = tl.multiple_of(base, 8)
+    offs = first * 4 - g_start + tl.arange(0, BLOCK)
     if DIST == CONSTANT:
         v = tl.full([BLOCK], -0.0, dtype=tl.float32)  # fma(-0, 0, c) == c, -0 included
     else:
@@ -67,7 +71,10 @@ def fill_block(out_ptr, m_start, g_start, length, blk,
                 v = trunc_normal_standard(words, pa.to(tl.float32), qb.to(tl.float32),
                                           dd.to(tl.float32), xa.to(tl.float32))
     y = to_output(v, shift, scale, lo, hi, out_ptr.dtype.element_ty, CLAMP)
-    tl.store(out_ptr + m_start + offs, y, mask=mask)
+    if (first * 4 >= g_start) & (first * 4 + BLOCK <= g_start + length):
+        tl.store(out_ptr + base + tl.arange(0, BLOCK), y)  # a whole block: no mask
+    else:
+        tl.store(out_ptr + base + tl.arange(0, BLOCK), y, mask=(offs >= 0) & (offs < length))
 
 
 @triton.jit(do_not_specialize=["g_base", "g_row_stride", "m_base", "m_row_stride", "row_len",
@@ -77,7 +84,8 @@ def fill_block(out_ptr, m_start, g_start, length, blk,
 def _fill_kernel(out_ptr, m_base, m_row_stride, g_base, g_row_stride, row_len, blocks_per_row,
                  k0, k1, c2, c3,
                  shift_bits, scale_bits, pa_bits, qb_bits, dd_bits, xa_bits, lo_bits, hi_bits,
-                 DIST: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+                 DIST: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr,
+                 ALIGNED: tl.constexpr):
     """One segment, one distribution. Float parameters arrive as float64 bit patterns."""
     pid = tl.program_id(0).to(tl.int64)
     row = pid // blocks_per_row
@@ -88,7 +96,7 @@ def _fill_kernel(out_ptr, m_base, m_row_stride, g_base, g_row_stride, row_len, b
                _bits_to_f64(qb_bits), _bits_to_f64(dd_bits), _bits_to_f64(xa_bits),
                _bits_to_f64(lo_bits),
                _bits_to_f64(hi_bits),
-               DIST, CLAMP, BLOCK)
+               DIST, CLAMP, BLOCK, ALIGNED)
 
 
 # --- grouped fill: many tensors (of one dtype) in one launch ----------------------------------
@@ -109,11 +117,13 @@ N_FIELDS = tl.constexpr(18)
 
 @triton.jit
 def _grouped_fill_kernel(table_ptr, block_entry_ptr, OUT_DTYPE: tl.constexpr,
-                         BLOCK: tl.constexpr):
+                         BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
     """Program ``pid`` fills one block of segment ``block_entry[pid]`` of the table."""
     pid = tl.program_id(0).to(tl.int64)
     row_ptr = table_ptr + tl.load(block_entry_ptr + pid).to(tl.int64) * N_FIELDS
     out_ptr = tl.load(row_ptr + F_ADDR).to(tl.pointer_type(OUT_DTYPE))
+    if ALIGNED:  # the launcher checked every address: 16-byte aligned
+        out_ptr = tl.multiple_of(out_ptr, 16)
     blocks_per_row = tl.load(row_ptr + F_BLOCKS_PER_ROW)
     local = pid - tl.load(row_ptr + F_FIRST_BLOCK)
     row = local // blocks_per_row
@@ -140,13 +150,13 @@ def _grouped_fill_kernel(table_ptr, block_entry_ptr, OUT_DTYPE: tl.constexpr,
     # changes no value, so every distribution can take the clamping path.
     if dist == UNIFORM:
         fill_block(out_ptr, m_start, g_start, row_len, blk, k0, k1, c2, c3, shift, scale, pa, qb,
-                   dd, xa, lo, hi, UNIFORM, True, BLOCK)
+                   dd, xa, lo, hi, UNIFORM, True, BLOCK, ALIGNED)
     elif dist == NORMAL:
         fill_block(out_ptr, m_start, g_start, row_len, blk, k0, k1, c2, c3, shift, scale, pa, qb,
-                   dd, xa, lo, hi, NORMAL, True, BLOCK)
+                   dd, xa, lo, hi, NORMAL, True, BLOCK, ALIGNED)
     elif dist == TRUNC_NORMAL:
         fill_block(out_ptr, m_start, g_start, row_len, blk, k0, k1, c2, c3, shift, scale, pa, qb,
-                   dd, xa, lo, hi, TRUNC_NORMAL, True, BLOCK)
+                   dd, xa, lo, hi, TRUNC_NORMAL, True, BLOCK, ALIGNED)
     else:
         fill_block(out_ptr, m_start, g_start, row_len, blk, k0, k1, c2, c3, shift, scale, pa, qb,
-                   dd, xa, lo, hi, CONSTANT, True, BLOCK)
+                   dd, xa, lo, hi, CONSTANT, True, BLOCK, ALIGNED)

@@ -108,3 +108,22 @@ def test_constant_keeps_the_sign_of_zero(backend):
                                    InitSpec.constant(-0.0).kernel_params(dtype), 1, 2)
         (cpu.fill_grouped if backend == "cpu" else triton_backend.fill_grouped)([entry])
         assert_bitwise_equal(out, torch.full((10,), -0.0, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_aligned_launches_write_the_same_values(dtype):
+    """Aligned segments take the vector-store path (whole blocks unmasked): the single and
+    the grouped kernel still write exactly the CPU backend's values, and nothing else."""
+    n, block = 1000, 64  # 15 whole blocks and a partial one
+    params = SPECS[2].kernel_params(dtype)
+    seg = [Segment(16, 0, 2**33, 0, n, 1)]  # memory offset and global base multiples of 8
+    assert triton_backend._aligned(torch.empty(8, dtype=dtype).data_ptr(), seg[0])
+    ref = torch.full((n + 32,), math.nan, dtype=dtype)
+    cpu.fill(ref, seg, params, 9, 10)
+    single = torch.full((n + 32,), math.nan, dtype=dtype)
+    triton_backend.fill(single, seg, params, 9, 10, block=block)
+    grouped = torch.full((n + 32,), math.nan, dtype=dtype)
+    triton_backend.fill_grouped([backends.FillEntry(grouped, seg, params, 9, 10)], block=block)
+    assert_bitwise_equal(single, ref)
+    assert_bitwise_equal(grouped, ref)
+    assert ref[:16].isnan().all() and ref[16 + n:].isnan().all()

@@ -50,7 +50,14 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
         _fill_kernel[grid](out, s.m_base, s.m_row_stride, s.g_base, s.g_row_stride, s.row_len,
                            per_row, k0, k1, c2, c3, *floats,
                            DIST=params.dist, CLAMP=params.clamp, BLOCK=block,
-                           num_warps=num_warps, enable_fp_fusion=False)
+                           ALIGNED=_aligned(out.data_ptr(), s), num_warps=num_warps,
+                           enable_fp_fusion=False)
+
+
+def _aligned(address: int, seg: Segment) -> bool:
+    """Whether whole blocks of ``seg`` start on 16-byte boundaries (see ``fill_block``)."""
+    return address % 16 == 0 and all(
+        x % 8 == 0 for x in (seg.m_base, seg.m_row_stride, seg.g_base, seg.g_row_stride))
 
 
 def _i64(x: int) -> int:
@@ -80,12 +87,14 @@ def fill_grouped(entries, *, block: int | None = None, num_warps: int | None = N
     for dtype, group in by_dtype.items():
         rows, counts = [], []
         total = 0
+        aligned = True
         for out, segments, params, key, stream, draw_round in group:
             for seg in segments:
                 n = seg.n_rows * triton.cdiv(seg.row_len + 3, block)
                 rows.append(_table_row(out, seg, params, key, stream, draw_round, total, block))
                 counts.append(n)
                 total += n
+                aligned = aligned and _aligned(out.data_ptr(), seg)
         if total == 0:
             continue
         device = group[0][0].device
@@ -97,4 +106,5 @@ def fill_grouped(entries, *, block: int | None = None, num_warps: int | None = N
         block_entry = torch.repeat_interleave(
             torch.arange(len(rows), dtype=torch.int32, device=device), repeats, output_size=total)
         _grouped_fill_kernel[(total,)](table, block_entry, OUT_DTYPE=_TL_DTYPES[dtype],
-                                       BLOCK=block, num_warps=num_warps, enable_fp_fusion=False)
+                                       BLOCK=block, ALIGNED=aligned, num_warps=num_warps,
+                                       enable_fp_fusion=False)
