@@ -63,7 +63,6 @@ class Recorder:
     def __init__(self, progress: bool = False) -> None:
         self.progress = progress
         self._pending: dict[int, list[_Record]] = defaultdict(list)
-        self.flushes = 0  # grouped flushes performed (for tests and reports)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())
@@ -107,7 +106,6 @@ class Recorder:
                 waves[r.wave].append(entry)
         for wave in sorted(waves):
             backends.fill_grouped(waves[wave], progress=self.progress)
-            self.flushes += 1
         with sink(None):  # strided views: write them now, outside any recording
             for r in sorted(eager, key=lambda r: r.wave):
                 fill_tensor(r.target, r.params, r.key, r.stream, r.draw_round)

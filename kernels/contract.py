@@ -32,7 +32,6 @@ PHILOX_W1 = 0xBB67AE85
 PHILOX_ROUNDS = 10
 
 # --- counter layout ------------------------------------------------------------------
-GROUP_SIZE = 4  # elements per Philox call: one per output word
 STREAM_BITS = 56
 ROUND_SHIFT = 24  # bit position of the draw round inside c3
 ROUND_BITS = 8
