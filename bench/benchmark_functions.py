@@ -4,7 +4,7 @@ Run: ``pytest bench/benchmark_functions.py --benchmark-only``. Each group holds,
 function x dtype x size on one device, the fastinit call, the torch.nn.init call and the
 write roofline (``zero_()`` of the same tensor); ``extra_info`` has the GB/s written, the
 bytes, the device and its name. The cases (arguments, tensor shape) are those of
-``fastinit bench`` (:data:`fastinit.bench.FUNCTIONS`), so the two agree.
+``fastinit bench`` (:data:`fastinit.cli.bench.FUNCTIONS`), so the two agree.
 
 Environment (small, CPU-friendly defaults):
 
@@ -24,7 +24,7 @@ import os
 import pytest
 import torch
 
-from fastinit.bench import (
+from fastinit.cli.bench import (
     FUNCTIONS,
     DeviceTimer,
     case_shape,

@@ -2,7 +2,7 @@
 
 Run: ``pytest bench/benchmark_materialize.py --benchmark-only``. One group per model; its
 members are the methods of ``fastinit bench``'s model section
-(:data:`fastinit.bench.MODEL_METHODS`): normal construction (torch's default init in
+(:data:`fastinit.cli.bench.MODEL_METHODS`): normal construction (torch's default init in
 ``reset_parameters``), meta + ``to_empty`` + ``reset_parameters`` (the FSDP2 recipe), meta
 + ``materialize``, and, with transformers installed, ``LlamaForCausalLM`` built normally
 and materialized from meta. ``extra_info`` has the parameter count and bytes, GB/s
@@ -11,7 +11,7 @@ parameter bytes (one extra, untimed build).
 
 Environment:
 
-* ``FASTINIT_BENCH_MODEL``: a name from :data:`fastinit.models.CONFIGS` (default
+* ``FASTINIT_BENCH_MODEL``: a name from :data:`fastinit.cli.models.CONFIGS` (default
   ``tiny``; ``125m`` on a CPU, ``1b`` / ``8b`` on a GPU for real numbers);
 * ``FASTINIT_BENCH_MODEL_DTYPE``: default ``float32``;
 * ``FASTINIT_BENCH_DEVICE``: ``cpu`` or ``cuda`` (default: CUDA when available);
@@ -24,7 +24,7 @@ import os
 
 import pytest
 
-from fastinit.bench import (
+from fastinit.cli.bench import (
     MODEL_METHODS,
     DeviceTimer,
     dtype_name,
@@ -33,7 +33,7 @@ from fastinit.bench import (
     parse_dtype,
     resolve_device,
 )
-from fastinit.models import get_config, parameter_bytes
+from fastinit.cli.models import get_config, parameter_bytes
 
 MODEL = os.environ.get("FASTINIT_BENCH_MODEL", "tiny")
 DTYPE = parse_dtype(os.environ.get("FASTINIT_BENCH_MODEL_DTYPE", "float32"))

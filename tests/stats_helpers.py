@@ -2,7 +2,7 @@
 
 Nothing here uses fastinit's sampling numerics (``fastinit.spec`` computes the clamp
 bounds and the truncation masses the kernels use): the reference laws come from
-``fastinit.report`` (scipy's ``ndtr`` and numerical quadrature, cross-checked against
+``fastinit.cli.check`` (scipy's ``ndtr`` and numerical quadrature, cross-checked against
 scipy.stats by the tests), and the representable values of a dtype from torch's dtype
 conversions, so that a bug in the samplers cannot hide in the reference.
 
@@ -31,11 +31,11 @@ Z_MAX = 5.0
 
 # --- reference laws ---------------------------------------------------------------------------
 # The exact laws (CDFs on the absolute scale, mean, variance and 4th central moment; the
-# laws of rounded 16-bit values) are those of ``fastinit.report``, the one implementation
+# laws of rounded 16-bit values) are those of ``fastinit.cli.check``, the one implementation
 # that ``fastinit check`` also uses. They are built from scipy.special.ndtr and numerical
 # quadrature - not from fastinit's sampling code - and test_statistics.py checks them
 # against scipy.stats (test_reference_agrees_with_scipy_truncnorm, test_rounded_law_is_a_law).
-from fastinit.report import (  # noqa: E402,F401 - re-exported to the tests
+from fastinit.cli.check import (  # noqa: E402,F401 - re-exported to the tests
     DiscreteLaw,
     Law,
     normal_law,
@@ -43,7 +43,7 @@ from fastinit.report import (  # noqa: E402,F401 - re-exported to the tests
     trunc_normal_law,
     uniform_law,
 )
-from fastinit.report import rounded_law as _rounded_law  # noqa: E402
+from fastinit.cli.check import rounded_law as _rounded_law  # noqa: E402
 
 
 def truncnorm_standard(mean: float, std: float, a: float, b: float) -> tuple[float, float]:
@@ -94,7 +94,7 @@ def moment_check(x: np.ndarray, mean: float, var: float, mu4: float, name: str) 
 def rounded_law(law: Law, dtype: torch.dtype, a: float, b: float,
                 upper_open: bool) -> DiscreteLaw:
     """The law of clamp(round_to_nearest_even_dtype(X)) for X ~ ``law`` on [a, b] (or
-    [a, b) when ``upper_open``): ``fastinit.report.rounded_law`` on the law's support."""
+    [a, b) when ``upper_open``): ``fastinit.cli.check.rounded_law`` on the law's support."""
     assert (a, b) == law.support, (a, b, law.support)
     return _rounded_law(law, dtype, upper_open)
 

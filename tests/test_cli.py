@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from fastinit import bench as B
-from fastinit import report
+from fastinit.cli import bench as B
+from fastinit.cli import check as report
 from fastinit.cli import main
 from fastinit.materialize import materialize
-from fastinit.models import CONFIGS, LlamaShaped, fingerprint, get_config
+from fastinit.cli.models import CONFIGS, LlamaShaped, fingerprint, get_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

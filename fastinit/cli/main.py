@@ -93,7 +93,7 @@ def _positive_float(text: str) -> float:
 
 @_argtype
 def _function_name(name: str) -> str:
-    from fastinit.bench import FUNCTIONS
+    from fastinit.cli.bench import FUNCTIONS
 
     key = name if name.endswith("_") else name + "_"
     if key not in FUNCTIONS:
@@ -103,7 +103,7 @@ def _function_name(name: str) -> str:
 
 @_argtype
 def _model_name(name: str) -> str:
-    from fastinit.models import get_config
+    from fastinit.cli.models import get_config
 
     get_config(name)
     return name
@@ -116,7 +116,7 @@ def _models_arg(text: str) -> list[str]:
 
 
 def _dtype_or_auto(text: str):
-    from fastinit.bench import parse_dtype
+    from fastinit.cli.bench import parse_dtype
 
     if text == "auto":
         return "auto"
@@ -136,9 +136,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastinit`` command."""
-    from fastinit.bench import FUNCTIONS
-    from fastinit.models import CONFIGS
-    from fastinit.report import DEFAULT_SAMPLES, DISTRIBUTIONS
+    from fastinit.cli.bench import FUNCTIONS
+    from fastinit.cli.models import CONFIGS
+    from fastinit.cli.check import DEFAULT_SAMPLES, DISTRIBUTIONS
 
     parser = argparse.ArgumentParser(
         prog="fastinit",
@@ -257,21 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 @_argtype
 def _dtype_only(text: str) -> torch.dtype:
-    from fastinit.bench import parse_dtype
+    from fastinit.cli.bench import parse_dtype
 
     return parse_dtype(text)
 
 
 @_argtype
 def _size(text: str) -> int:
-    from fastinit.bench import parse_size
+    from fastinit.cli.bench import parse_size
 
     return parse_size(text)
 
 
 @_argtype
 def _dist_name(text: str) -> str:
-    from fastinit.report import DISTRIBUTIONS
+    from fastinit.cli.check import DISTRIBUTIONS
 
     if text not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {text!r}; choose from {', '.join(DISTRIBUTIONS)}")
@@ -292,7 +292,7 @@ def _write_out(path: str, text: str) -> None:
 
 
 def _setup_device(args, parser: argparse.ArgumentParser) -> torch.device:
-    from fastinit.bench import resolve_device
+    from fastinit.cli.bench import resolve_device
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
@@ -321,8 +321,8 @@ def _device_text(machine: dict) -> str:
 
 
 def _cmd_bench(args, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
-    from fastinit import bench as B
-    from fastinit.models import get_config, parameter_bytes
+    from fastinit.cli import bench as B
+    from fastinit.cli.models import get_config, parameter_bytes
 
     device = _setup_device(args, parser)
     gpu = device.type == "cuda"
@@ -362,7 +362,7 @@ def _cmd_bench(args, parser: argparse.ArgumentParser, argv: Sequence[str]) -> in
 
 def _run_bench(args, device, functions, sizes, models, model_dtype, timer, argv):
     """Run both sections of ``fastinit bench``; returns the :class:`BenchRun`."""
-    from fastinit import bench as B
+    from fastinit.cli import bench as B
 
     command = "fastinit " + " ".join(shlex.quote(a) for a in argv)
     run = B.BenchRun(B.machine_info(device), {
@@ -383,7 +383,7 @@ def _run_bench(args, device, functions, sizes, models, model_dtype, timer, argv)
 
 def _emit_bench(args, run) -> None:
     """Print the table and write the requested outputs of a bench run."""
-    from fastinit import bench as B
+    from fastinit.cli import bench as B
 
     command = run.settings["command"]
     to_stdout = "-" in (args.json, args.csv, args.markdown)
@@ -408,8 +408,8 @@ def _emit_bench(args, run) -> None:
 
 
 def _cmd_check(args, parser: argparse.ArgumentParser) -> int:
-    from fastinit import report
-    from fastinit.bench import cpu_name, dtype_name
+    from fastinit.cli import check as report
+    from fastinit.cli.bench import cpu_name, dtype_name
 
     if args.samples < 1000:
         parser.error("--samples: at least 1000 values per check")
@@ -435,9 +435,9 @@ def _cmd_check(args, parser: argparse.ArgumentParser) -> int:
 
 
 def _cmd_demo(args, parser: argparse.ArgumentParser) -> int:
-    from fastinit.bench import DeviceTimer, dtype_name, machine_info
+    from fastinit.cli.bench import DeviceTimer, dtype_name, machine_info
     from fastinit.materialize import materialize
-    from fastinit.models import LlamaShaped, fingerprint, get_config, parameter_bytes
+    from fastinit.cli.models import LlamaShaped, fingerprint, get_config, parameter_bytes
 
     device = _setup_device(args, parser)
     dtype = args.dtype if args.dtype != "auto" else (

@@ -8,7 +8,7 @@ Two sections:
   percentage of a *write roofline* measured in the same run (``Tensor.zero_()`` of the
   same tensor, the simplest way torch writes those bytes; its fastest run, as a ceiling),
   and the speed-up over torch.
-* **models**: a Llama-shaped model (:mod:`fastinit.models`) built in the ways torch
+* **models**: a Llama-shaped model (:mod:`fastinit.cli.models`) built in the ways torch
   offers - normal construction (torch's default init through each module's
   ``reset_parameters``), and meta + ``to_empty`` + ``reset_parameters`` (the FSDP2 recipe) -
   against meta + :func:`fastinit.materialize.materialize`; with transformers installed
@@ -475,13 +475,13 @@ def _reset_all(module: torch.nn.Module) -> None:
 
 
 def _build_torch(cfg, device, dtype):
-    from fastinit.models import LlamaShaped
+    from fastinit.cli.models import LlamaShaped
 
     return LlamaShaped(cfg, device=device, dtype=dtype)
 
 
 def _build_to_empty(cfg, device, dtype):
-    from fastinit.models import LlamaShaped
+    from fastinit.cli.models import LlamaShaped
 
     model = LlamaShaped(cfg, device="meta", dtype=dtype)
     model.to_empty(device=device)
@@ -491,7 +491,7 @@ def _build_to_empty(cfg, device, dtype):
 
 def _build_materialize(cfg, device, dtype):
     from fastinit.materialize import materialize
-    from fastinit.models import LlamaShaped
+    from fastinit.cli.models import LlamaShaped
 
     model = LlamaShaped(cfg, device="meta", dtype=dtype)
     return materialize(model, device, seed=0, progress=False)
@@ -510,7 +510,7 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 def _build_hf(cfg, device, dtype):
     from transformers import LlamaForCausalLM
 
-    from fastinit.models import hf_config
+    from fastinit.cli.models import hf_config
 
     # transformers builds in the default dtype on the current default device.
     with _default_dtype(dtype), torch.device(device):
@@ -521,7 +521,7 @@ def _build_hf_materialize(cfg, device, dtype):
     from transformers import LlamaForCausalLM
 
     from fastinit.materialize import materialize
-    from fastinit.models import hf_config
+    from fastinit.cli.models import hf_config
 
     with _default_dtype(dtype), torch.device("meta"):
         model = LlamaForCausalLM(hf_config(cfg))
@@ -565,7 +565,7 @@ def bench_models(device: torch.device, models: Sequence[str], dtype: torch.dtype
     The time reported is the median of ``repeats`` builds; the peak memory is the
     largest seen over them.
     """
-    from fastinit.models import get_config, parameter_bytes
+    from fastinit.cli.models import get_config, parameter_bytes
 
     timer = timer or DeviceTimer(device)
     methods = [m for m in MODEL_METHODS if hf or not m[3]]
