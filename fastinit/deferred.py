@@ -1,12 +1,22 @@
-"""Deferred fills: record now, write later in grouped launches.
+"""Deferred writes: record now, write later in grouped launches, exactly as eager.
 
-A :class:`Recorder` collects fills (tensor, distribution, key, stream) instead of running
-them, and :meth:`Recorder.flush` writes them all with ``backends.fill_grouped`` - one
-kernel launch per output dtype on a GPU. Order is kept where it matters: a fill of a
-whole tensor supersedes earlier pending fills of it, and a fill of part of a tensor
-(an embedding's padding row) goes into a later *wave*, flushed after the fills it
-overwrites. Anything else that touches a pending tensor (a read, a copy, an arithmetic
-update) flushes first, so deferred execution never changes a value.
+A :class:`Recorder` holds writes (``fastinit.fill.Fill`` kernel fills and
+``TorchWrite`` s) instead of performing them, and :meth:`Recorder.flush` performs them
+with ``backends.fill_grouped``: one kernel launch per output dtype and *wave* on a GPU.
+
+Its one promise: after a flush, memory holds exactly what eager execution of the same
+writes, in the order they were recorded, would have written. By construction:
+
+* writes to different memory are independent, so their order does not matter;
+* a write gets the wave after the last pending write whose memory it may overlap (the
+  test is conservative: two views of one storage overlap unless their address ranges are
+  disjoint), so overlapping writes are performed in recording order;
+* a write that covers every element of an earlier pending write (a dense view around
+  it, or the same view) makes the earlier write invisible: it is dropped.
+
+Everything that could observe pending memory before the flush must flush first: that is
+the job of the code that owns the recorder (``fastinit.intercept.InitMode`` flushes the
+storages an operation touches; ``patch`` and ``materialize`` flush on exit).
 """
 from __future__ import annotations
 
@@ -17,110 +27,125 @@ from typing import Iterable
 import torch
 
 from fastinit import backends
-from fastinit.fill import fill_tensor, is_dtensor, sink
-from fastinit.layout import tensor_segments, view_segments
-from fastinit.spec import KernelParams
+from fastinit.distributed import local_tensor
+from fastinit.fill import TorchWrite, Write, bump_version, execute, plan
 
 
 def storage_key(t: torch.Tensor) -> int:
     """Identity of the memory a tensor (or a DTensor's local shard) lives in."""
-    if is_dtensor(t):
-        t = t._local_tensor
-    return t.untyped_storage().data_ptr()
+    return local_tensor(t).untyped_storage().data_ptr()
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """[first, last] element offsets (in the storage) that ``t`` can touch."""
+    t = local_tensor(t)
+    lo = hi = t.storage_offset()
+    for n, s in zip(t.shape, t.stride()):
+        if s >= 0:
+            hi += (n - 1) * s
+        else:
+            lo += (n - 1) * s
+    return lo, hi
 
 
 def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if is_dtensor(a) or is_dtensor(b):
-        return a is b
+    a, b = local_tensor(a), local_tensor(b)
     return (a.storage_offset() == b.storage_offset() and a.shape == b.shape
             and a.stride() == b.stride())
 
 
-def _covers(new: torch.Tensor, old: torch.Tensor) -> bool:
-    """Whether writing ``new`` overwrites every element of ``old`` (same memory)."""
-    if _same_view(new, old):
-        return True
-    if is_dtensor(new):
-        return False
-    return (new.is_contiguous() and new.storage_offset() == 0
-            and new.numel() * new.element_size() == new.untyped_storage().nbytes())
-
-
-@dataclass
+@dataclass(eq=False)
 class _Record:
-    target: torch.Tensor  # what the fill writes: ``base`` or a view of it
-    base: torch.Tensor  # the tensor whose global index the values follow
-    params: KernelParams
-    key: int
-    stream: int
-    draw_round: int
+    write: Write
+    span: tuple[int, int]
     wave: int
 
 
 class Recorder:
-    """Pending fills, flushed wave by wave in grouped launches."""
+    """Pending writes, per storage, flushed wave by wave in grouped launches."""
 
     def __init__(self, progress: bool = False) -> None:
         self.progress = progress
-        self._pending: dict[int, list[_Record]] = defaultdict(list)
+        self._pending: dict[int, list[_Record]] = {}
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())
 
-    def add(self, target: torch.Tensor, base: torch.Tensor, params: KernelParams, key: int,
-            stream: int, draw_round: int = 0) -> None:
-        """Record a fill of ``target`` (``base`` itself or a view of it)."""
-        if target.numel() == 0:
+    def add(self, write: Write) -> None:
+        """Record ``write`` (its tensor must not be meta); autograd sees the write now."""
+        target = write.target
+        if local_tensor(target).numel() == 0:
             return
-        skey = storage_key(base)
-        queue = self._pending[skey]
-        if all(_covers(target, r.target) for r in queue):
-            queue.clear()  # earlier pending fills of this memory are overwritten: drop them
-            wave = 0
-        else:
-            wave = queue[-1].wave + 1
-        queue.append(_Record(target, base, params, key, stream, draw_round, wave))
+        local = local_tensor(target)
+        span = _span(local)
+        dense = local.is_contiguous() or _is_dense(local)
+        queue = self._pending.setdefault(storage_key(target), [])
+        kept, wave = [], 0
+        for r in queue:
+            if (dense and span[0] <= r.span[0] and r.span[1] <= span[1]) or \
+                    _same_view(target, r.write.target):
+                continue  # overwritten entirely before anyone could see it
+            kept.append(r)
+            if r.span[0] <= span[1] and span[0] <= r.span[1]:
+                wave = max(wave, r.wave + 1)
+        kept.append(_Record(write, span, wave))
+        queue[:] = kept
+        bump_version(target)  # an eager write would bump it now: saved graphs must see it
 
-    def touches(self, tensors: Iterable[torch.Tensor]) -> bool:
-        """Whether any of ``tensors`` shares memory with a pending fill."""
+    def pending(self, tensors: Iterable[torch.Tensor]) -> list[int]:
+        """The storages among ``tensors``' that have pending writes."""
         if not self._pending:
-            return False
+            return []
+        hits = []
         for t in tensors:
-            if t.device.type != "meta" and t.numel() and storage_key(t) in self._pending:
-                return True
-        return False
+            local = local_tensor(t)
+            if local.is_meta or local.is_nested or local.layout != torch.strided:
+                continue
+            key = local.untyped_storage().data_ptr()
+            if key in self._pending and key not in hits:
+                hits.append(key)
+        return hits
 
-    def flush(self) -> None:
-        """Write every pending fill: one grouped fill per wave."""
-        if not self._pending:
-            return
-        records = [r for queue in self._pending.values() for r in queue]
-        self._pending.clear()
-        waves: dict[int, list[backends.FillEntry]] = defaultdict(list)
-        eager: list[_Record] = []
-        for r in records:
-            entry = self._entry(r)
-            if entry is None:
-                eager.append(r)
-            else:
-                waves[r.wave].append(entry)
-        for wave in sorted(waves):
-            backends.fill_grouped(waves[wave], progress=self.progress)
-        with sink(None):  # strided views: write them now, outside any recording
-            for r in sorted(eager, key=lambda r: r.wave):
-                fill_tensor(r.target, r.params, r.key, r.stream, r.draw_round)
-
-    @staticmethod
-    def _entry(r: _Record) -> backends.FillEntry | None:
-        if r.target is r.base or _same_view(r.target, r.base):
-            if is_dtensor(r.base):
-                from fastinit.distributed import local_fill_plan
-
-                out, segs = local_fill_plan(r.base)
-            else:
-                out, segs = r.base, tensor_segments(r.base)
+    def flush(self, storages: Iterable[int] | None = None) -> None:
+        """Perform the pending writes (of ``storages`` only, if given), wave by wave."""
+        if storages is None:
+            queues = list(self._pending.values())
+            self._pending = {}
         else:
-            out, segs = r.target, view_segments(r.target, r.base)
-        if segs is None:
-            return None
-        return backends.FillEntry(out, segs, r.params, r.key, r.stream, r.draw_round)
+            queues = [self._pending.pop(k) for k in storages if k in self._pending]
+        if not queues:
+            return
+        waves: dict[int, list[_Record]] = defaultdict(list)
+        for queue in queues:
+            for r in queue:
+                waves[r.wave].append(r)
+        for wave in sorted(waves):
+            entries, others = [], []
+            for r in waves[wave]:
+                entry = _entry(r.write)
+                (others if entry is None else entries).append(entry or r.write)
+            backends.fill_grouped(entries, progress=self.progress)
+            for w in others:  # no overlap within a wave: any order is the eager one
+                execute(w)
+
+    def discard(self) -> None:
+        """Forget every pending write (the memory stays as it is)."""
+        self._pending = {}
+
+
+def _is_dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements fill its address span exactly (a permuted dense tensor,
+    e.g. channels_last or a transpose)."""
+    lo, hi = _span(t)
+    return t.numel() == hi - lo + 1 and torch._debug_has_internal_overlap(t) == 0
+
+
+def _entry(write: Write) -> backends.FillEntry | None:
+    """The grouped-fill entry of a kernel fill, or None to perform it on its own."""
+    if isinstance(write, TorchWrite):
+        return None
+    out, segs = plan(write.target, write.base)
+    if segs is None:
+        return None
+    return backends.FillEntry(out, segs, write.params, write.key, write.stream,
+                              write.draw_round)

@@ -30,7 +30,7 @@ memory in which every dimension is one run (or an arithmetic sequence of equal r
 a handful of :class:`~fastinit.layout.Segment` s. Nothing is gathered, scattered or
 allocated at full size.
 
-:func:`local_fill_plan` is the entry point: ``fastinit.fill.fill_tensor`` calls it for
+:func:`local_plan` is the entry point: ``fastinit.fill.plan`` calls it for
 every DTensor, and a grouped fill of many parameters (``fastinit.materialize``) turns
 each ``(local, segments)`` pair into one ``backends.FillEntry``. It reads metadata only,
 so it works on meta local tensors (plan before allocating).
@@ -53,8 +53,10 @@ import torch
 from fastinit.layout import Segment, block_segments, contiguous_strides
 
 __all__ = [
+    "is_dtensor",
+    "local_tensor",
     "ShardLayout",
-    "local_fill_plan",
+    "local_plan",
     "shard_layout",
     "shard_layout_of",
     "layout_segments",
@@ -89,6 +91,18 @@ class ShardLayout(NamedTuple):
     def global_index(self, dim: int) -> list[int]:
         """The global positions of dimension ``dim``, in local order (for tests)."""
         return [g for s, n in self.runs[dim] for g in range(s, s + n)]
+
+
+def is_dtensor(t: object) -> bool:
+    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (without importing
+    ``torch.distributed`` on machines or builds that never use it)."""
+    return type(t).__name__ == "DTensor" and hasattr(t, "_local_tensor")
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The tensor whose memory holds ``t``'s elements on this rank: a DTensor's local
+    tensor, or ``t`` itself."""
+    return t._local_tensor if is_dtensor(t) else t
 
 
 # --- the map: placements -> runs ----------------------------------------------------------
@@ -271,7 +285,7 @@ def _layout_segments(layout: ShardLayout, local_strides: tuple[int, ...]) -> tup
 # --- DTensors -----------------------------------------------------------------------------
 
 
-def local_fill_plan(dt) -> tuple[torch.Tensor, list[Segment]]:
+def local_plan(dt) -> tuple[torch.Tensor, list[Segment]]:
     """``(local tensor, segments)``: filling ``segments`` of the local tensor of DTensor
     ``dt`` with the stream of the global tensor writes exactly this rank's part of it.
 
@@ -317,7 +331,7 @@ def copy_from_full_(dt, full: torch.Tensor) -> None:
     if tuple(full.shape) != tuple(dt.shape):
         raise ValueError(f"full tensor of shape {tuple(full.shape)} for a DTensor of shape "
                          f"{tuple(dt.shape)}")
-    local, segs = local_fill_plan(dt)
+    local, segs = local_plan(dt)
     if segs:
         with torch.no_grad():
             copy_segments_from_full(local, segs, full.to(device=local.device,
@@ -334,7 +348,7 @@ def fill_full_then_shard(dt, fill_full: Callable[[torch.Tensor], object]) -> Non
     device type), so the result equals a single-process fill without any communication,
     at the cost of one full-size temporary per rank.
     """
-    local, segs = local_fill_plan(dt)  # raises for Partial before any work
+    local, segs = local_plan(dt)  # raises for Partial before any work
     full = torch.empty(tuple(dt.shape), dtype=dt.dtype, device=local.device)
     fill_full(full)
     if segs:
@@ -360,7 +374,7 @@ def index_put_global_(dt, indices: Sequence[torch.Tensor], value: float) -> None
     communication and no full-size temporary (one lookup table per dimension)."""
     if len(indices) != len(dt.shape) or not indices:
         raise ValueError(f"{len(indices)} index tensors for a {len(dt.shape)}-d DTensor")
-    local, _ = local_fill_plan(dt)  # validates the placements and the local shape
+    local, _ = local_plan(dt)  # validates the placements and the local shape
     if local.numel() == 0:
         return
     keep = None

@@ -2,8 +2,8 @@
 
 Each function validates all of its arguments, turns them into an
 :class:`~fastinit.spec.InitSpec`, and writes the Philox stream to the tensor through
-:func:`fastinit.fill.fill_tensor`: nothing is written unless every check passed, and a
-failed call does not advance the generator. Signatures, defaults, return values, fan
+:mod:`fastinit.route` (one routing decision per fill): nothing is written unless every
+check passed, and a failed call does not advance the generator. Signatures, defaults, return values, fan
 rules, warnings and the exception types torch raises follow ``torch.nn.init``;
 ``seed=`` (keyword-only, on the functions that draw random numbers) is fastinit's
 extension that pins a call's stream.
@@ -43,6 +43,7 @@ Where fastinit differs from ``torch.nn.init`` on purpose:
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
@@ -50,7 +51,11 @@ import warnings
 
 import torch
 
-from fastinit.fill import current_sink, fill_tensor, is_dtensor, resolve_key
+
+from fastinit import route
+from fastinit.distributed import is_dtensor
+from fastinit.fill import fill_target, fill_tensor
+from fastinit.kernels import contract as C
 from fastinit.spec import _CPP_NAMES, SUPPORTED_DTYPES, InitSpec, check_dtype
 from fastinit.streams import check_rng
 
@@ -146,28 +151,44 @@ def _skip(tensor: torch.Tensor) -> bool:
 
 def _write(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None,
            generator: torch.Generator | None) -> torch.Tensor:
-    """Validate ``tensor`` for ``spec``, draw the call's key, write the stream."""
+    """Validate ``tensor`` for ``spec``, then fill it through the routing decision (which
+    draws the call's key only if the call is to be made)."""
     check_dtype(tensor.dtype, fn)
     params = _params(spec, tensor.dtype)  # may raise: before anything is written
-    if _skip(tensor):
-        check_rng(seed, generator)
-        return tensor
-    resolved = resolve_key(tensor, seed, generator)
-    if resolved is not None:
-        fill_tensor(tensor, params, *resolved)
+    check_rng(seed, generator)
+    target = fill_target(tensor, fn)
+    if target is not None:
+        route.fill(target, params, seed, generator)
     return tensor
 
 
-def _fill_constant(tensor: torch.Tensor, value: float) -> None:
+@route.entry
+def fill_spec_(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill ``tensor`` with ``spec`` as the public functions do (recipes, caught tensor
+    methods): validation, then the routed fill. Constants need no key."""
+    if spec.dist == C.CONSTANT:
+        if tensor.dtype in SUPPORTED_DTYPES:
+            _params(spec, tensor.dtype)  # the value must fit the dtype, as for fill_
+        _fill_constant(tensor, spec.a)
+        return tensor
+    return _write(tensor, spec, fn, seed, generator)
+
+
+def _fill_constant(tensor: torch.Tensor, value: float, *, zero: bool = False) -> None:
     """Write ``value`` (already checked to fit the dtype) to every element."""
-    if current_sink() is None and not is_dtensor(tensor):  # the common case, kept short
+    if tensor.is_nested or tensor.layout != torch.strided:  # torch's own behaviour there
         with torch.no_grad():
-            tensor.fill_(value)
-    elif tensor.dtype in SUPPORTED_DTYPES:
-        fill_tensor(tensor, InitSpec.constant(value).kernel_params(tensor.dtype), 0, 0)
-    else:  # integer, bool, complex, float8: the backends write floating-point dtypes only
-        with torch.no_grad():
-            tensor.fill_(value)
+            tensor.zero_() if zero else tensor.fill_(value)
+        return
+    if _skip(tensor):
+        return
+    if tensor.dtype in SUPPORTED_DTYPES and (
+            is_dtensor(tensor) or torch._debug_has_internal_overlap(tensor) != 1):
+        route.constant(tensor, InitSpec.constant(value).kernel_params(tensor.dtype))
+    else:  # integer, bool, complex, float8, or overlapping elements: torch's fill_
+        torch.empty((), dtype=tensor.dtype).fill_(value)  # its errors now, not when written
+        route.torch_write(tensor, functools.partial(tensor.fill_, value))
 
 
 # --- calculate_gain and the fan rule ----------------------------------------------------------
@@ -228,6 +249,9 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
 
 def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
     """torch's fan rule: fans from the full shape (dim 1 in, dim 0 out, times the rest)."""
+    if tensor.is_nested:
+        raise NotImplementedError("fastinit: a nested tensor has no fan-in and fan-out (its "
+                                  "sizes are irregular); fill it with uniform_ or normal_")
     dimensions = tensor.dim()
     if dimensions < 2:
         raise ValueError(
@@ -262,7 +286,7 @@ def _kaiming_std(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
     mode = _check_mode(mode)
     gain = _kaiming_gain(a, nonlinearity, fn)
     if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)  # past route.entry
         return None
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
@@ -280,6 +304,7 @@ def _xavier_std(tensor: torch.Tensor, gain: float, fn: str) -> float:
 # --- the basic distributions ---------------------------------------------------------------
 
 
+@route.entry
 def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0,
              generator: torch.Generator | None = None, *, seed: int | None = None) -> torch.Tensor:
     r"""Fill the input Tensor with values drawn from the uniform distribution :math:`\mathcal{U}(a, b)`.
@@ -303,6 +328,7 @@ def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0,
     return _write(tensor, spec, "uniform_", seed, generator)
 
 
+@route.entry
 def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0,
             generator: torch.Generator | None = None, *, seed: int | None = None) -> torch.Tensor:
     r"""Fill the input Tensor with values drawn from the normal distribution :math:`\mathcal{N}(\text{mean}, \text{std}^2)`.
@@ -323,6 +349,7 @@ def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0,
     return _write(tensor, spec, "normal_", seed, generator)
 
 
+@route.entry
 def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
                   b: float = 2.0, generator: torch.Generator | None = None, *,
                   seed: int | None = None) -> torch.Tensor:
@@ -361,6 +388,7 @@ def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: 
 # --- constants and structured matrices -------------------------------------------------------
 
 
+@route.entry
 def constant_(tensor: torch.Tensor, val: float) -> torch.Tensor:
     r"""Fill the input Tensor with the value :math:`\text{val}`.
 
@@ -404,11 +432,11 @@ def constant_(tensor: torch.Tensor, val: float) -> torch.Tensor:
     if math.isfinite(value) and abs(value) > torch.finfo(tensor.dtype).max:
         raise RuntimeError(
             f"value cannot be converted to type {_CPP_NAMES[tensor.dtype]} without overflow")
-    if not _skip(tensor):
-        _fill_constant(tensor, value)
+    _fill_constant(tensor, value)
     return tensor
 
 
+@route.entry
 def ones_(tensor: torch.Tensor) -> torch.Tensor:
     r"""Fill the input Tensor with the scalar value `1`.
 
@@ -420,11 +448,11 @@ def ones_(tensor: torch.Tensor) -> torch.Tensor:
         >>> fastinit.ones_(w)
     """
     _check_tensor(tensor, "ones_")
-    if not _skip(tensor):
-        _fill_constant(tensor, 1.0)
+    _fill_constant(tensor, 1.0)
     return tensor
 
 
+@route.entry
 def zeros_(tensor: torch.Tensor) -> torch.Tensor:
     r"""Fill the input Tensor with the scalar value `0`.
 
@@ -436,11 +464,11 @@ def zeros_(tensor: torch.Tensor) -> torch.Tensor:
         >>> fastinit.zeros_(w)
     """
     _check_tensor(tensor, "zeros_")
-    if not _skip(tensor):
-        _fill_constant(tensor, 0.0)
+    _fill_constant(tensor, 0.0, zero=True)
     return tensor
 
 
+@route.entry
 def eye_(tensor: torch.Tensor) -> torch.Tensor:
     r"""Fill the 2-dimensional input `Tensor` with the identity matrix.
 
@@ -460,24 +488,30 @@ def eye_(tensor: torch.Tensor) -> torch.Tensor:
     _check_tensor(tensor, "eye_")
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    if _skip(tensor):
+    if fill_target(tensor, "eye_", elementwise=False, overlap_ok=True) is None:
         return tensor
-    if current_sink() is None and not is_dtensor(tensor):  # the common case, as torch does it
-        with torch.no_grad():
-            torch.eye(*tensor.shape, out=tensor, requires_grad=tensor.requires_grad)
-        return tensor
-    _fill_constant(tensor, 0.0)
-    if is_dtensor(tensor):  # write the diagonal's global positions held by this rank
-        from fastinit.distributed import index_put_global_
-
+    if is_dtensor(tensor):  # the diagonal's global positions held by this rank
         d = torch.arange(min(tensor.shape))
-        index_put_global_(tensor, (d, d), 1.0)
-        return tensor
-    with torch.no_grad():
-        tensor.diagonal().fill_(1)
+        route.torch_write(tensor, functools.partial(_put_ones, tensor, (d, d)))
+    else:
+        route.torch_write(tensor, functools.partial(
+            torch.eye, *tensor.shape, out=tensor, requires_grad=tensor.requires_grad))
     return tensor
 
 
+def _put_ones(tensor: torch.Tensor, indices: tuple[torch.Tensor, ...]) -> None:
+    """Zero ``tensor``, then write ones at ``indices`` (global positions for a DTensor)."""
+    if is_dtensor(tensor):
+        from fastinit.distributed import index_put_global_, local_tensor
+
+        local_tensor(tensor).zero_()
+        index_put_global_(tensor, indices, 1.0)
+        return
+    tensor.zero_()
+    tensor.index_put_(indices, torch.ones((), dtype=tensor.dtype, device=tensor.device))
+
+
+@route.entry
 def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
     r"""Fill the {3, 4, 5}-dimensional input `Tensor` with the Dirac delta function.
 
@@ -515,32 +549,23 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
     sizes = tensor.size()
     if sizes[0] % groups != 0:
         raise ValueError("dim 0 must be divisible by groups")
-    if _skip(tensor):
+    if fill_target(tensor, "dirac_", elementwise=False, overlap_ok=True) is None:
         return tensor
     out_chans_per_grp = sizes[0] // groups
     min_dim = min(out_chans_per_grp, sizes[1])
-    _fill_constant(tensor, 0.0)
-    if min_dim == 0:
-        return tensor
     dev = tensor.device
     d = torch.arange(min_dim, device=dev)
     out_idx = (torch.arange(groups, device=dev)[:, None] * out_chans_per_grp + d).reshape(-1)
     in_idx = d.repeat(groups)
     centre = tuple(torch.full_like(out_idx, s // 2) for s in sizes[2:])
-    if is_dtensor(tensor):
-        from fastinit.distributed import index_put_global_
-
-        index_put_global_(tensor, (out_idx, in_idx) + centre, 1.0)
-        return tensor
-    with torch.no_grad():
-        tensor.index_put_((out_idx, in_idx) + centre,
-                          torch.ones((), dtype=tensor.dtype, device=dev))
+    route.torch_write(tensor, functools.partial(_put_ones, tensor, (out_idx, in_idx) + centre))
     return tensor
 
 
 # --- Xavier and Kaiming --------------------------------------------------------------------------
 
 
+@route.entry
 def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
                     generator: torch.Generator | None = None, *,
                     seed: int | None = None) -> torch.Tensor:
@@ -573,6 +598,7 @@ def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
     return _write(tensor, _spec(InitSpec.uniform, -a, a, fn), fn, seed, generator)
 
 
+@route.entry
 def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0,
                    generator: torch.Generator | None = None, *,
                    seed: int | None = None) -> torch.Tensor:
@@ -603,6 +629,7 @@ def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0,
     return _write(tensor, _spec(InitSpec.normal, 0.0, std, fn), fn, seed, generator)
 
 
+@route.entry
 def kaiming_uniform_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
                      nonlinearity: str = "leaky_relu",
                      generator: torch.Generator | None = None, *,
@@ -654,6 +681,7 @@ def kaiming_uniform_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
     return _write(tensor, _spec(InitSpec.uniform, -bound, bound, fn), fn, seed, generator)
 
 
+@route.entry
 def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
                     nonlinearity: str = "leaky_relu",
                     generator: torch.Generator | None = None, *,
@@ -702,6 +730,7 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
 # --- orthogonal and sparse -----------------------------------------------------------------------
 
 
+@route.entry
 def orthogonal_(tensor: torch.Tensor, gain: float = 1,
                 generator: torch.Generator | None = None, *,
                 seed: int | None = None) -> torch.Tensor:
@@ -736,16 +765,16 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1,
         raise ValueError("Only tensors with 2 or more dimensions are supported")
     gain = _finite(_real(gain, "gain", fn), "gain", fn)
     check_dtype(tensor.dtype, fn)
-    if _skip(tensor):
-        check_rng(seed, generator)
+    check_rng(seed, generator)
+    if fill_target(tensor, fn, elementwise=False) is None:
         return tensor
+    decided = route.keyed(tensor, seed, generator)
+    if decided is None:
+        return tensor
+    key, stream = decided
     rows = tensor.size(0)
     cols = tensor.numel() // rows
     work = torch.float64 if tensor.dtype == torch.float64 else torch.float32
-    resolved = resolve_key(tensor, seed, generator)
-    if resolved is None:
-        return tensor
-    key, stream = resolved
     flattened = torch.empty((rows, cols), dtype=work, device=tensor.device)
     fill_tensor(flattened, InitSpec.normal(0.0, 1.0).kernel_params(work), key, stream)
     if rows < cols:
@@ -755,16 +784,17 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1,
     if rows < cols:
         q.t_()
     q.mul_(gain)
+    q = q.reshape(tensor.shape)
     if is_dtensor(tensor):  # every rank computed the whole matrix: keep its own part
         from fastinit.distributed import copy_from_full_
 
-        copy_from_full_(tensor, q.reshape(tensor.shape))
-        return tensor
-    with torch.no_grad():
-        tensor.copy_(q.reshape(tensor.shape))
+        route.torch_write(tensor, functools.partial(copy_from_full_, tensor, q), routed=False)
+    else:
+        route.torch_write(tensor, functools.partial(tensor.copy_, q), routed=False)
     return tensor
 
 
+@route.entry
 def sparse_(tensor: torch.Tensor, sparsity: float, std: float = 0.01,
             generator: torch.Generator | None = None, *,
             seed: int | None = None) -> torch.Tensor:
@@ -812,30 +842,36 @@ def sparse_(tensor: torch.Tensor, sparsity: float, std: float = 0.01,
     spec = _spec(InitSpec.normal, 0.0, _real(std, "std", fn), fn)
     check_dtype(tensor.dtype, fn)
     params = _params(spec, tensor.dtype)
-    if _skip(tensor):
-        check_rng(seed, generator)
+    check_rng(seed, generator)
+    if fill_target(tensor, fn, elementwise=False) is None:
         return tensor
     rows, cols = tensor.shape
     num_zeros = math.ceil(sparsity * rows)
-    resolved = resolve_key(tensor, seed, generator)
-    if resolved is None:
+    decided = route.keyed(tensor, seed, generator)
+    if decided is None:
         return tensor
-    key, stream = resolved
-    fill_tensor(tensor, params, key, stream)
+    key, stream = decided
+    route.fill_keyed(tensor, params, key, stream)
     if num_zeros:
         u = torch.empty((rows, cols), dtype=torch.float32, device=tensor.device)
         fill_tensor(u, InitSpec.uniform(0.0, 1.0).kernel_params(torch.float32), key, stream,
                     draw_round=1)
         zero_rows = torch.argsort(u, dim=0, stable=True)[:num_zeros]
-        if is_dtensor(tensor):
-            from fastinit.distributed import index_put_global_
-
-            cols_idx = torch.arange(cols, device=u.device).expand(num_zeros, cols)
-            index_put_global_(tensor, (zero_rows.reshape(-1), cols_idx.reshape(-1)), 0.0)
-            return tensor
-        with torch.no_grad():
-            tensor.scatter_(0, zero_rows, 0.0)
+        route.torch_write(tensor, functools.partial(_zero_rows, tensor, zero_rows),
+                          routed=False)
     return tensor
+
+
+def _zero_rows(tensor: torch.Tensor, zero_rows: torch.Tensor) -> None:
+    """Zero ``tensor[zero_rows[k, j], j]`` for every k, j (global positions for a DTensor)."""
+    if is_dtensor(tensor):
+        from fastinit.distributed import index_put_global_
+
+        num_zeros, cols = zero_rows.shape
+        cols_idx = torch.arange(cols, device=zero_rows.device).expand(num_zeros, cols)
+        index_put_global_(tensor, (zero_rows.reshape(-1), cols_idx.reshape(-1)), 0.0)
+        return
+    tensor.scatter_(0, zero_rows, 0.0)
 
 
 # --- scaled residual-output init ------------------------------------------------------------------
@@ -854,6 +890,7 @@ def _count(x: object, name: str, lowest: int) -> int:
     return x
 
 
+@route.entry
 def scaled_residual_(tensor: torch.Tensor, std: float = 0.02, num_layers: int | None = None,
                      *, layer_id: int | None = None, mean: float = 0.0,
                      truncated: bool = False, a: float | None = None, b: float | None = None,

@@ -1,32 +1,41 @@
-"""Routing unmodified model code through fastinit.
+"""Routing unmodified code through fastinit: ``patch()`` and the mode behind it.
 
-Model code reaches weight initialization in three ways, and all three are covered:
+Code reaches weight initialization in three ways, and all three are covered:
 
-* ``torch.nn.init.<fn>(...)`` looked up on the module at call time (torch's own layers,
-  ``from torch.nn import init``): the module attributes are replaced for the duration;
-* references bound at import time (``from torch.nn.init import xavier_uniform_`` inside
-  ``torch.nn.modules.activation``, transformers' ``TORCH_INIT_FUNCTIONS`` table): those
-  copies are replaced too, and the functions torch dispatches through
-  ``__torch_function__`` (uniform_, normal_, constant_, kaiming_uniform_) are also caught by
-  a ``TorchFunctionMode``;
-* in-place tensor methods (``w.data.normal_()``, ``b.zero_()``, ``w.fill_(1)``): caught by
-  the mode when ``methods=True`` (``materialize``), for the tensors a sink accepts.
+* ``torch.nn.init.<fn>(...)`` looked up at call time (torch's own layers), and references
+  bound at import time (``from torch.nn.init import xavier_uniform_`` in
+  ``torch.nn.modules.activation``, transformers' ``TORCH_INIT_FUNCTIONS`` table, user
+  modules): on entry, every module global (and every value of a module-level dict) that
+  *is* one of torch's init functions is replaced by a trampoline of the same name. A
+  trampoline calls fastinit's function while a ``patch()`` block is active and torch's
+  otherwise, so a copy taken inside the block (a module first imported there) is harmless
+  after it; on exit, every trampoline found in any module - including modules imported
+  inside the block - is put back to torch's function, so identities are as they were;
+* calls torch dispatches through ``__torch_function__`` (``uniform_``, ``normal_``,
+  ``constant_``, ``kaiming_uniform_``) from references nobody could replace (closures):
+  caught by :class:`InitMode`;
+* in-place tensor methods (``w.data.normal_()``, ``b.zero_()``, ``w.fill_(1)``): routed
+  by :class:`InitMode` when ``methods=True`` (``materialize``), for the tensors it accepts.
 
-The mode also keeps deferred execution exact: an operation that touches a tensor with a
-pending (recorded, not yet written) fill flushes the recorder first.
+:class:`InitMode` also keeps deferred execution exact: an operation that touches memory
+with pending writes - a read, a write, ``untyped_storage()``, ``data_ptr()``, pickling,
+``numpy()``, anything but pure metadata - flushes those writes first.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
+import threading
 from typing import Callable, Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from fastinit import route
 from fastinit.deferred import Recorder
-from fastinit.fill import fill_tensor, sink
+from fastinit.fill import Write
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec
 
 INIT_NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_",
@@ -36,30 +45,23 @@ INIT_NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zer
 ORIGINALS: dict[str, Callable] = {n: getattr(torch.nn.init, n) for n in INIT_NAMES}
 _ORIGINAL_TO_NAME = {fn: n for n, fn in ORIGINALS.items()}
 
-#: Modules known to hold references to torch.nn.init functions (the same list transformers
-#: patches in its own initialization guards).
-PATCHED_MODULES = (
-    "torch.nn.init", "torch.nn.modules.activation", "torch.nn.modules.transformer",
-    "torch.nn.modules.linear", "torch.nn.modules.loss", "torch.nn.modules.batchnorm",
-    "torch.nn.modules.conv", "torch.nn.modules.normalization", "torch.nn.modules.rnn",
-    "torch.nn.modules.sparse",
-)
-
-# Tensor operations that neither read nor write element values.
-_METADATA = {
-    "untyped_storage", "data_ptr", "storage_offset", "stride", "size", "dim", "numel",
-    "element_size", "is_contiguous", "nelement", "ndimension", "is_floating_point",
-    "is_complex", "get_device", "__len__", "__hash__", "__get__", "view", "view_as",
-    "unsqueeze", "squeeze", "t", "transpose", "permute", "select", "narrow", "as_strided",
-    "expand", "detach", "requires_grad_", "_is_view", "is_set_to", "__format__",
-}
+# Tensor operations that neither read nor write element values, nor expose the memory
+# (``untyped_storage``, ``data_ptr`` and friends are *not* here: they hand it out).
+_METADATA = frozenset({
+    "size", "stride", "dim", "numel", "element_size", "is_contiguous", "nelement",
+    "ndimension", "is_floating_point", "is_complex", "get_device", "__len__", "__hash__",
+    "__get__", "storage_offset", "view", "view_as", "unsqueeze", "squeeze", "t",
+    "transpose", "permute", "select", "narrow", "as_strided", "expand", "expand_as",
+    "detach", "requires_grad_", "_is_view", "is_set_to", "diagonal", "unbind", "split",
+    "chunk", "movedim", "swapaxes", "is_pinned", "is_shared", "has_names",
+})
 _BASIC_INDEX = (int, slice, type(None), type(Ellipsis))
 
 
-def _fastinit_fn(name: str) -> Callable | None:
-    import fastinit
+def _fastinit_fn(name: str) -> Callable:
+    from fastinit import init
 
-    return getattr(fastinit, name, None)
+    return getattr(init, name)
 
 
 def _is_metadata(func, args) -> bool:
@@ -72,24 +74,25 @@ def _is_metadata(func, args) -> bool:
     return False
 
 
-def _method_fill(name: str, args, kwargs) -> tuple[torch.Tensor, InitSpec] | None:
-    """The fill a tensor method call asks for, or None if it is not a plain fill."""
-    target = args[0]
+def _method_fill(name: str, args, kwargs) -> InitSpec | None:
+    """The distribution a tensor method call asks for, or None if it is not a plain fill."""
+    if kwargs.get("generator") is not None:
+        return None  # an explicit torch generator: the caller wants torch's stream
     if name == "normal_":
         mean = args[1] if len(args) > 1 else kwargs.get("mean", 0.0)
         std = args[2] if len(args) > 2 else kwargs.get("std", 1.0)
-        return target, InitSpec.normal(mean, std)
+        return InitSpec.normal(mean, std)
     if name == "uniform_":
         a = args[1] if len(args) > 1 else kwargs.get("from", 0.0)
         b = args[2] if len(args) > 2 else kwargs.get("to", 1.0)
-        return target, InitSpec.uniform(a, b)
+        return InitSpec.uniform(a, b)
     if name == "zero_":
-        return target, InitSpec.constant(0.0)
+        return InitSpec.constant(0.0)
     if name == "fill_":
         value = args[1] if len(args) > 1 else kwargs.get("value")
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor) or isinstance(value, complex):
             return None
-        return target, InitSpec.constant(value)
+        return InitSpec.constant(value)
     return None
 
 
@@ -98,10 +101,12 @@ _METHODS = {torch.Tensor.normal_: "normal_", torch.Tensor.uniform_: "uniform_",
 
 
 class InitMode(TorchFunctionMode):
-    """Sends initialization calls to fastinit and keeps a recorder's pending fills exact.
+    """Sends initialization calls to fastinit and keeps a recorder's pending writes exact.
 
-    ``accepts(tensor)`` decides which tensors' tensor-method fills are taken over; with
-    ``methods=False`` only ``torch.nn.init`` functions are.
+    ``accepts(tensor)`` decides which tensors' tensor-method fills are routed through
+    fastinit; with ``methods=False`` only ``torch.nn.init`` functions are.
+    ``on_write(tensor)`` is told of every other in-place write (for ``materialize``'s
+    bookkeeping).
     """
 
     def __init__(self, recorder: Recorder | None = None, methods: bool = False,
@@ -115,83 +120,131 @@ class InitMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if route.inside():  # fastinit's own operations, on behalf of a call already routed
+            return func(*args, **kwargs)
         name = _ORIGINAL_TO_NAME.get(func)
         if name is not None:
-            replacement = _fastinit_fn(name)
-            if replacement is not None:
-                return replacement(*args, **kwargs)
+            return _fastinit_fn(name)(*args, **kwargs)
         method = _METHODS.get(func) if self.methods else None
         if method is not None and args and isinstance(args[0], torch.Tensor):
             target = args[0]
             if target.dtype in SUPPORTED_DTYPES and self.accepts(target):
-                fill = _method_fill(method, args, kwargs)
-                if fill is not None:
-                    t, spec = fill
-                    fill_tensor(t, spec.kernel_params(t.dtype), 0, 0)
-                    return t
+                spec = _method_fill(method, args, kwargs)
+                if spec is not None:
+                    from fastinit.init import fill_spec_
+
+                    return fill_spec_(target, spec, f"Tensor.{method}")
         if _is_metadata(func, args):
             return func(*args, **kwargs)
         if self.recorder is not None and len(self.recorder):
             tensors = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
-            if self.recorder.touches(tensors):
-                self.recorder.flush()
+            hits = self.recorder.pending(tensors)
+            if hits:
+                self.recorder.flush(hits)
         out = func(*args, **kwargs)
         if self.on_write is not None:
             fname = getattr(func, "__name__", "")
             target = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
-            if fname.endswith("_") and not fname.startswith("__") and isinstance(
-                    target, torch.Tensor):
+            if (fname.endswith("_") and not fname.startswith("__") or fname in (
+                    "__setitem__", "__set__")) and isinstance(target, torch.Tensor):
                 self.on_write(target)
             elif isinstance(kwargs.get("out"), torch.Tensor):
                 self.on_write(kwargs["out"])
         return out
 
 
+# --- replacing torch.nn.init's functions wherever they are held ---------------------------
+
+
+def _make_trampoline(name: str) -> Callable:
+    original = ORIGINALS[name]
+
+    @functools.wraps(original)
+    def trampoline(*args, **kwargs):
+        if _state.depth:
+            return _fastinit_fn(name)(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    trampoline.__fastinit_trampoline__ = name
+    return trampoline
+
+
+_TRAMPOLINES: dict[str, Callable] = {n: _make_trampoline(n) for n in INIT_NAMES}
+_TRAMPOLINE_TO_NAME = {id(fn): n for n, fn in _TRAMPOLINES.items()}
+_ORIGINAL_IDS = {id(fn): n for n, fn in ORIGINALS.items()}
+
+
+class _PatchState:
+    """Process-wide: the replacement is in place while any ``patch()`` block is open."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved: list[tuple[dict, object]] = []
+
+
+_state = _PatchState()
+
+
+def _holders() -> Iterator[dict]:
+    """Every module's globals, and every dict held in a module global (one level: the
+    tables in which libraries keep init functions, e.g. transformers'
+    ``TORCH_INIT_FUNCTIONS``)."""
+    for mod in list(sys.modules.values()):
+        d = getattr(mod, "__dict__", None)
+        if type(d) is not dict:
+            continue
+        yield d
+        for v in list(d.values()):
+            if type(v) is dict and v is not d:
+                yield v
+
+
+def _replace_all(table: dict[int, str], replacement: dict[str, Callable]
+                 ) -> list[tuple[dict, object]]:
+    """Replace every value whose id is in ``table`` by ``replacement[table[id]]``."""
+    done = []
+    for holder in _holders():
+        for key, value in list(holder.items()):
+            name = table.get(id(value))
+            if name is not None:
+                holder[key] = replacement[name]
+                done.append((holder, key))
+    return done
+
+
 @contextlib.contextmanager
 def patched_init_functions() -> Iterator[None]:
-    """Replace torch.nn.init functions by fastinit's wherever torch and transformers hold them."""
-    saved: list[tuple[object, str, object]] = []
+    """Route torch.nn.init's functions to fastinit's inside the block, wherever held."""
+    with _state.lock:
+        if _state.depth == 0:
+            _replace_all(_ORIGINAL_IDS, _TRAMPOLINES)
+        _state.depth += 1
     try:
-        for modname in PATCHED_MODULES:
-            mod = sys.modules.get(modname)
-            if mod is None:
-                continue
-            for name in INIT_NAMES:
-                new = _fastinit_fn(name)
-                if new is not None and getattr(mod, name, None) is ORIGINALS[name]:
-                    saved.append((mod, name, ORIGINALS[name]))
-                    setattr(mod, name, new)
-        hf = sys.modules.get("transformers.initialization")
-        table = getattr(hf, "TORCH_INIT_FUNCTIONS", None)
-        if isinstance(table, dict):
-            for name in INIT_NAMES:
-                new = _fastinit_fn(name)
-                if new is not None and table.get(name) is ORIGINALS[name]:
-                    saved.append((table, name, ORIGINALS[name]))
-                    table[name] = new
         yield
     finally:
-        for holder, name, original in reversed(saved):
-            if isinstance(holder, dict):
-                holder[name] = original
-            else:
-                setattr(holder, name, original)
+        with _state.lock:
+            _state.depth -= 1
+            if _state.depth == 0:
+                # every trampoline, also in modules imported inside the block
+                _replace_all(_TRAMPOLINE_TO_NAME, ORIGINALS)
 
 
-class _RecordAll:
-    """A sink that defers every fill with the key and stream it was given."""
+# --- patch(deferred=True): record every fill, flush on observation and on exit ---------
+
+
+class DeferredRouter:
+    """Records every fill with the key the call draws (the eager key): the values are
+    those of ``patch()`` without deferral."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
 
-    def write(self, tensor, params, key, stream, draw_round) -> bool:
-        if tensor.device.type == "meta" or tensor.numel() == 0:
-            return True
-        self.recorder.add(tensor, tensor, params, key, stream, draw_round)
-        return True
+    def route(self, tensor: torch.Tensor) -> route.Route:
+        return route.DRAW
 
-    def key_for(self, tensor):
-        return None  # keys are drawn as without deferral
+    def emit(self, write: Write) -> None:
+        self.recorder.add(write)
 
 
 @contextlib.contextmanager
@@ -199,15 +252,23 @@ def patch(deferred: bool = False) -> Iterator[None]:
     """Route ``torch.nn.init`` through fastinit inside the block, for unmodified code.
 
     Every ``torch.nn.init`` function - including the calls torch's own layers make in
-    their default ``reset_parameters`` - runs as the fastinit function of the same name,
-    drawing its seed from the same generator, so the values are those of calling fastinit
-    directly.
+    their default ``reset_parameters`` and the copies other modules hold - runs as the
+    fastinit function of the same name, drawing its seed from the same generator, so the
+    values are those of calling fastinit directly. The replacement is process-wide while
+    the block runs; on exit every module (also one first imported inside the block) holds
+    torch's functions again. Blocks nest.
 
     Args:
-        deferred: record the fills instead of running them, and write them all on exit in
-            grouped launches (one per dtype on a GPU). Values are identical to
-            ``deferred=False``: each call's seed is drawn when the call is made, and any
-            operation that reads or writes a tensor with a pending fill runs after the fill.
+        deferred: record the fills instead of running them, and write them in grouped
+            launches (one per dtype on a GPU). Whatever the code can observe is what
+            ``deferred=False`` gives: each call's seed is drawn when the call is made;
+            any operation that touches a tensor with pending fills (reads, writes,
+            ``torch.save``, pickling, ``numpy()``, ``data_ptr()``...) runs after those
+            fills; autograd's version counters move at the call; and when an exception
+            leaves the block, the pending fills are written before it propagates, as
+            eager code would have written them. Observations from other threads are not
+            seen: do not share tensors being initialized with other threads inside
+            the block.
 
     Examples:
         >>> with fastinit.patch():
@@ -219,9 +280,7 @@ def patch(deferred: bool = False) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched_init_functions())
         if recorder is not None:
-            stack.enter_context(sink(_RecordAll(recorder)))
+            stack.enter_context(route.routing(DeferredRouter(recorder)))
+            stack.callback(recorder.flush)  # on every exit, an exception's too
         stack.enter_context(InitMode(recorder=recorder))
         yield
-    # only reached without an exception: a failed block writes nothing it deferred
-    if recorder is not None:
-        recorder.flush()

@@ -17,14 +17,17 @@ from torch import nn
 
 from fastinit import recipes as recipes_mod
 from fastinit.deferred import Recorder, storage_key
-from fastinit.fill import SKIP, fill_tensor, is_dtensor, sink
+from fastinit import route
+from fastinit.distributed import is_dtensor
+from fastinit.fill import Fill, Write, execute
 from fastinit.intercept import InitMode, patched_init_functions
-from fastinit.spec import KernelParams
 from fastinit.streams import draw_seed, normalize_seed, stream_for_name
 
 
 class _Materializer:
-    """The sink of a materialize: fills of model tensors are recorded with name streams."""
+    """The router of a materialize: fills of model tensors are recorded with the
+    materialize seed and the streams of their names; tensors that were real already are
+    left alone; anything else (temporaries of init code) draws as usual."""
 
     def __init__(self, key: int, tracked: dict[int, tuple[str, torch.Tensor]],
                  protected: set[int], recorder: Recorder) -> None:
@@ -48,34 +51,31 @@ class _Materializer:
         if k is not None and k in self.tracked:
             self.written.add(k)
 
-    def key_for(self, tensor: torch.Tensor):
+    def route(self, tensor: torch.Tensor) -> route.Route:
         k = self._key(tensor)
         if k is None:
-            return None
+            return route.DRAW
         hit = self.tracked.get(k)
         if hit is not None:
-            self.written.add(k)
-            return self.key, stream_for_name(hit[0])
-        return SKIP if k in self.protected else None
+            return route.Keyed(self.key, stream_for_name(hit[0]), hit[1])
+        return route.SKIP if k in self.protected else route.DRAW
 
-    def write(self, tensor: torch.Tensor, params: KernelParams, key: int, stream: int,
-              draw_round: int) -> bool:
-        k = self._key(tensor)
+    def emit(self, write: Write) -> None:
+        k = self._key(write.target)
         if k is None:
-            return True
-        hit = self.tracked.get(k)
-        if hit is not None:
-            name, base = hit
+            return
+        if k in self.tracked:
             self.written.add(k)
-            if is_dtensor(base) and tensor is not base:
+            base = self.tracked[k][1]
+            if is_dtensor(base) and write.target is not base:
                 # part of a sharded tensor (a padding row): keep the order, write it now
-                self.recorder.flush()
-                with sink(None):
-                    fill_tensor(tensor, params, self.key, stream_for_name(name), draw_round)
-                return True
-            self.recorder.add(tensor, base, params, self.key, stream_for_name(name), draw_round)
-            return True
-        return k in self.protected  # tensors that were real already are left alone
+                self.recorder.flush([k])
+                if isinstance(write, Fill):
+                    write = Fill(write.target, write.target, write.params, write.key,
+                                 write.stream, write.draw_round)
+                execute(write)
+                return
+        self.recorder.add(write)
 
 
 #: Smaller models never show a progress bar (they take well under a second).
@@ -307,6 +307,6 @@ def _still_owned(module: nn.Module, t: torch.Tensor) -> bool:
 
 @contextlib.contextmanager
 def _recording(mat: _Materializer, recorder: Recorder) -> Iterator[None]:
-    with patched_init_functions(), sink(mat), torch.no_grad(), InitMode(
+    with patched_init_functions(), route.routing(mat), torch.no_grad(), InitMode(
             recorder=recorder, methods=True, accepts=mat.accepts, on_write=mat.mark_written):
         yield

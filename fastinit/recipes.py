@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Union
 import torch
 from torch import nn
 
-from fastinit.fill import fill_tensor
+from fastinit.init import fill_spec_
 from fastinit.spec import InitSpec
 
 __all__ = ["Init", "normal", "trunc_normal", "uniform", "constant", "zeros", "ones",
@@ -38,11 +38,14 @@ class Init:
     def spec(self, tensor: torch.Tensor, name: str) -> InitSpec:
         return self._make(tensor, name)
 
-    def __call__(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
-        """Fill ``tensor`` (through fastinit's fill path, so materialize records it)."""
-        spec = self.spec(tensor, name)
-        fill_tensor(tensor, spec.kernel_params(tensor.dtype), 0, 0)
-        return tensor
+    def __call__(self, tensor: torch.Tensor, name: str = "", *,
+                 generator: torch.Generator | None = None,
+                 seed: int | None = None) -> torch.Tensor:
+        """Fill ``tensor`` in place, as the matching ``fastinit.<fn>_`` function would:
+        a key from ``seed`` or drawn from ``generator`` (default: torch's default
+        generator), or - inside ``materialize`` - the materialize seed and the stream of
+        the parameter's name."""
+        return fill_spec_(tensor, self.spec(tensor, name), "recipes", seed, generator)
 
     def __repr__(self) -> str:
         return self._describe
@@ -241,12 +244,14 @@ def apply(recipe: Recipe, params: Mapping[str, torch.Tensor], warn_unused: bool 
     for glob in recipe:
         if warn_unused and glob not in used:
             warnings.warn(f"recipe rule {glob!r} matched no parameter", UserWarning, stacklevel=3)
-    kernel_params = []
+    specs = []
     for name, tensor, rule in plan:  # validate every rule before writing anything
-        kernel_params.append(rule.spec(tensor, name).kernel_params(tensor.dtype)
-                             if isinstance(rule, Init) else None)
-    for (name, tensor, rule), params in zip(plan, kernel_params):
-        if params is not None:
-            fill_tensor(tensor, params, 0, 0)
+        spec = rule.spec(tensor, name) if isinstance(rule, Init) else None
+        if spec is not None:
+            spec.kernel_params(tensor.dtype)
+        specs.append(spec)
+    for (name, tensor, rule), spec in zip(plan, specs):
+        if spec is not None:
+            fill_spec_(tensor, spec, "recipes")
         else:
             rule(tensor, name)

@@ -264,7 +264,7 @@ def _scale(seen):
 
 def _recorded_params(monkeypatch, call):
     seen = []
-    monkeypatch.setattr("fastinit.init.fill_tensor", lambda t, p, *a, **k: seen.append(p))
+    monkeypatch.setattr("fastinit.route.fill", lambda t, p, *a, **k: seen.append(p))
     call(torch.empty(4, 4))
     return seen[0]
 

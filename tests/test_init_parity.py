@@ -43,6 +43,7 @@ import torch.nn.init as tinit
 
 import fastinit
 import fastinit.init as finit
+import fastinit.route as froute
 
 KS_ALPHA = 1e-6
 Z_MAX = 5.0
@@ -431,7 +432,7 @@ def _recorded(name, shape, kw):
     with mock.patch.object(torch.Tensor, "uniform_", rec("uniform")), \
             mock.patch.object(torch.Tensor, "normal_", rec("normal")):
         getattr(tinit, name)(torch.empty(shape), **kw)
-    with mock.patch.object(finit, "fill_tensor",
+    with mock.patch.object(froute, "fill",
                            lambda t, params, *a, **k: seen.__setitem__("fast", params)):
         getattr(fastinit, name)(torch.empty(shape), **kw, seed=1)
     return seen["torch"], seen["fast"]

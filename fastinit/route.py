@@ -1,0 +1,185 @@
+"""Routing: one explicit decision per fill, made after validation and before any draw.
+
+Every fill of the public functions (``fastinit.<fn>_``, recipes, the fills
+``materialize`` and ``patch`` catch) goes through :func:`fill` (kernel fills),
+:func:`keyed` (functions that compute values from their own draws: ``orthogonal_``,
+``sparse_``) or :func:`torch_write` (writes made with torch operations). Each asks the
+active :class:`Router` once what to do with the tensor:
+
+* :data:`SKIP` - leave it alone (a tensor ``materialize`` must not touch);
+* :data:`DRAW` - the caller's own key: ``seed=`` if given, else a draw from
+  ``generator`` (torch's default generator by default); stream 0; the tensor's own index;
+* :class:`Keyed` - the router's key and stream, by the index of the logical tensor
+  ``base`` (``materialize``: the materialize seed and the stream of the parameter's name).
+
+Then the write is handed to the router (which records it, or writes it now) or, with no
+router, written now. Without a router the decision is always :data:`DRAW`: there is no
+placeholder key anywhere, and a fill outside ``materialize`` can never reuse a key.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol, Union
+
+import torch
+
+from fastinit.fill import Fill, TorchWrite, Write, execute
+from fastinit.spec import KernelParams
+from fastinit.streams import call_key
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Leave the tensor as it is."""
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Use the caller's key (``seed=`` or a generator draw), stream 0, the tensor's index."""
+
+
+@dataclass(frozen=True, eq=False)
+class Keyed:
+    """Use ``key`` and ``stream``, with the values of ``base``'s global index (the tensor
+    filled is ``base`` or a view of it)."""
+
+    key: int
+    stream: int
+    base: torch.Tensor
+
+
+SKIP = Skip()
+DRAW = Draw()
+Route = Union[Skip, Draw, Keyed]
+
+
+class Router(Protocol):
+    """Decides where fills go (``materialize``, ``patch(deferred=True)``)."""
+
+    def route(self, tensor: torch.Tensor) -> Route:
+        """The decision for a fill of ``tensor``."""
+
+    def emit(self, write: Write) -> None:
+        """Take ``write`` over: record it, or perform it now (``fastinit.fill.execute``)."""
+
+
+_ROUTER: ContextVar[Router | None] = ContextVar("fastinit_router", default=None)
+_INSIDE: ContextVar[bool] = ContextVar("fastinit_inside", default=False)
+
+
+def entry(fn: Callable) -> Callable:
+    """Mark ``fn`` as a fastinit entry point: the torch operations it performs on the
+    way (storage queries, temporaries, writes it has already routed) are fastinit's own,
+    and :class:`fastinit.intercept.InitMode` does not treat them as the user's."""
+
+    @functools.wraps(fn)
+    def entered(*args, **kwargs):
+        if _INSIDE.get():
+            return fn(*args, **kwargs)
+        token = _INSIDE.set(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _INSIDE.reset(token)
+
+    return entered
+
+
+def inside() -> bool:
+    """Whether the caller runs inside a fastinit entry point."""
+    return _INSIDE.get()
+
+
+@contextlib.contextmanager
+def routing(router: Router | None) -> Iterator[Router | None]:
+    """Send the fills made inside the block to ``router`` (None: none, write now)."""
+    token = _ROUTER.set(router)
+    try:
+        yield router
+    finally:
+        _ROUTER.reset(token)
+
+
+def active() -> Router | None:
+    """The router of the current context, if any."""
+    return _ROUTER.get()
+
+
+def decide(tensor: torch.Tensor, seed: int | None, generator: torch.Generator | None
+           ) -> tuple[int, int, torch.Tensor] | None:
+    """``(key, stream, base)`` for a fill of ``tensor``, or None if it must be skipped.
+
+    Draws from the generator only when the decision is :data:`DRAW` and ``seed`` is None:
+    call it after every check has passed.
+    """
+    router = _ROUTER.get()
+    decision = DRAW if router is None else router.route(tensor)
+    if isinstance(decision, Keyed):
+        return decision.key, decision.stream, decision.base
+    if isinstance(decision, Skip):
+        return None
+    return call_key(seed, generator), 0, tensor
+
+
+def fill(tensor: torch.Tensor, params: KernelParams, seed: int | None = None,
+         generator: torch.Generator | None = None, draw_round: int = 0) -> None:
+    """Fill ``tensor`` (already checked) with distribution ``params``, routed."""
+    decided = decide(tensor, seed, generator)
+    if decided is None:
+        return
+    key, stream, base = decided
+    _emit(Fill(tensor, base, params, key, stream, draw_round))
+
+
+def constant(tensor: torch.Tensor, params: KernelParams) -> None:
+    """Fill ``tensor`` with a constant (``params`` of ``InitSpec.constant``), routed:
+    no key is drawn, but a router may still skip the tensor."""
+    router = _ROUTER.get()
+    if router is None:
+        execute(Fill(tensor, tensor, params, 0, 0))
+        return
+    decision = router.route(tensor)
+    if isinstance(decision, Skip):
+        return
+    base = decision.base if isinstance(decision, Keyed) else tensor
+    router.emit(Fill(tensor, base, params, 0, 0))
+
+
+def keyed(tensor: torch.Tensor, seed: int | None,
+          generator: torch.Generator | None) -> tuple[int, int] | None:
+    """``(key, stream)`` for a function that computes ``tensor``'s values from its own
+    draws (``orthogonal_``, ``sparse_``), or None if the tensor must be left alone. The
+    function then writes through :func:`torch_write` or :func:`fill`."""
+    decided = decide(tensor, seed, generator)
+    return None if decided is None else decided[:2]
+
+
+def fill_keyed(tensor: torch.Tensor, params: KernelParams, key: int, stream: int,
+               draw_round: int = 0) -> None:
+    """Fill ``tensor`` by its own index with a key already decided by :func:`keyed`."""
+    _emit(Fill(tensor, tensor, params, key, stream, draw_round))
+
+
+def torch_write(tensor: torch.Tensor, apply: Callable[[], object], *,
+                routed: bool = True) -> None:
+    """Write ``tensor`` with torch operations (``apply()``), in order with the other
+    writes of the active router. ``routed=False``: the caller has already asked the
+    router (:func:`keyed`) and must not be skipped now."""
+    router = _ROUTER.get()
+    if router is None:
+        execute(TorchWrite(tensor, apply))
+        return
+    if routed and isinstance(router.route(tensor), Skip):
+        return
+    router.emit(TorchWrite(tensor, apply))
+
+
+def _emit(write: Write) -> None:
+    router = _ROUTER.get()
+    if router is None:
+        execute(write)
+    else:
+        router.emit(write)
