@@ -78,12 +78,13 @@ class Recorder:
             return
         local = local_tensor(target)
         span = _span(local)
-        dense = local.is_contiguous() or _is_dense(local)
+        covering = getattr(write, "whole", True)  # a TorchWrite may write only some
+        dense = covering and (local.is_contiguous() or _is_dense(local))
         queue = self._pending.setdefault(storage_key(target), [])
         kept, wave = [], 0
         for r in queue:
             if (dense and span[0] <= r.span[0] and r.span[1] <= span[1]) or \
-                    _same_view(target, r.write.target):
+                    (covering and _same_view(target, r.write.target)):
                 continue  # overwritten entirely before anyone could see it
             kept.append(r)
             if r.span[0] <= span[1] and span[0] <= r.span[1]:

@@ -49,10 +49,12 @@ class Fill:
 
 @dataclass(frozen=True, eq=False)
 class TorchWrite:
-    """A write of ``target`` made by torch operations: ``apply()`` performs it."""
+    """A write of ``target`` made by torch operations: ``apply()`` performs it, writing
+    every element of ``target`` (``whole``) or only some of them."""
 
     target: torch.Tensor
     apply: Callable[[], object]
+    whole: bool = True
 
 
 Write = Fill | TorchWrite

@@ -858,7 +858,7 @@ def sparse_(tensor: torch.Tensor, sparsity: float, std: float = 0.01,
                     draw_round=1)
         zero_rows = torch.argsort(u, dim=0, stable=True)[:num_zeros]
         route.torch_write(tensor, functools.partial(_zero_rows, tensor, zero_rows),
-                          routed=False)
+                          routed=False, whole=False)
     return tensor
 
 

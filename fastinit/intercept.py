@@ -175,42 +175,60 @@ _ORIGINAL_IDS = {id(fn): n for n, fn in ORIGINALS.items()}
 
 
 class _PatchState:
-    """Process-wide: the replacement is in place while any ``patch()`` block is open."""
+    """Process-wide: the replacement is in place while any ``patch()`` block is open.
+
+    ``holders`` remembers where torch's init functions were found (module globals, or
+    dicts held in module globals), so that only modules not seen before are scanned
+    again: a full scan of a large process takes a fraction of a second, once.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.depth = 0
-        self.saved: list[tuple[dict, object]] = []
+        self.holders: list[tuple[dict, object, str]] = []  # (holder, key, function name)
+        self.seen: dict[str, object] = {}  # module name -> module object scanned
+        self.entry_modules: set[str] = set()
+
+    def _new_modules(self) -> list[object]:
+        new = [(name, mod) for name, mod in list(sys.modules.items())
+               if self.seen.get(name) is not mod]
+        for name, mod in new:
+            self.seen[name] = mod
+        return new
+
+    @staticmethod
+    def _scan(modules, table: dict[int, str]) -> list[tuple[dict, object, str]]:
+        found = []
+        for _, mod in modules:
+            d = getattr(mod, "__dict__", None)
+            if type(d) is not dict:
+                continue
+            for holder in (d, *(v for v in list(d.values()) if type(v) is dict and v is not d)):
+                for key, value in list(holder.items()):
+                    name = table.get(id(value))
+                    if name is not None:
+                        found.append((holder, key, name))
+        return found
+
+    def install(self) -> None:
+        """Replace torch's functions by trampolines wherever they are held."""
+        self.holders += self._scan(self._new_modules(), _ORIGINAL_IDS)
+        self.entry_modules = set(sys.modules)
+        for holder, key, name in self.holders:
+            if holder.get(key) is ORIGINALS[name]:
+                holder[key] = _TRAMPOLINES[name]
+
+    def restore(self) -> None:
+        """Put torch's functions back, also where modules imported meanwhile copied a
+        trampoline."""
+        new = [(n, m) for n, m in self._new_modules() if n not in self.entry_modules]
+        self.holders += self._scan(new, _TRAMPOLINE_TO_NAME)
+        for holder, key, name in self.holders:
+            if holder.get(key) is _TRAMPOLINES[name]:
+                holder[key] = ORIGINALS[name]
 
 
 _state = _PatchState()
-
-
-def _holders() -> Iterator[dict]:
-    """Every module's globals, and every dict held in a module global (one level: the
-    tables in which libraries keep init functions, e.g. transformers'
-    ``TORCH_INIT_FUNCTIONS``)."""
-    for mod in list(sys.modules.values()):
-        d = getattr(mod, "__dict__", None)
-        if type(d) is not dict:
-            continue
-        yield d
-        for v in list(d.values()):
-            if type(v) is dict and v is not d:
-                yield v
-
-
-def _replace_all(table: dict[int, str], replacement: dict[str, Callable]
-                 ) -> list[tuple[dict, object]]:
-    """Replace every value whose id is in ``table`` by ``replacement[table[id]]``."""
-    done = []
-    for holder in _holders():
-        for key, value in list(holder.items()):
-            name = table.get(id(value))
-            if name is not None:
-                holder[key] = replacement[name]
-                done.append((holder, key))
-    return done
 
 
 @contextlib.contextmanager
@@ -218,7 +236,7 @@ def patched_init_functions() -> Iterator[None]:
     """Route torch.nn.init's functions to fastinit's inside the block, wherever held."""
     with _state.lock:
         if _state.depth == 0:
-            _replace_all(_ORIGINAL_IDS, _TRAMPOLINES)
+            _state.install()
         _state.depth += 1
     try:
         yield
@@ -226,8 +244,7 @@ def patched_init_functions() -> Iterator[None]:
         with _state.lock:
             _state.depth -= 1
             if _state.depth == 0:
-                # every trampoline, also in modules imported inside the block
-                _replace_all(_TRAMPOLINE_TO_NAME, ORIGINALS)
+                _state.restore()
 
 
 # --- patch(deferred=True): record every fill, flush on observation and on exit ---------

@@ -164,17 +164,18 @@ def fill_keyed(tensor: torch.Tensor, params: KernelParams, key: int, stream: int
 
 
 def torch_write(tensor: torch.Tensor, apply: Callable[[], object], *,
-                routed: bool = True) -> None:
+                routed: bool = True, whole: bool = True) -> None:
     """Write ``tensor`` with torch operations (``apply()``), in order with the other
-    writes of the active router. ``routed=False``: the caller has already asked the
-    router (:func:`keyed`) and must not be skipped now."""
+    writes of the active router. ``whole``: ``apply`` writes every element of ``tensor``.
+    ``routed=False``: the caller has already asked the router (:func:`keyed`)."""
+    write = TorchWrite(tensor, apply, whole)
     router = _ROUTER.get()
     if router is None:
-        execute(TorchWrite(tensor, apply))
+        execute(write)
         return
     if routed and isinstance(router.route(tensor), Skip):
         return
-    router.emit(TorchWrite(tensor, apply))
+    router.emit(write)
 
 
 def _emit(write: Write) -> None:
