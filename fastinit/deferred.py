@@ -125,7 +125,8 @@ class Recorder:
             for r in waves[wave]:
                 entry = _entry(r.write)
                 (others if entry is None else entries).append(entry or r.write)
-            backends.fill_grouped(entries, progress=self.progress)
+            if entries:
+                backends.fill_grouped(entries, progress=self.progress)
             for w in others:  # no overlap within a wave: any order is the eager one
                 execute(w)
 

@@ -247,11 +247,15 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
         raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
 
 
-def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
-    """torch's fan rule: fans from the full shape (dim 1 in, dim 0 out, times the rest)."""
+def _no_fans_for_nested(tensor: torch.Tensor) -> None:
     if tensor.is_nested:
         raise NotImplementedError("fastinit: a nested tensor has no fan-in and fan-out (its "
                                   "sizes are irregular); fill it with uniform_ or normal_")
+
+
+def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
+    """torch's fan rule: fans from the full shape (dim 1 in, dim 0 out, times the rest)."""
+    _no_fans_for_nested(tensor)
     dimensions = tensor.dim()
     if dimensions < 2:
         raise ValueError(
@@ -285,6 +289,7 @@ def _kaiming_std(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
     """torch's kaiming std, or None (after torch's warning) for zero-element tensors."""
     mode = _check_mode(mode)
     gain = _kaiming_gain(a, nonlinearity, fn)
+    _no_fans_for_nested(tensor)
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)  # past route.entry
         return None
@@ -546,10 +551,11 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
                         f"{type(groups).__name__}") from None
     if groups < 1:
         raise ArgumentError(f"fastinit.dirac_: groups must be >= 1, got {groups}")
+    target = fill_target(tensor, "dirac_", elementwise=False, overlap_ok=True)
     sizes = tensor.size()
     if sizes[0] % groups != 0:
         raise ValueError("dim 0 must be divisible by groups")
-    if fill_target(tensor, "dirac_", elementwise=False, overlap_ok=True) is None:
+    if target is None:
         return tensor
     out_chans_per_grp = sizes[0] // groups
     min_dim = min(out_chans_per_grp, sizes[1])

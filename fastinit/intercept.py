@@ -191,7 +191,7 @@ class _PatchState:
 
     def _new_modules(self) -> list[object]:
         new = [(name, mod) for name, mod in list(sys.modules.items())
-               if self.seen.get(name) is not mod]
+               if self.seen.get(name) is not mod and name.partition(".")[0] != "fastinit"]
         for name, mod in new:
             self.seen[name] = mod
         return new
@@ -203,7 +203,8 @@ class _PatchState:
             d = getattr(mod, "__dict__", None)
             if type(d) is not dict:
                 continue
-            for holder in (d, *(v for v in list(d.values()) if type(v) is dict and v is not d)):
+            for holder in (d, *(v for v in list(d.values()) if type(v) is dict and v is not d
+                                 and v is not ORIGINALS and v is not _TRAMPOLINES)):
                 for key, value in list(holder.items()):
                     name = table.get(id(value))
                     if name is not None:

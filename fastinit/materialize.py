@@ -16,66 +16,10 @@ import torch
 from torch import nn
 
 from fastinit import recipes as recipes_mod
-from fastinit.deferred import Recorder, storage_key
 from fastinit import route
 from fastinit.distributed import is_dtensor
-from fastinit.fill import Fill, Write, execute
 from fastinit.intercept import InitMode, patched_init_functions
-from fastinit.streams import draw_seed, normalize_seed, stream_for_name
-
-
-class _Materializer:
-    """The router of a materialize: fills of model tensors are recorded with the
-    materialize seed and the streams of their names; tensors that were real already are
-    left alone; anything else (temporaries of init code) draws as usual."""
-
-    def __init__(self, key: int, tracked: dict[int, tuple[str, torch.Tensor]],
-                 protected: set[int], recorder: Recorder) -> None:
-        self.key = key
-        self.tracked = tracked
-        self.protected = protected
-        self.recorder = recorder
-        self.written: set[int] = set()
-
-    def _key(self, t: torch.Tensor) -> int | None:
-        if t.device.type == "meta" or t.numel() == 0:
-            return None
-        return storage_key(t)
-
-    def accepts(self, t: torch.Tensor) -> bool:
-        k = self._key(t)
-        return k is not None and (k in self.tracked or k in self.protected)
-
-    def mark_written(self, t: torch.Tensor) -> None:
-        k = self._key(t)
-        if k is not None and k in self.tracked:
-            self.written.add(k)
-
-    def route(self, tensor: torch.Tensor) -> route.Route:
-        k = self._key(tensor)
-        if k is None:
-            return route.DRAW
-        hit = self.tracked.get(k)
-        if hit is not None:
-            return route.Keyed(self.key, stream_for_name(hit[0]), hit[1])
-        return route.SKIP if k in self.protected else route.DRAW
-
-    def emit(self, write: Write) -> None:
-        k = self._key(write.target)
-        if k is None:
-            return
-        if k in self.tracked:
-            self.written.add(k)
-            base = self.tracked[k][1]
-            if is_dtensor(base) and write.target is not base:
-                # part of a sharded tensor (a padding row): keep the order, write it now
-                self.recorder.flush([k])
-                if isinstance(write, Fill):
-                    write = Fill(write.target, write.target, write.params, write.key,
-                                 write.stream, write.draw_round)
-                execute(write)
-                return
-        self.recorder.add(write)
+from fastinit.streams import draw_seed, normalize_seed
 
 
 #: Smaller models never show a progress bar (they take well under a second).
@@ -156,8 +100,8 @@ class _Allocation:
         self.module = module
         self.replaced: list[tuple[dict, str, torch.Tensor]] = []
         self.emptied = False
-        self.tracked: dict[int, tuple[str, torch.Tensor]] = {}
-        self.protected: set[int] = set()
+        self.named: dict[str, torch.Tensor] = {}  # tensors to initialize, by name
+        self.protected: list[torch.Tensor] = []  # real already: left alone
         self.params: dict[str, torch.Tensor] = {}  # name -> parameter, for recipes
         tensors = [t for _, _, t in _slots(module)]
         if any(is_dtensor(t) and t.is_meta for t in tensors):
@@ -179,13 +123,11 @@ class _Allocation:
                 self._replace(table, attr, t, new)
                 t = new
             elif not overwrite and not self.emptied:
-                if t.numel():
-                    self.protected.add(storage_key(t))
+                self.protected.append(t)
                 memo[id(t)] = t
                 continue
             memo[id(t)] = t
-            if t.numel():
-                self.tracked[storage_key(t)] = (name, t)
+            self.named.setdefault(name, t)
             if isinstance(t, nn.Parameter) and not getattr(t, "_is_hf_initialized", False):
                 self.params.setdefault(name, t)
 
@@ -277,18 +219,18 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
     device = torch.device(device) if device is not None else default_device()
     key = normalize_seed(seed) if seed is not None else draw_seed(None)
     alloc = _Allocation(module, device, overwrite)
-    big = sum(t.numel() for _, t in alloc.tracked.values()) >= PROGRESS_MIN_ELEMENTS
-    recorder = Recorder(progress=progress and big and device.type == "cpu")
-    mat = _Materializer(key, alloc.tracked, alloc.protected, recorder)
+    big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS
+    router = route.NameRouter(key, alloc.named, alloc.protected,
+                              progress=progress and big and device.type == "cpu")
     try:
-        with _recording(mat, recorder):
+        with _recording(router):
             with _untied(module):
                 run_model_init(module)
             if recipe is not None:
                 rules, warn_unused = recipes_mod.resolve(recipe, module)
                 recipes_mod.apply(rules, alloc.params, warn_unused)
-        missing = [name for k, (name, t) in alloc.tracked.items()
-                   if k not in mat.written and _still_owned(module, t)]
+        missing = [name for name, t in alloc.named.items()
+                   if t.numel() and name not in router.written and _still_owned(module, t)]
         if missing:
             raise ValueError(
                 "materialize: nothing initialized these tensors (the model's init code does not "
@@ -297,7 +239,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
     except BaseException:
         alloc.undo()
         raise
-    recorder.flush()
+    router.flush()
     return module
 
 
@@ -306,7 +248,8 @@ def _still_owned(module: nn.Module, t: torch.Tensor) -> bool:
 
 
 @contextlib.contextmanager
-def _recording(mat: _Materializer, recorder: Recorder) -> Iterator[None]:
-    with patched_init_functions(), route.routing(mat), torch.no_grad(), InitMode(
-            recorder=recorder, methods=True, accepts=mat.accepts, on_write=mat.mark_written):
+def _recording(router: route.NameRouter) -> Iterator[None]:
+    with patched_init_functions(), route.routing(router), torch.no_grad(), InitMode(
+            recorder=router.recorder, methods=True, accepts=router.accepts,
+            on_write=router.mark_written):
         yield

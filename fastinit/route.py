@@ -22,7 +22,7 @@ import contextlib
 import functools
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Union
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Union
 
 import torch
 
@@ -184,3 +184,79 @@ def _emit(write: Write) -> None:
         execute(write)
     else:
         router.emit(write)
+
+
+class NameRouter:
+    """Fills of named tensors use ``key`` and the stream of each tensor's name, and are
+    recorded (written in grouped launches by :meth:`flush`); fills of ``protected``
+    tensors are skipped; anything else (temporaries) draws as usual.
+
+    The router of ``materialize`` and ``apply_recipe``. A fill of a view of a named tensor
+    takes the named tensor's stream at the view's indices. ``written`` collects the names
+    filled so far.
+    """
+
+    def __init__(self, key: int, named: Mapping[str, torch.Tensor],
+                 protected: Iterable[torch.Tensor] = (), *, progress: bool = False) -> None:
+        from fastinit.deferred import Recorder, storage_key
+        from fastinit.streams import stream_for_name
+
+        self.key = key
+        self.recorder = Recorder(progress=progress)
+        self._storage_key = storage_key
+        self.tracked: dict[int, tuple[str, torch.Tensor, int]] = {}
+        for name, t in named.items():
+            if not _is_empty(t):
+                self.tracked.setdefault(storage_key(t), (name, t, stream_for_name(name)))
+        self.protected = {storage_key(t) for t in protected if not _is_empty(t)}
+        self.written: set[str] = set()
+
+    def _key(self, t: torch.Tensor) -> int | None:
+        return None if _is_empty(t) else self._storage_key(t)
+
+    def accepts(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` is (part of) a named or a protected tensor."""
+        k = self._key(t)
+        return k is not None and (k in self.tracked or k in self.protected)
+
+    def mark_written(self, t: torch.Tensor) -> None:
+        """Note a write to ``t`` made outside fastinit (a torch op of the init code)."""
+        hit = self.tracked.get(self._key(t))
+        if hit is not None:
+            self.written.add(hit[0])
+
+    def route(self, tensor: torch.Tensor) -> Route:
+        k = self._key(tensor)
+        if k is None:
+            return DRAW
+        hit = self.tracked.get(k)
+        if hit is not None:
+            return Keyed(self.key, hit[2], hit[1])
+        return SKIP if k in self.protected else DRAW
+
+    def emit(self, write: Write) -> None:
+        k = self._key(write.target)
+        if k is None:
+            return
+        hit = self.tracked.get(k)
+        if hit is not None:
+            self.written.add(hit[0])
+            from fastinit.distributed import is_dtensor
+
+            if is_dtensor(hit[1]) and write.target is not hit[1]:
+                # part of a sharded tensor (a padding row): keep the order, write it now
+                self.recorder.flush([k])
+                if isinstance(write, Fill):
+                    write = Fill(write.target, write.target, write.params, write.key,
+                                 write.stream, write.draw_round)
+                execute(write)
+                return
+        self.recorder.add(write)
+
+    def flush(self) -> None:
+        """Write every recorded fill."""
+        self.recorder.flush()
+
+
+def _is_empty(t: torch.Tensor) -> bool:
+    return t.device.type == "meta" or t.numel() == 0

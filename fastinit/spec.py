@@ -25,6 +25,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 #: normal range.
 MAX_TAIL_SIGMAS = 11.0
 
+#: A float64 truncated-normal fill computes its standard variate in float32 (the value
+#: contract); an interval holding fewer float32 variates than this would come out as a
+#: handful of points instead of a float64 distribution, and is refused.
+MIN_FLOAT64_TRUNC_VARIATES = 1024
+
 _NAMES = {C.CONSTANT: "constant", C.UNIFORM: "uniform", C.NORMAL: "normal",
           C.TRUNC_NORMAL: "trunc_normal"}
 
@@ -177,7 +182,31 @@ def _kernel_params(spec: InitSpec, dtype: torch.dtype, _sign: float) -> KernelPa
             f"fastinit.trunc_normal_: no {_dtype_name(dtype)} value lies in "
             f"[{spec.low!r}, {spec.high!r}]"
         )
+    if dtype == torch.float64:
+        count = _float32_count(alpha, beta)
+        if count < MIN_FLOAT64_TRUNC_VARIATES:
+            raise ValueError(
+                f"fastinit.trunc_normal_: the interval [{spec.low!r}, {spec.high!r}] is "
+                f"{beta - alpha:.3g} standard deviations wide, which fastinit's float32 "
+                f"standard variates resolve into only {count} distinct values (at least "
+                f"{MIN_FLOAT64_TRUNC_VARIATES} are needed for a float64 fill): widen the "
+                "interval, or fill a uniform_ over it if that is what is meant")
     return KernelParams(C.TRUNC_NORMAL, mean, std, pa, qb, dd, xa, lo, hi, True)
+
+
+def _float32_count(lo: float, hi: float) -> int:
+    """How many float32 values lie in [lo, hi] (finite, lo <= hi)."""
+
+    def ordinal(x: float, up: bool) -> int:
+        f = np.float32(x)
+        if up and float(f) < x:
+            f = np.nextafter(f, np.float32(np.inf))
+        elif not up and float(f) > x:
+            f = np.nextafter(f, np.float32(-np.inf))
+        b = int(np.array(f, dtype=np.float32).view(np.int32))
+        return b if b >= 0 else -(b & 0x7FFFFFFF)
+
+    return max(0, ordinal(hi, False) - ordinal(lo, True) + 1)
 
 
 def _phi(x: float) -> float:

@@ -486,6 +486,15 @@ def check_tensors(mesh, summary: dict) -> None:
     else:
         raise AssertionError("filling a Partial DTensor did not raise")
     assert dt._local_tensor.isnan().all()
+    state = torch.get_rng_state()  # a refused call draws no key
+    for fn in (fastinit.normal_, fastinit.xavier_uniform_, fastinit.orthogonal_):
+        try:
+            fn(dt)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{fn.__name__} on a Partial DTensor did not raise")
+    assert torch.equal(torch.get_rng_state(), state), "a refused fill advanced the generator"
     summary["partial_refused"] = 1
     check_structured(mesh, summary)
     dist.barrier()

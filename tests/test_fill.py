@@ -1,144 +1,183 @@
-"""Where values go: global offsets, slices, shards, guard bands, NaN poisoning.
+"""What a fill may write: layouts, overlapping views, autograd, and checks before any draw.
 
-Every fill writes exactly its elements: outputs start as NaN (so an unwritten element
-shows) inside guard bands of NaN (so a stray write shows). Both backends are checked;
-the kernels run under the interpreter without a GPU.
+* sparse compressed (CSR/CSC/BSR/BSC) and nested tensors: the elementwise fills write
+  the stored values (as torch does for the functions it supports there); COO tensors and
+  structured functions (``eye_``, ``orthogonal_``, ...) raise ``NotImplementedError``;
+  constants do what torch's ``fill_`` / ``zero_`` do;
+* a view whose elements overlap (``expand``) is refused with torch's ``RuntimeError``
+  for random fills (a constant is fine, as in torch);
+* every refused call leaves the tensor and the generator untouched;
+* fastinit's writes move autograd's version counter like an in-place torch op;
+* a fill of a view by another tensor's index goes through a temporary when no segment
+  list describes it (a transposed view of a channels_last tensor);
+* float64 truncated normals on an interval narrower than float32 variates resolve are
+  refused, not collapsed onto a point.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
-import numpy as np
 import pytest
 import torch
 
-from fastinit.backends import cpu
-from fastinit.backends import triton as triton_backend
-from fastinit.layout import Segment, segments, tensor_segments
-from fastinit.spec import InitSpec
-from tests import reference
+import fastinit
+from fastinit.fill import Fill, execute, fill_tensor
+from fastinit.spec import MIN_FLOAT64_TRUNC_VARIATES, InitSpec
 from tests.conftest import assert_bitwise_equal
 
-BACKENDS = {
-    "cpu": lambda out, segs, params, key, stream: cpu.fill(out, segs, params, key, stream),
-    "triton": lambda out, segs, params, key, stream: triton_backend.fill(
-        out, segs, params, key, stream, block=128),
+RANDOM = {
+    "uniform_": lambda t: fastinit.uniform_(t, -1, 1),
+    "normal_": lambda t: fastinit.normal_(t, 0, 2),
+    "trunc_normal_": lambda t: fastinit.trunc_normal_(t, 0, 1, -1, 1),
+    "xavier_uniform_": lambda t: fastinit.xavier_uniform_(t),
+    "xavier_normal_": lambda t: fastinit.xavier_normal_(t),
+    "kaiming_uniform_": lambda t: fastinit.kaiming_uniform_(t),
+    "kaiming_normal_": lambda t: fastinit.kaiming_normal_(t),
+    "orthogonal_": lambda t: fastinit.orthogonal_(t),
+    "sparse_": lambda t: fastinit.sparse_(t, 0.5),
 }
-NORMAL = InitSpec.normal(0.0, 1.0)
-UNIFORM = InitSpec.uniform(-1.0, 1.0)
+ELEMENTWISE = ("uniform_", "normal_", "trunc_normal_")
+FAN_BASED = ("xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
 
 
-def _logical(spec, dtype, numel, key=3, stream=4, g_base=0):
-    """The first ``numel`` elements of the logical tensor starting at global ``g_base``."""
-    out = torch.full((numel,), math.nan, dtype=dtype)
-    cpu.fill(out, [Segment(0, 0, g_base, 0, numel, 1)], spec.kernel_params(dtype), key, stream)
-    return out
+def _dense():
+    return torch.arange(24, dtype=torch.float32).reshape(4, 6) + 1
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-@pytest.mark.parametrize("g_base", [0, 1, 2, 3, 4, 1021, 2**31 - 1, 2**32 - 2, 2**32 + 3, 2**41 + 1])
-def test_slice_at_global_offset_matches_split_fill(backend, g_base):
-    """[g, g+n) filled at once == filled in three uneven pieces, with guard bands."""
-    n, guard = 203, 9
-    params = NORMAL.kernel_params(torch.float32)
-    whole = torch.full((n + 2 * guard,), math.nan)
-    BACKENDS[backend](whole, [Segment(guard, 0, g_base, 0, n, 1)], params, 3, 4)
-    assert whole[:guard].isnan().all() and whole[-guard:].isnan().all()
-    assert not whole[guard:-guard].isnan().any()
-    pieces = torch.full((n + 2 * guard,), math.nan)
-    for lo, hi in [(0, 5), (5, 130), (130, n)]:
-        BACKENDS[backend](pieces, [Segment(guard + lo, 0, g_base + lo, 0, hi - lo, 1)], params, 3, 4)
-    assert_bitwise_equal(whole, pieces)
+LAYOUTS = {
+    "coo": lambda: _dense().to_sparse(),
+    "csr": lambda: _dense().to_sparse_csr(),
+    "csc": lambda: _dense().to_sparse_csc(),
+    "bsr": lambda: _dense().to_sparse_bsr((2, 2)),
+    "bsc": lambda: _dense().to_sparse_bsc((2, 2)),
+    "nested": lambda: torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)]),
+    "jagged": lambda: torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)],
+                                                 layout=torch.jagged),
+}
 
 
-@pytest.mark.parametrize("g_base", [2**32 - 5, 2**40 + 2, 2**62 + 7])
-def test_offsets_beyond_int32_follow_the_reference(g_base):
-    """Uniforms at global indices >= 2**32 (64-bit group counter) equal the NumPy reference."""
-    n = 64
-    idx = np.arange(n, dtype=np.uint64) + np.uint64(g_base)
-    ref = torch.from_numpy(reference.uniform(5, 6, idx, -1.0, 1.0))
-    for backend in BACKENDS.values():
-        out = torch.full((n,), math.nan)
-        backend(out, [Segment(0, 0, g_base, 0, n, 1)], UNIFORM.kernel_params(torch.float32), 5, 6)
-        assert_bitwise_equal(out, ref)
+def _make(layout):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nested / sparse are "prototype" in torch
+        return LAYOUTS[layout]()
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
-def test_rows_with_gaps_write_only_their_elements(backend, dtype):
-    """A multi-row segment (a shard's rows): gaps between rows stay NaN; values are those
-    of the logical tensor at the rows' global indices."""
-    rows, row_len, g_stride, m_stride, g_base = 7, 13, 29, 17, 2**33 + 1
-    out = torch.full((5 + rows * m_stride + 5,), math.nan, dtype=dtype)
-    seg = Segment(5, m_stride, g_base, g_stride, row_len, rows)
-    BACKENDS[backend](out, [seg], NORMAL.kernel_params(dtype), 3, 4)
-    full = _logical(NORMAL, dtype, rows * g_stride, g_base=g_base)
-    mask = torch.zeros(out.numel(), dtype=torch.bool)
-    for r in range(rows):
-        m0 = 5 + r * m_stride
-        mask[m0:m0 + row_len] = True
-        assert_bitwise_equal(out[m0:m0 + row_len], full[r * g_stride:r * g_stride + row_len])
-    assert out[~mask].isnan().all()
+def _values(t):
+    return t.values().clone()
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-def test_shard_of_a_logical_tensor(backend):
-    """A block [2:6, 3:11] of a (9, 14) tensor filled at its global offsets equals that
-    block of the full tensor."""
-    gshape = (9, 14)
-    full = _logical(NORMAL, torch.float32, 9 * 14).view(gshape)
-    local = torch.full((4, 8), math.nan)
-    segs = segments(local.shape, local.stride(), gshape, (2, 3))
-    assert len(segs) == 1 and segs[0].n_rows == 4
-    BACKENDS[backend](local, segs, NORMAL.kernel_params(torch.float32), 3, 4)
-    assert_bitwise_equal(local, full[2:6, 3:11])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_random_fills_on_other_layouts(layout, name):
+    t = _make(layout)
+    state = torch.get_rng_state()
+    compressed = layout in ("csr", "csc", "bsr", "bsc")
+    supported = (compressed and (name in ELEMENTWISE or name in FAN_BASED)) or (
+        layout in ("nested", "jagged") and name in ELEMENTWISE)
+    if not supported:
+        before = _values(t) if layout != "coo" else t._values().clone()
+        with pytest.raises((NotImplementedError, ValueError)):  # ValueError: dimensions
+            RANDOM[name](t)
+        after = _values(t) if layout != "coo" else t._values().clone()
+        assert torch.equal(before, after), "a refused fill wrote"
+        assert torch.equal(torch.get_rng_state(), state), "a refused fill drew a key"
+        return
+    torch.manual_seed(7)
+    RANDOM[name](t)
+    # the stored values are the fill of a plain tensor by the values' own index (with
+    # fans from the tensor's dense shape)
+    torch.manual_seed(7)
+    shape = t.shape if compressed else t.values().shape
+    expected = RANDOM[name](torch.empty(shape)).reshape(t.values().shape)
+    assert_bitwise_equal(t.values(), expected)
 
 
-def test_three_dimensional_shard_needs_several_segments():
-    gshape = (4, 6, 10)
-    full = _logical(UNIFORM, torch.float32, 240).view(gshape)
-    local = torch.full((2, 3, 4), math.nan)
-    segs = segments(local.shape, local.stride(), gshape, (1, 2, 5))
-    assert len(segs) == 2
-    cpu.fill(local, segs, UNIFORM.kernel_params(torch.float32), 3, 4)
-    assert_bitwise_equal(local, full[1:3, 2:5, 5:9])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("name", ["zeros_", "ones_", "constant_"])
+def test_constants_on_other_layouts_do_what_torch_does(layout, name):
+    args = (0.5,) if name == "constant_" else ()
+    t_torch, t_fast = _make(layout), _make(layout)
+    try:
+        getattr(torch.nn.init, name)(t_torch, *args)
+    except Exception as exc:  # torch refuses: fastinit raises the same type
+        with pytest.raises(type(exc)):
+            getattr(fastinit, name)(t_fast, *args)
+        return
+    getattr(fastinit, name)(t_fast, *args)
+    if layout == "coo":
+        assert torch.equal(t_fast.to_dense(), t_torch.to_dense())
+    else:
+        assert torch.equal(t_fast.values(), t_torch.values())
 
 
-def test_tensor_segments_of_views():
-    base = torch.empty(6, 10)
-    assert tensor_segments(base) == [Segment(0, 0, 0, 0, 60, 1)]
-    assert tensor_segments(base[:, 2:7]) == [Segment(0, 10, 0, 5, 5, 6)]
-    assert tensor_segments(base[2:4]) == [Segment(0, 0, 0, 0, 20, 1)]
-    assert tensor_segments(base.t()) is None  # strided innermost dimension
-    assert tensor_segments(base[:, ::2]) is None
-    assert tensor_segments(torch.empty(0, 5)) == []
-    assert tensor_segments(torch.empty(())) == [Segment(0, 0, 0, 0, 1, 1)]
-    cl = torch.empty(2, 3, 4, 5).to(memory_format=torch.channels_last)
-    assert tensor_segments(cl) is None
+@pytest.mark.parametrize("name", ["eye_", "dirac_"])
+@pytest.mark.parametrize("layout", ["coo", "csr", "nested"])
+def test_structured_fills_refuse_other_layouts(name, layout):
+    t = _make(layout)
+    with pytest.raises((NotImplementedError, ValueError)):
+        getattr(fastinit, name)(t)
 
 
-def test_cpu_fill_parallel_chunks_equal_single_chunk(monkeypatch):
-    """Splitting a large fill over threads does not change a single value."""
-    n = 3 * cpu.PARALLEL_THRESHOLD + 7
-    params = InitSpec.trunc_normal(0, 1, -2, 2).kernel_params(torch.bfloat16)
-    a = torch.full((n,), math.nan, dtype=torch.bfloat16)
-    cpu.fill(a, [Segment(0, 0, 1, 0, n, 1)], params, 1, 2)
-    monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 1 << 62)
-    b = torch.full((n,), math.nan, dtype=torch.bfloat16)
-    cpu.fill(b, [Segment(0, 0, 1, 0, n, 1)], params, 1, 2)
-    assert_bitwise_equal(a, b)
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_overlapping_views_are_refused_before_any_draw(name):
+    t = torch.zeros(1, 6).expand(8, 6)
+    state = torch.get_rng_state()
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        RANDOM[name](t)
+    assert (t == 0).all()
+    assert torch.equal(torch.get_rng_state(), state)
+    # torch refuses the same views
+    if name in ("uniform_", "normal_", "xavier_uniform_", "orthogonal_"):
+        with pytest.raises(RuntimeError, match="more than one element"):
+            getattr(torch.nn.init, name)(torch.zeros(1, 6).expand(8, 6))
 
 
-def test_other_devices_are_filled_through_the_cpu():
-    """Devices without a fastinit backend (MPS, XPU, ...) get a CPU fill copied over: the
-    same values, and elements outside the segments keep theirs."""
-    from fastinit import backends
+def test_constants_fill_overlapping_views_as_torch_does():
+    a, b = torch.zeros(1, 6), torch.zeros(1, 6)
+    torch.nn.init.constant_(a.expand(8, 6), 3.0)
+    fastinit.constant_(b.expand(8, 6), 3.0)
+    assert torch.equal(a, b)
 
-    out = torch.full((40,), math.nan)
-    seg = [Segment(5, 0, 77, 0, 30, 1)]
-    params = NORMAL.kernel_params(torch.float32)
-    backends._fill_through_cpu([backends.FillEntry(out, seg, params, 3, 4)], progress=False)
-    ref = torch.full((40,), math.nan)
-    cpu.fill(ref, seg, params, 3, 4)
-    assert_bitwise_equal(out, ref)
-    assert out[:5].isnan().all() and out[35:].isnan().all()
+
+def test_writes_move_the_version_counter_once_per_call():
+    t = torch.zeros(8)
+    for fn in (fastinit.normal_, fastinit.uniform_, fastinit.trunc_normal_, fastinit.ones_):
+        before = t._version
+        fn(t)
+        assert t._version == before + 1
+    with torch.inference_mode():
+        u = torch.empty(8)
+    fastinit.normal_(u)  # inference tensors have no version counter: still filled
+    assert u.isfinite().all()
+
+
+def test_a_view_of_a_permuted_base_is_filled_by_the_base_index():
+    """Fill(target=view, base=b) for a channels_last base: no segments describe it, the
+    temporary path must give b's values at the positions the view aliases."""
+    b = torch.full((2, 3, 4, 5), math.nan).contiguous(memory_format=torch.channels_last)
+    view = b[1].transpose(0, 2)  # a non-trivial view into the permuted memory
+    params = InitSpec.normal(0.0, 1.0).kernel_params(torch.float32)
+    execute(Fill(view, b, params, key=11, stream=3))
+    whole = torch.empty(2, 3, 4, 5)
+    fill_tensor(whole, params, 11, 3)
+    assert_bitwise_equal(view, whole[1].transpose(0, 2))
+    assert b[0].isnan().all()
+
+
+def test_float64_truncated_normal_never_collapses_to_a_point():
+    t = torch.full((1000,), math.nan, dtype=torch.float64)
+    state = torch.get_rng_state()
+    with pytest.raises(ValueError, match="distinct values"):
+        fastinit.trunc_normal_(t, 0.0, 1.0, 1.0, 1.0 + 1e-10)
+    assert t.isnan().all() and torch.equal(torch.get_rng_state(), state)
+    # an interval float32 variates resolve finely enough is filled, with many values
+    fastinit.trunc_normal_(t, 0.0, 1.0, 5.0, 5.002)
+    assert ((t >= 5.0) & (t <= 5.002)).all()
+    # ~4200 float32 variates in [5, 5.002], nearly equiprobable: 1000 draws hit
+    # K (1 - exp(-N / K)) ~ 885 distinct values (sd < 15); a collapse would give a handful
+    assert t.unique().numel() > 800
+    # float32 has one value in [1, 1 + 1e-10]: every element is it (not a refusal)
+    f = fastinit.trunc_normal_(torch.empty(10), 0.0, 1.0, 1.0, 1.0 + 1e-10)
+    assert (f == 1.0).all()
+    assert MIN_FLOAT64_TRUNC_VARIATES >= 1024

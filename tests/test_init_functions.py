@@ -41,8 +41,7 @@ from fastinit.spec import InitSpec
 from tests.conftest import assert_bitwise_equal
 
 NAN = math.nan
-KS_ALPHA = 1e-6
-Z_MAX = 5.0
+from tests.stats_helpers import KS_ALPHA, Z_MAX  # the thresholds, defined once
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 
 

@@ -45,8 +45,7 @@ import fastinit
 import fastinit.init as finit
 import fastinit.route as froute
 
-KS_ALPHA = 1e-6
-Z_MAX = 5.0
+from tests.stats_helpers import KS_ALPHA, Z_MAX  # the thresholds, defined once
 
 #: Functions that draw random numbers (and take ``generator`` and fastinit's ``seed``).
 RANDOM = {"uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_",

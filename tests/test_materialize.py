@@ -1,4 +1,4 @@
-"""materialize: meta models to real ones, the model's own init, grouped fills, recipes, patch."""
+"""materialize: meta models to real ones, the model's own init, grouped fills, recipes."""
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +15,6 @@ from torch import nn
 import fastinit
 from fastinit import backends
 from fastinit.fill import fill_tensor
-from fastinit.intercept import patch
 from fastinit.materialize import materialize
 from fastinit.spec import InitSpec
 from fastinit.streams import stream_for_name
@@ -231,38 +230,6 @@ def test_deferred_reads_see_the_filled_values():
 
     m = materialize(_on_meta(lambda: Rescaled(16, 16)), "cpu", seed=SEED)
     assert_bitwise_equal(m.weight.detach(), _expected("weight", (16, 16), InitSpec.normal(0, 1)) * 0.5)
-
-
-def test_patch_routes_torch_layers_through_fastinit():
-    torch.manual_seed(0)
-    with patch():
-        lin = nn.Linear(64, 32)
-    torch.manual_seed(0)
-    w = fastinit.kaiming_uniform_(torch.empty(32, 64), a=math.sqrt(5))
-    b = fastinit.uniform_(torch.empty(32), -1 / 8, 1 / 8)
-    assert_bitwise_equal(lin.weight.detach(), w)
-    assert_bitwise_equal(lin.bias.detach(), b)
-    assert nn.init.kaiming_uniform_ is fastinit.intercept.ORIGINALS["kaiming_uniform_"]
-
-
-def test_patch_deferred_equals_patch(monkeypatch):
-    def build():
-        return nn.Sequential(nn.Linear(32, 32), nn.Embedding(10, 32, padding_idx=0),
-                             nn.LayerNorm(32), nn.Conv2d(3, 4, 3))
-
-    torch.manual_seed(5)
-    with patch():
-        a = build()
-    calls = []
-    original = backends.fill_grouped
-    monkeypatch.setattr(backends, "fill_grouped",
-                        lambda entries, **kw: (calls.append(len(entries)), original(entries, **kw)))
-    torch.manual_seed(5)
-    with patch(deferred=True):
-        b = build()
-    assert len(calls) >= 1 and sum(calls) >= 7
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
-        assert_bitwise_equal(x, y)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=str)

@@ -481,6 +481,18 @@ def _threads() -> int:
     return max(1, min(torch.get_num_threads(), _CPU_COUNT))
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child inherits the pool's bookkeeping but not its threads: start afresh
+    (otherwise its first parallel fill waits forever for threads that do not exist)."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:

@@ -1,0 +1,38 @@
+"""The backends as a process sees them: fork safety of the CPU thread pool."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+_FORK = textwrap.dedent("""
+    import os, sys, torch, fastinit
+    from fastinit.backends import cpu
+    big = 4 * cpu.PARALLEL_THRESHOLD          # a parallel fill: the pool starts
+    a = fastinit.normal_(torch.empty(big), seed=1)
+    pid = os.fork()
+    if pid == 0:                               # the child fills in parallel too
+        b = fastinit.normal_(torch.empty(big), seed=1)
+        os._exit(0 if torch.equal(a, b) else 3)
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_fills_after_the_parent_did():
+    """After a parallel CPU fill in the parent, a forked child (DataLoader workers,
+    launchers) fills and gets the same values; it used to hang on the dead pool."""
+    proc = subprocess.Popen([sys.executable, "-c", _FORK], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the parent and the hung child
+        proc.communicate()
+        pytest.fail("a fill in a forked child did not finish within 120 s")
+    assert proc.returncode == 0, output

@@ -1,0 +1,266 @@
+"""patch(): unmodified code through fastinit, exactly as eager code, and nothing left behind.
+
+* routing: torch's layers and ``torch.nn.init`` calls give fastinit's values;
+* restoration: after the block (normal exit, exception, nesting) every module holds
+  torch's own functions again - by identity - also modules first imported inside it;
+* deferred: whatever the code can observe inside the block (reads, ``torch.save``,
+  pickling, safetensors, ``numpy()`` on views, raw storage) or after an exception leaves
+  it is what eager execution gives; autograd sees the writes.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import math
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+import fastinit
+from fastinit import backends
+from fastinit.intercept import INIT_NAMES, ORIGINALS, patch
+from tests.conftest import assert_bitwise_equal
+
+
+def _holders_of_originals() -> dict[tuple[str, str], object]:
+    """(module, attribute) -> value, for every module global that is a torch init function
+    or a trampoline (a patch left behind would show as one)."""
+    originals = {id(f) for f in ORIGINALS.values()}
+    from fastinit.intercept import _TRAMPOLINE_TO_NAME
+
+    found = {}
+    for modname, mod in list(sys.modules.items()):
+        d = getattr(mod, "__dict__", None)
+        if type(d) is not dict:
+            continue
+        for k, v in list(d.items()):
+            if id(v) in originals or id(v) in _TRAMPOLINE_TO_NAME:
+                found[(modname, k)] = v
+    return found
+
+
+def _assert_restored(before: dict) -> None:
+    after = _holders_of_originals()
+    for where, value in before.items():
+        assert after[where] is value, f"{where} not restored"
+    from fastinit.intercept import _TRAMPOLINE_TO_NAME
+
+    leaked = [w for w, v in after.items() if id(v) in _TRAMPOLINE_TO_NAME]
+    assert not leaked, f"trampolines left behind in {leaked}"
+    for name in INIT_NAMES:
+        assert getattr(torch.nn.init, name) is ORIGINALS[name]
+
+
+def test_patch_routes_torch_layers_through_fastinit():
+    torch.manual_seed(0)
+    with patch():
+        lin = nn.Linear(64, 32)
+    torch.manual_seed(0)
+    w = fastinit.kaiming_uniform_(torch.empty(32, 64), a=math.sqrt(5))
+    b = fastinit.uniform_(torch.empty(32), -1 / 8, 1 / 8)
+    assert_bitwise_equal(lin.weight.detach(), w)
+    assert_bitwise_equal(lin.bias.detach(), b)
+
+
+def test_patch_covers_copies_held_by_torch_layers_and_transformers():
+    import transformers.initialization as hf_init
+
+    table = hf_init.TORCH_INIT_FUNCTIONS
+    with patch():
+        assert torch.nn.modules.activation.xavier_uniform_ is not ORIGINALS["xavier_uniform_"]
+        assert table["normal_"] is not ORIGINALS["normal_"]
+        torch.manual_seed(3)
+        a = table["normal_"](torch.empty(40))
+    torch.manual_seed(3)
+    assert_bitwise_equal(a, fastinit.normal_(torch.empty(40)))
+    assert table["normal_"] is ORIGINALS["normal_"]
+
+
+def test_restored_after_exit_exception_and_nesting():
+    before = _holders_of_originals()
+    assert before, "expected torch's own modules to hold init functions"
+    with patch():
+        pass
+    _assert_restored(before)
+    with pytest.raises(KeyError):
+        with patch(deferred=True):
+            raise KeyError("x")
+    _assert_restored(before)
+    with patch():
+        with patch(deferred=True):
+            assert torch.nn.init.normal_ is not ORIGINALS["normal_"]
+        # the inner block's exit must not undo the outer one
+        assert torch.nn.init.normal_ is not ORIGINALS["normal_"]
+        torch.manual_seed(1)
+        a = nn.Linear(8, 8).weight.detach().clone()
+    torch.manual_seed(1)
+    expected = fastinit.kaiming_uniform_(torch.empty(8, 8), a=math.sqrt(5))
+    assert_bitwise_equal(a, expected)
+    _assert_restored(before)
+
+
+def test_modules_first_imported_inside_the_block_are_restored(tmp_path, monkeypatch):
+    (tmp_path / "late_model_code.py").write_text(textwrap.dedent("""
+        from torch.nn.init import xavier_uniform_, normal_ as my_normal
+        import torch.nn.init as I
+        TABLE = {"kaiming": I.kaiming_uniform_, "zeros": I.zeros_}
+        def build(t):
+            return my_normal(t)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("late_model_code", None)
+    with patch():
+        mod = importlib.import_module("late_model_code")
+        torch.manual_seed(2)
+        inside = mod.build(torch.empty(10))
+    try:
+        assert mod.xavier_uniform_ is ORIGINALS["xavier_uniform_"]
+        assert mod.my_normal is ORIGINALS["normal_"]
+        assert mod.TABLE["kaiming"] is ORIGINALS["kaiming_uniform_"]
+        assert mod.TABLE["zeros"] is ORIGINALS["zeros_"]
+        torch.manual_seed(2)
+        assert_bitwise_equal(inside, fastinit.normal_(torch.empty(10)))
+    finally:
+        sys.modules.pop("late_model_code", None)
+
+
+def test_transformers_first_imported_inside_the_block_is_restored():
+    code = textwrap.dedent("""
+        import sys, torch, fastinit
+        assert "transformers" not in sys.modules
+        with fastinit.patch():
+            import transformers.initialization as I
+            import transformers.modeling_utils
+        bad = [n for n, f in I.TORCH_INIT_FUNCTIONS.items() if f is not getattr(torch.nn.init, n)]
+        assert not bad, bad
+        from fastinit.intercept import _TRAMPOLINE_TO_NAME
+        leaked = [(m, k) for m, mod in list(sys.modules.items())
+                  for k, v in list(getattr(mod, "__dict__", {}).items())
+                  if id(v) in _TRAMPOLINE_TO_NAME]
+        assert not leaked, leaked
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# --- deferred: exactly eager -------------------------------------------------------------------
+
+
+def _build():
+    return nn.Sequential(nn.Linear(32, 32), nn.Embedding(10, 32, padding_idx=0),
+                         nn.LayerNorm(32), nn.Conv2d(3, 4, 3))
+
+
+def test_patch_deferred_equals_patch_in_grouped_fills(monkeypatch):
+    torch.manual_seed(5)
+    with patch():
+        a = _build()
+    calls = []
+    original = backends.fill_grouped
+    monkeypatch.setattr(backends, "fill_grouped",
+                        lambda entries, **kw: (calls.append(len(entries)), original(entries, **kw)))
+    torch.manual_seed(5)
+    with patch(deferred=True):
+        b = _build()
+    assert len(calls) >= 1 and sum(calls) >= 7 and max(calls) >= 5
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert_bitwise_equal(x, y)
+
+
+def test_deferred_strided_view_then_partial_overwrite():
+    """normal_(w.t()); zeros_(w.t()[:, 0]): column 0 of w.t() is zero, as eagerly."""
+    def run(deferred):
+        torch.manual_seed(9)
+        w = torch.full((6, 4), math.nan)
+        with patch(deferred=deferred):
+            nn.init.normal_(w.t())
+            nn.init.zeros_(w.t()[:, 0])
+        return w
+
+    eager, deferred = run(False), run(True)
+    assert (deferred.t()[:, 0] == 0).all()
+    assert_bitwise_equal(deferred, eager)
+
+
+def test_deferred_checkpoints_inside_the_block_hold_the_values(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    def run(deferred):
+        torch.manual_seed(11)
+        seen = {}
+        with patch(deferred=deferred):
+            m = nn.Linear(16, 8)
+            buf = io.BytesIO()
+            torch.save(m.state_dict(), buf)
+            seen["save"] = torch.load(io.BytesIO(buf.getvalue()))
+            seen["pickle"] = pickle.loads(pickle.dumps(m.weight.detach()))
+            path = tmp_path / f"m{int(deferred)}.safetensors"
+            save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+            seen["safetensors"] = load_file(str(path))
+            seen["numpy_view"] = torch.from_numpy(m.weight.detach()[2:5].numpy().copy())
+            seen["storage"] = bytes(m.bias.untyped_storage())
+        return seen, m
+
+    (eager, _), (deferred, m_d) = run(False), run(True)
+    for key in ("save", "safetensors"):
+        for name in eager[key]:
+            assert_bitwise_equal(deferred[key][name], eager[key][name])
+            assert_bitwise_equal(deferred[key][name], m_d.state_dict()[name])
+    assert_bitwise_equal(deferred["pickle"], eager["pickle"])
+    assert_bitwise_equal(deferred["numpy_view"], eager["numpy_view"])
+    assert deferred["storage"] == eager["storage"]
+
+
+def test_an_exception_leaving_the_block_still_writes_what_eager_code_wrote():
+    def run(deferred):
+        torch.manual_seed(4)
+        kept = []
+        with pytest.raises(RuntimeError, match="boom"):
+            with patch(deferred=deferred):
+                kept.append(_build())
+                t = torch.full((4, 4), math.nan)
+                kept.append(t)
+                nn.init.normal_(t)
+                raise RuntimeError("boom")
+        return kept
+
+    eager, deferred = run(False), run(True)
+    for x, y in zip(eager[0].state_dict().values(), deferred[0].state_dict().values()):
+        assert_bitwise_equal(x, y)
+    assert not deferred[1].isnan().any()
+    assert_bitwise_equal(deferred[1], eager[1])
+
+
+@pytest.mark.parametrize("deferred", [None, False, True], ids=["direct", "patch", "deferred"])
+def test_reinitializing_a_saved_tensor_breaks_the_graph_as_in_torch(deferred):
+    """autograd's version counter moves with fastinit's writes: torch raises on backward."""
+    w = nn.Parameter(torch.randn(5, 5))
+    y = (w * w).sum()  # saves w
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        if deferred is None:
+            fastinit.normal_(w)
+            y.backward()
+        else:
+            with patch(deferred=deferred):
+                nn.init.normal_(w)
+                y.backward()
+    # torch's own function behaves the same way (the behaviour being matched)
+    w2 = nn.Parameter(torch.randn(5, 5))
+    y2 = (w2 * w2).sum()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        nn.init.normal_(w2)
+        y2.backward()
+
+
+def test_fills_of_a_saved_tensor_before_saving_are_fine():
+    w = nn.Parameter(torch.empty(4, 4))
+    with patch(deferred=True):
+        nn.init.normal_(w)
+        (w * 2).sum().backward()
+    assert torch.equal(w.grad, torch.full((4, 4), 2.0))
