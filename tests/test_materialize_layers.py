@@ -293,3 +293,10 @@ XFAIL: dict[tuple[str, str], str] = {
 def test_materialize_matches_eager(case: zoo.Case, mode: zoo.BuildMode, aspect: str) -> None:
     """One aspect (``zoo.ASPECTS``) of materialize against eager construction."""
     zoo.assert_aspect(zoo.outcome(case, mode), aspect)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_eager_construction_passes(case: zoo.Case) -> None:
+    """The harness accepts eager construction under other seeds for every case: the
+    failures marked above are materialize's, not artifacts of the comparison."""
+    assert zoo.eager_errors(case) == []

@@ -29,23 +29,23 @@ def _tokens(vocab: int = VOCAB, seq: int = SEQ) -> torch.Tensor:
     return torch.randint(4, vocab, (1, seq))
 
 
-def text(vocab: int = VOCAB):
+def text(vocab: int = VOCAB) -> zoo.Inputs:
     return lambda m: {"input_ids": _tokens(vocab)}
 
 
-def seq2seq(vocab: int = VOCAB):
+def seq2seq(vocab: int = VOCAB) -> zoo.Inputs:
     return lambda m: {"input_ids": _tokens(vocab), "decoder_input_ids": _tokens(vocab, 4)}
 
 
-def pixels(size: int = 32, channels: int = 3):
+def pixels(size: int = 32, channels: int = 3) -> zoo.Inputs:
     return lambda m: {"pixel_values": torch.randn(1, channels, size, size)}
 
 
-def audio(samples: int = 1600):
+def audio(samples: int = 1600) -> zoo.Inputs:
     return lambda m: {"input_values": torch.randn(1, samples)}
 
 
-def text_and_pixels(vocab: int = VOCAB, size: int = 32):
+def text_and_pixels(vocab: int = VOCAB, size: int = 32) -> zoo.Inputs:
     return lambda m: {"input_ids": _tokens(vocab), "pixel_values": torch.randn(1, 3, size, size)}
 
 
@@ -391,6 +391,13 @@ def test_materialize_matches_eager(case: zoo.Case, mode: zoo.BuildMode, aspect: 
     zoo.assert_aspect(zoo.outcome(case, mode), aspect)
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_eager_construction_passes(case: zoo.Case) -> None:
+    """The harness accepts eager construction under other seeds for every case: the
+    failures marked above are materialize's, not artifacts of the comparison."""
+    assert zoo.eager_errors(case) == []
+
+
 # --- the comparison itself: it accepts a correct stand-in and rejects wrong ones -------------
 
 _BY_NAME = {c.name: c for c in CASES}
@@ -413,11 +420,13 @@ def llama() -> tuple[zoo.Reference, list[zoo.Snapshot]]:
 
 
 def _edit(snaps: list[zoo.Snapshot], name: str, fn) -> list[zoo.Snapshot]:
-    """Copies of ``snaps`` with ``values[name]`` replaced by ``fn(value, index)``."""
+    """Copies of ``snaps`` with ``values[name]`` replaced by ``fn(value, index, first)``
+    (``first``: the value in ``snaps[0]``)."""
     out = []
+    first = snaps[0].values[name]
     for i, s in enumerate(snaps):
         values = dict(s.values)
-        values[name] = fn(values[name].clone(), i)
+        values[name] = fn(values[name].clone(), i, first.clone())
         out.append(zoo.Snapshot(values, s.info, s.aliases, s.shared, s.padding))
     return out
 
@@ -436,7 +445,7 @@ def test_correct_standin_passes(llama):
     assert zoo.bytes_errors(ours[0], ours[0]) == []
 
 
-def _uniform_like(t: torch.Tensor, i: int) -> torch.Tensor:
+def _uniform_like(t: torch.Tensor, i: int, first: torch.Tensor) -> torch.Tensor:
     """Uniform values with the tensor's mean and std (the padding row kept)."""
     g = torch.Generator().manual_seed(i)
     keep = t[0].clone()
@@ -446,14 +455,14 @@ def _uniform_like(t: torch.Tensor, i: int) -> torch.Tensor:
     return out
 
 
-def _garbage(t: torch.Tensor, i: int) -> torch.Tensor:
+def _garbage(t: torch.Tensor, i: int, first: torch.Tensor | None = None) -> torch.Tensor:
     """Bit patterns of uninitialized memory: arbitrary words, mostly huge, some NaN."""
     g = torch.Generator().manual_seed(i)
     return torch.randint(-2**31, 2**31 - 1, t.shape, generator=g, dtype=torch.int64).to(
         torch.int32).view(torch.float32)
 
 
-def _unzero_padding(t: torch.Tensor, i: int) -> torch.Tensor:
+def _unzero_padding(t: torch.Tensor, i: int, first: torch.Tensor) -> torch.Tensor:
     g = torch.Generator().manual_seed(i)
     t[0] = 0.02 * torch.randn(t.shape[1], generator=g)
     return t
@@ -461,18 +470,18 @@ def _unzero_padding(t: torch.Tensor, i: int) -> torch.Tensor:
 
 WRONG = {
     # name: (tensor, stand-in, a fragment every failure list must contain)
-    "std-1.25x": (_Q, lambda t, i: t * 1.25, f"{_Q}: std"),
+    "std-1.25x": (_Q, lambda t, i, first: t * 1.25, f"{_Q}: std"),
     "uniform-for-normal": (_EMB, _uniform_like, f"{_EMB}: "),
-    "zeros-for-random": (_Q, lambda t, i: torch.zeros_like(t), f"{_Q}: two-sample KS"),
-    "constant-for-random": (_Q, lambda t, i: torch.full_like(t, 0.02),
+    "zeros-for-random": (_Q, lambda t, i, first: torch.zeros_like(t), f"{_Q}: two-sample KS"),
+    "constant-for-random": (_Q, lambda t, i, first: torch.full_like(t, 0.02),
                             f"{_Q}: random in eager construction, identical under two seeds"),
     "garbage": (_Q, _garbage, f"{_Q}: "),
-    "garbage-finite": (_Q, lambda t, i: torch.nan_to_num(_garbage(t, i), 0.0, 0.0, 0.0),
+    "garbage-finite": (_Q, lambda t, i, first: torch.nan_to_num(_garbage(t, i), 0.0, 0.0, 0.0),
                        f"{_Q}: two-sample KS"),
     "padding-row-random": (_EMB, _unzero_padding, f"{_EMB}: padding row 0 is not zero"),
-    "buffer-one-ulp-off": (_INV_FREQ, lambda t, i: torch.nextafter(t, t + 1),
+    "buffer-one-ulp-off": (_INV_FREQ, lambda t, i, first: torch.nextafter(t, t + 1),
                            f"{_INV_FREQ} (constant tensor"),
-    "same-for-both-seeds": (_Q, lambda t, i: t if i == 0 else None,
+    "same-for-both-seeds": (_Q, lambda t, i, first: first,
                             f"{_Q}: random in eager construction, identical under two seeds"),
 }
 
@@ -482,12 +491,7 @@ def test_wrong_standin_fails(llama, wrong):
     """Each wrong stand-in for one tensor of the model is caught, and named."""
     ref, ours = llama
     name, fn, expected = WRONG[wrong]
-    if wrong == "same-for-both-seeds":  # the second seed repeats the first one's values
-        first = ours[0].values[name]
-        bad = _edit(ours, name, lambda t, i: first.clone())
-    else:
-        bad = _edit(ours, name, fn)
-    errs = _value_errors(ref, bad)
+    errs = _value_errors(ref, _edit(ours, name, fn))
     assert any(expected in e for e in errs), errs
     assert all(name in e for e in errs), errs  # nothing else is blamed
 
@@ -499,7 +503,7 @@ def test_uniform_for_normal_fails_on_the_law(llama):
     assert any("KS" in e or "range" in e for e in errs), errs
 
 
-def test_tie_padding_and_memory_format_are_checked():
+def test_ties_and_memory_format_are_checked():
     """A broken tie, a lost shared storage and a lost memory format are structure errors."""
     case = _BY_NAME["LlamaForCausalLM-tied"]
     torch.manual_seed(0)
@@ -526,7 +530,7 @@ def test_clone_relation_is_checked():
     copy = zoo.snapshot(build())
     assert zoo.clone_errors(ref, copy) == []
     name = "layers.1.linear1.bias"
-    broken = _edit([copy], name, lambda t, i: t + 1e-3)[0]
+    broken = _edit([copy], name, lambda t, i, first: t + 1e-3)[0]
     errs = zoo.clone_errors(ref, broken)
     assert errs and all(name in e for e in errs), errs
 
@@ -543,7 +547,7 @@ def test_small_tensor_too_wide_fails():
         torch.manual_seed(seed)
         ours.append(zoo.snapshot(build()))
     assert zoo.random_errors(ref, ours) == []
-    errs = zoo.random_errors(ref, _edit(ours, "bias", lambda t, i: 2 * t))
+    errs = zoo.random_errors(ref, _edit(ours, "bias", lambda t, i, first: 2 * t))
     assert any("bias" in e and "beyond eager's range" in e for e in errs), errs
 
 

@@ -627,6 +627,25 @@ def assert_aspect(outcome: Outcome, aspect: str) -> None:
                     f"failure(s):\n  {shown}{more}", pytrace=False)
 
 
+#: Torch seeds of the eager builds that stand in for fastinit's side in ``eager_errors``.
+STANDIN_SEEDS = (101, 202)
+
+
+def eager_errors(case: Case) -> list[str]:
+    """The comparisons with eager construction itself in fastinit's place (builds under
+    ``STANDIN_SEEDS``): anything reported here is a flaw of the harness or of the case,
+    not of materialize."""
+    ref = reference(case.build)
+    snaps = []
+    with _quiet():
+        for seed in STANDIN_SEEDS:
+            torch.manual_seed(seed)
+            snaps.append(snapshot(case.build()))
+    return (structure_errors(ref.snaps[0], snaps[0]) + constant_errors(ref, snaps)
+            + random_errors(ref, snaps) + clone_errors(ref, snaps[0])
+            + seed_errors(ref, snaps[0], snaps[1]))
+
+
 _LAST: list = [None, None]  # (case name, mode name), Outcome: one case at a time
 
 
