@@ -75,7 +75,7 @@ W2V = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_
            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 
 CASES = [
-    # --- decoder language models ---------------------------------------------------------------
+    # --- decoder language models --------------------------------------------------------------
     hf("LlamaForCausalLM", "LlamaConfig", text(), "RoPE inv_freq buffer", **DEC),
     hf("LlamaForCausalLM", "LlamaConfig", text(), "tied embeddings, padding row",
        name="LlamaForCausalLM-tied", **dict(DEC, tie_word_embeddings=True, pad_token_id=0)),
@@ -130,10 +130,10 @@ CASES = [
     hf("OlmoeForCausalLM", "OlmoeConfig", text(),
        **dict(MOE, num_experts=4, num_experts_per_tok=2)),
     hf("DeepseekV3ForCausalLM", "DeepseekV3Config", text(), "MLA, router bias buffer",
-       **dict(MOE, num_hidden_layers=2, num_key_value_heads=4, first_k_dense_replace=1, n_routed_experts=4,
-              n_shared_experts=1, moe_intermediate_size=32, num_experts_per_tok=2, n_group=1,
-              topk_group=1, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
-              v_head_dim=8, qk_nope_head_dim=8)),
+       **dict(MOE, num_hidden_layers=2, num_key_value_heads=4, first_k_dense_replace=1,
+              n_routed_experts=4, n_shared_experts=1, moe_intermediate_size=32,
+              num_experts_per_tok=2, n_group=1, topk_group=1, kv_lora_rank=16,
+              q_lora_rank=16, qk_rope_head_dim=8, v_head_dim=8, qk_nope_head_dim=8)),
     hf("GptOssForCausalLM", "GptOssConfig", text(), "expert biases, attention sinks",
        **dict(MOE, num_local_experts=4, num_experts_per_tok=2, head_dim=8)),
     hf("GraniteMoeForCausalLM", "GraniteMoeConfig", text(), **dict(MOE, num_local_experts=4)),
@@ -147,7 +147,7 @@ CASES = [
        **dict(MOE, num_hidden_layers=2, num_experts=4, expert_layer_period=2,
               expert_layer_offset=1, attn_layer_period=2, attn_layer_offset=1,
               use_mamba_kernels=False, mamba_d_state=8, mamba_dt_rank=4)),
-    # --- state-space models --------------------------------------------------------------------
+    # --- state-space models -------------------------------------------------------------------
     hf("MambaForCausalLM", "MambaConfig", text(), "dt_proj bias from torch.rand, A_log",
        vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=2, time_step_rank=4),
     hf("Mamba2ForCausalLM", "Mamba2Config", text(), "dt_bias from torch.rand",
@@ -165,7 +165,7 @@ CASES = [
        **dict(DEC, num_hidden_layers=5, attention_hidden_size=64, attention_head_dim=16,
               n_mamba_heads=2, mamba_d_state=8, mamba_dt_rank=4, use_mamba_kernels=False,
               attn_layer_period=2, attn_layer_offset=1)),
-    # --- encoders ------------------------------------------------------------------------------
+    # --- encoders -----------------------------------------------------------------------------
     hf("BertForMaskedLM", "BertConfig", text(), "position_ids / token_type_ids buffers",
        **dict(ENC, pad_token_id=0)),
     hf("RobertaForMaskedLM", "RobertaConfig", text(), "padding_idx = 1",
@@ -185,7 +185,7 @@ CASES = [
     hf("ModernBertForMaskedLM", "ModernBertConfig", text(), vocab_size=VOCAB, hidden_size=32,
        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
        max_position_embeddings=64, pad_token_id=0),
-    # --- encoder-decoder -------------------------------------------------------------------------
+    # --- encoder-decoder ----------------------------------------------------------------------
     hf("T5ForConditionalGeneration", "T5Config", seq2seq(), "relative attention bias",
        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
        decoder_start_token_id=0),
@@ -216,7 +216,7 @@ CASES = [
        vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
        max_position_embeddings=64, pad_token_id=VOCAB - 1, decoder_start_token_id=VOCAB - 1),
-    # --- speech ------------------------------------------------------------------------------------
+    # --- speech -------------------------------------------------------------------------------
     hf("Wav2Vec2ForPreTraining", "Wav2Vec2Config", audio(),
        "weight_norm positional conv, legacy torch.Tensor masked_spec_embed, quantizer",
        **dict(W2V, num_codevectors_per_group=8, num_codevector_groups=2, codevector_dim=32,
@@ -259,7 +259,7 @@ CASES = [
        width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128, num_labels=10),
     hf("BitForImageClassification", "BitConfig", pixels(), "weight-standardized convolutions",
        embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], num_groups=4, num_labels=10),
-    # --- vision: transformers ------------------------------------------------------------------
+    # --- vision: transformers -----------------------------------------------------------------
     hf("ViTForImageClassification", "ViTConfig", pixels(), "cls token, trunc-normal positions",
        **dict(VIS, num_labels=10)),
     hf("DeiTForImageClassification", "DeiTConfig", pixels(), **dict(VIS, num_labels=10)),
@@ -275,7 +275,7 @@ CASES = [
     hf("Swinv2ForImageClassification", "Swinv2Config", pixels(), "log-spaced CPB tables",
        image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4],
        window_size=4, num_labels=10),
-    # --- multimodal --------------------------------------------------------------------------------
+    # --- multimodal ---------------------------------------------------------------------------
     hf("CLIPModel", "CLIPConfig", text_and_pixels(), "logit_scale constant from __init__",
        text_config=CLIP_TEXT, vision_config=CLIP_VISION, projection_dim=16),
     hf("SiglipModel", "SiglipConfig", text_and_pixels(), "logit_scale / logit_bias constants",

@@ -29,8 +29,8 @@ The law of a random tensor. fastinit's values of the non-fixed elements, pooled 
 testable without guessing which tensors share a law: every pooled value has that tensor's
 law by construction. Each tensor must pass
 
-* a two-sample Kolmogorov-Smirnov test, p > ``KS_ALPHA`` (scipy's exact small-sample
-  p-values, so it is valid at every size; a tensor whose positions have different laws is a
+* a two-sample Kolmogorov-Smirnov test, p > ``KS_ALPHA`` (scipy's exact p-values for
+  small samples, so it is valid at every size; a tensor whose positions have different laws is a
   stratified sample on both sides, which only makes the test conservative);
 * a tail check in both directions: with ``n`` values on one side and ``m`` on the other, all
   from one continuous law, the mass outside the range of the ``m`` values is the sum of the
@@ -41,12 +41,13 @@ law by construction. Each tensor must pass
 * mean and standard deviation within ``Z_MAX`` combined standard errors:
   ``SE(mean) = sqrt(s_x^2/n + s_y^2/m)``; for the standard deviation the delta method on
   ``Var(s^2) = (mu_4 - sigma^4) / n`` gives ``SE(s) = sqrt((mu_4 - s^4) / (4 s^2 n))``, with
-  each side's sample fourth central moment (``s^2 / (2n)`` for a normal law, ``s^2 / (5n)``
-  for a uniform one), combined as ``sqrt(SE_x^2 + SE_y^2)``. These plug-in standard errors
-  are themselves noisy for small samples (a 6-SE bound on a Student t with few degrees of
-  freedom is no longer a 1e-8 event), so moments are compared only when both pooled samples
-  hold at least ``MIN_MOMENT_N`` values. Smaller tensors rely on the exact tests above, on
-  their fixed elements and on differing between seeds (``seed_errors``).
+  each side's sample fourth central moment (``SE(s)^2 = s^2 / (2n)`` for a normal law,
+  ``s^2 / (5n)`` for a uniform one), combined as ``sqrt(SE_x^2 + SE_y^2)``. These plug-in
+  standard errors are themselves noisy for small samples (a 6-SE bound on a Student t with
+  few degrees of freedom is far from the normal 2e-9), so moments are compared only when
+  both pooled samples hold at least ``MIN_MOMENT_N`` values. Smaller tensors rely on the
+  exact tests above, on their fixed elements and on differing between seeds
+  (``seed_errors``).
 
 Relations. Tensors that are one object in the eager model (ties) must be one object after
 materialize; tensors that share storage without being one object (views of a flat buffer)
