@@ -5,7 +5,7 @@ how the kernels are tested on machines without a GPU.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
@@ -108,3 +108,74 @@ def fill_grouped(entries, *, block: int | None = None, num_warps: int | None = N
         _grouped_fill_kernel[(total,)](table, block_entry, OUT_DTYPE=_TL_DTYPES[dtype],
                                        BLOCK=block, ALIGNED=aligned, num_warps=num_warps,
                                        enable_fp_fusion=False)
+
+
+# --- what the launchers compile (for the SASS report and the compile checks) --------------------
+
+_TL_NAMES = {torch.float32: "fp32", torch.float64: "fp64", torch.float16: "fp16",
+             torch.bfloat16: "bf16"}
+_SINGLE_INTS = ("m_base", "m_row_stride", "g_base", "g_row_stride", "row_len", "blocks_per_row",
+                "k0", "k1", "c2", "c3", "shift_bits", "scale_bits", "pa_bits", "qb_bits",
+                "dd_bits", "xa_bits", "lo_bits", "hi_bits")
+
+
+class LaunchVariant(NamedTuple):
+    """One compiled form of a fill kernel, as a launcher requests it: the kernel, its
+    argument types, its compile-time constants and its launch options."""
+
+    kernel_name: str  # "_fill_kernel" | "_grouped_fill_kernel"
+    signature: dict[str, str]
+    constexprs: dict[str, Any]
+    block: int
+    num_warps: int
+
+    @property
+    def kernel(self):
+        return _fill_kernel if self.kernel_name == "_fill_kernel" else _grouped_fill_kernel
+
+
+def launch_variant(params: KernelParams, dtype: torch.dtype, *, grouped: bool,
+                   aligned: bool = True) -> LaunchVariant:
+    """The kernel variant the launcher compiles for a fill of ``dtype`` with ``params``
+    (a 16-byte aligned, whole tensor when ``aligned``)."""
+    if grouped:
+        sig = {"table_ptr": "*i64", "block_entry_ptr": "*i32", "OUT_DTYPE": "constexpr",
+               "BLOCK": "constexpr", "ALIGNED": "constexpr"}
+        return LaunchVariant("_grouped_fill_kernel", sig,
+                             {"OUT_DTYPE": _TL_DTYPES[dtype], "BLOCK": DEFAULT_BLOCK,
+                              "ALIGNED": aligned}, DEFAULT_BLOCK, DEFAULT_NUM_WARPS)
+    sig = {"out_ptr": "*" + _TL_NAMES[dtype], **{k: "i64" for k in _SINGLE_INTS},
+           "DIST": "constexpr", "CLAMP": "constexpr", "BLOCK": "constexpr",
+           "ALIGNED": "constexpr"}
+    return LaunchVariant("_fill_kernel", sig,
+                         {"DIST": params.dist, "CLAMP": params.clamp, "BLOCK": DEFAULT_BLOCK,
+                          "ALIGNED": aligned}, DEFAULT_BLOCK, DEFAULT_NUM_WARPS)
+
+
+def all_variants() -> list[LaunchVariant]:
+    """Every variant the launchers can compile (distribution x clamp x alignment x dtype)."""
+    out = []
+    for dtype in _TL_DTYPES:
+        for aligned in (True, False):
+            for dist in (C.CONSTANT, C.UNIFORM, C.NORMAL, C.TRUNC_NORMAL):
+                for clamp in (False, True):
+                    out.append(launch_variant(KernelParams(dist, 0.0, 1.0, clamp=clamp), dtype,
+                                              grouped=False, aligned=aligned))
+            out.append(launch_variant(KernelParams(C.UNIFORM, 0.0, 1.0), dtype, grouped=True,
+                                      aligned=aligned))
+    return out
+
+
+def compile_variant(variant: LaunchVariant, arch: int = 90):
+    """Compile ``variant`` ahead of time for ``sm_<arch>`` (no GPU needed; not under the
+    Triton interpreter). Returns Triton's compiled kernel (``.asm["cubin"]``, ``["ptx"]``)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    pointers = [k for k, v in variant.signature.items() if v.startswith("*")]
+    # torch allocations are 16-byte aligned: the launcher's pointers are specialized so
+    attrs = {(list(variant.signature).index(k),): [["tt.divisibility", 16]] for k in pointers}
+    src = ASTSource(fn=variant.kernel, signature=variant.signature,
+                    constexprs=variant.constexprs, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": variant.num_warps, "enable_fp_fusion": False})
