@@ -251,8 +251,9 @@ def trunc_normal_standard(w0, w1, w2, w3, pa, qb, dd, xa, regions):
 
 @triton.jit
 def clamp_to(y, lo, hi):
-    """``y`` clamped to [lo, hi] (values of y's dtype; a clamp the fill needs)."""
-    return tl.minimum(tl.maximum(y, lo), hi)
+    """``y`` clamped to [lo, hi] (values of y's dtype; a clamp the fill needs). The cast
+    is exact: Triton < 3.7 computes 16-bit min/max in float32."""
+    return tl.minimum(tl.maximum(y, lo), hi).to(y.dtype)
 
 
 @triton.jit
