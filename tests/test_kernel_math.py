@@ -130,3 +130,21 @@ def test_trunc_regions_bound_the_cpu_backend(args):
     params = InitSpec.trunc_normal(*args).kernel_params(torch.float32)
     ref = cpu.trunc_regions(F(params.pa), F(params.qb), F(params.dd))
     assert triton_backend.trunc_regions(params) >= ref
+
+
+def test_rows_past_one_launch_are_split(monkeypatch):
+    """Segments with more rows than a launch's grid axis holds take several launches,
+    each at its rows' offsets (the limit lowered to 2 rows here, under the interpreter)."""
+    import math as _m
+
+    from fastinit.layout import Segment
+    from tests.conftest import assert_bitwise_equal
+
+    monkeypatch.setattr(triton_backend, "MAX_GRID_ROWS", 2)
+    seg = [Segment(1, 9, 2**32 + 3, 13, 5, 7)]
+    params = InitSpec.trunc_normal(0.0, 1.0, -2.0, 2.0).kernel_params(torch.float32)
+    got = torch.full((70,), _m.nan)
+    triton_backend.fill(got, seg, params, 3, 4, block=64)
+    ref = torch.full((70,), _m.nan)
+    cpu.fill(ref, seg, params, 3, 4)
+    assert_bitwise_equal(got, ref)
