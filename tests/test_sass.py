@@ -192,3 +192,40 @@ def test_targets_met_where_reported(records):
     assert got[("single", "uniform", "float32")] <= S.TARGETS["uniform"]
     assert got[("single", "trunc_normal", "float32")] <= S.TARGETS["trunc_normal"]
     assert got[("single", "trunc_normal", "bfloat16")] <= S.TARGETS["trunc_normal"]
+
+
+def _fake_records() -> list[dict]:
+    rec = {"kernel": "single", "distribution": "uniform", "dtype": "float32",
+           "instructions_per_element": 19.0, "predicted_pct_h100": 100.0,
+           "predicted_pct_h200": 100.0, "pipe_bound_pct_h100": 100.0,
+           "pipe_bound_pct_h200": 100.0, "calls_on_path": 0,
+           "slow_per_element": {"IMAD": 5.6, "I2F/F2I": 0.12, "MUFU": 0.0}}
+    return [rec, {**rec, "dtype": "bfloat16", "instructions_per_element": 21.2,
+                  "predicted_pct_h100": 84.0}]
+
+
+def test_bench_sass_command_writes_json_and_a_markdown_section(tmp_path, monkeypatch, capsys):
+    """``fastinit bench --sass --json PATH --markdown PATH``: the table on stdout, the records
+    as JSON, the Markdown table between the section markers (replaced, not appended, on a
+    second run; the rest of the file kept)."""
+    from fastinit.cli.main import main
+
+    monkeypatch.setattr(S, "sass_records", _fake_records)
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# results\n\nkept text\n")
+    js = tmp_path / "sass.json"
+    for _ in range(2):
+        assert main(["bench", "--sass", "--json", str(js), "--markdown", str(md)]) == 0
+    assert "instr/elem" in capsys.readouterr().out
+    assert json.loads(js.read_text()) == _fake_records()
+    text = md.read_text()
+    assert text.startswith("# results\n\nkept text\n")
+    assert text.count(S.SECTION_BEGIN) == 1 and text.count(S.SECTION_END) == 1
+    assert "| single | uniform | bf16 | 21.2 |" in text
+
+
+def test_compare_table_names_before_after_and_targets():
+    before = [{**r, "instructions_per_element": r["instructions_per_element"] + 10}
+              for r in _fake_records()]
+    table = S.compare_markdown(before, _fake_records(), S.TARGETS)
+    assert "| single | uniform | fp32 | 29.0 | 19.0 | <= 20 |" in table

@@ -691,7 +691,9 @@ def compare_markdown(before: Sequence[dict], after: Sequence[dict],
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in after:
         b = old.get((r["kernel"], r["distribution"], r["dtype"]))
-        t = (targets or {}).get(r["distribution"])
+        # the targets are for float32 and bfloat16 fills
+        t = (targets or {}).get(r["distribution"]) if r["dtype"] in ("float32", "bfloat16") \
+            else None
         cell = (lambda key, fmt: format(b[key], fmt) if b else "-")
         out.append(f"| {r['kernel']} | {r['distribution']} | {_SHORT[r['dtype']]} | "
                    f"{cell('instructions_per_element', '.1f')} | "
