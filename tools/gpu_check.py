@@ -2,7 +2,8 @@
 
 * ``env OUT``: the machine (GPU, driver, torch, Triton, CUDA) as JSON.
 * ``small-fills [--device D]``: a small single and grouped fill of every distribution and
-  dtype (what compute-sanitizer's memcheck watches), checked against the CPU backend.
+  dtype (what compute-sanitizer's memcheck watches), checked against the CPU backend
+  (with ``--device cpu`` it only compiles the CPU backend's loops: Numba's cache).
 * ``host-overhead OUT [--device D]``: host time of one small call (64 x 64 float32
   ``normal_``), the median of 1000 calls, synchronized once at the end.
 * ``report OUT_DIR``: ``summary.md`` from the stages' JSON: the fills at 2**28 as GB/s and
@@ -61,6 +62,7 @@ def _small_fills(device: str) -> int:
 
     specs = [InitSpec.uniform(-0.1, 0.1), InitSpec.normal(0.0, 0.02),
              InitSpec.trunc_normal(0.0, 1.0, -2.0, 2.0), InitSpec.trunc_normal(0.0, 0.02, -2, 2),
+             InitSpec.trunc_normal(0.0, 1.0, -3.0, 3.0), InitSpec.trunc_normal(0.0, 1.0, 8.0, 9.0),
              InitSpec.constant(0.5)]
     bad = 0
     for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
@@ -80,7 +82,8 @@ def _small_fills(device: str) -> int:
         view = {8: torch.int64, 4: torch.int32, 2: torch.int16}[ref.element_size()]
         for name, t in (("single", single), ("grouped", grouped)):
             same = torch.equal(t.cpu().view(view), ref.view(view))
-            print(f"{name:8s} {str(dtype):15s} {'bitwise equal to the CPU backend' if same else 'DIFFERS'}")
+            verdict = "bitwise equal to the CPU backend" if same else "DIFFERS"
+            print(f"{name:8s} {str(dtype):15s} {verdict}")
             bad += not same
     return 1 if bad else 0
 

@@ -11,9 +11,10 @@
 # log:
 #   env       the device, driver, torch/Triton/CUDA versions             -> env.json
 #   install   pip install --no-deps --no-build-isolation -e .            -> install.log
-#   compile   every kernel variant for sm_90 with this Triton (fills the cache) -> compile.json
-#   tests     GPU == CPU bitwise (tests/test_gpu.py: every distribution x dtype, offsets past
-#             2^32, a buffer past 2^31 elements) + the kernel tests     -> tests.xml
+#   compile   every kernel variant for sm_90 with this Triton (fills its cache), and the CPU
+#             backend's loops (Numba's cache)                       -> compile.json
+#   tests     GPU == CPU bitwise (tests/test_gpu.py: Philox words, every distribution x dtype,
+#             offsets past 2^32, > 65535 rows, buffers past 2^31 elements) -> tests.xml
 #   memcheck  compute-sanitizer --tool memcheck on small single and grouped fills
 #   fills     fastinit bench at 2^28 elements, float32 and bfloat16, against zero_() and torch
 #             (uniform_, normal_, trunc_normal_, kaiming_uniform_)   -> bench_fills.json/.md
@@ -76,6 +77,19 @@ stage() {  # stage NAME LIMIT_S COMMAND...
   echo "   ok (${dt} s)"
 }
 
+# Triton's cache (every kernel variant, in parallel) and Numba's (the CPU reference's loops)
+# filled at once, so that the tests do not wait for either.
+compile_and_warm() {
+  "$py" tools/gpu_check.py small-fills --device cpu > "$out/numba_warmup.log" 2>&1 &
+  local w=$! c n
+  "$py" tools/triton_compile_check.py --jobs "$(nproc)" --json "$out/compile.json"; c=$?
+  wait $w; n=$?
+  [ $n -eq 0 ] || echo "the CPU backend's warm-up failed: see numba_warmup.log"
+  [ $c -eq 0 ] && [ $n -eq 0 ]
+}
+export -f compile_and_warm
+export py out
+
 sanitizer=""
 for c in compute-sanitizer /usr/local/cuda/bin/compute-sanitizer; do
   if command -v "$c" > /dev/null 2>&1; then sanitizer="$(command -v "$c")"; break; fi
@@ -85,7 +99,7 @@ if [ $dry -eq 1 ]; then
   echo "fastinit GPU check, DRY RUN on the CPU (tiny sizes; outputs in $out)"
   stage env 60 "$py" tools/gpu_check.py env "$out/env.json"
   stage install 60 echo "dry run: would run: $py -m pip install --no-deps --no-build-isolation -e ."
-  stage compile 600 "$py" tools/triton_compile_check.py --json "$out/compile.json"
+  stage compile 600 bash -c compile_and_warm
   stage tests 600 "$py" -m pytest -q -x tests/test_gpu.py tests/test_kernel_math.py \
     --junitxml "$out/tests.xml" -p no:cacheprovider
   stage memcheck 300 env TRITON_INTERPRET=1 "$py" tools/gpu_check.py small-fills --device cpu
@@ -100,13 +114,13 @@ if [ $dry -eq 1 ]; then
 else
   echo "fastinit GPU check on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null \
     | head -n1) (outputs in $out)"
-  [ -n "$sanitizer" ] || { echo "compute-sanitizer not found (PATH, /usr/local/cuda/bin)" >&2; exit 1; }
-  stage env 30 "$py" tools/gpu_check.py env "$out/env.json"
+  stage env 20 "$py" tools/gpu_check.py env "$out/env.json"
   stage install 45 "$py" -m pip install --no-deps --no-build-isolation -e .
-  stage compile 60 "$py" tools/triton_compile_check.py --jobs "$(nproc)" --json "$out/compile.json"
-  stage tests 105 "$py" -m pytest -q -x tests/test_gpu.py tests/test_fill.py::test_offsets_beyond_int32_follow_the_reference \
-    --junitxml "$out/tests.xml" -p no:cacheprovider
-  stage memcheck 90 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 \
+  stage compile 75 bash -c compile_and_warm
+  stage tests 110 "$py" -m pytest -q -x tests/test_gpu.py --junitxml "$out/tests.xml" \
+    -p no:cacheprovider
+  [ -n "$sanitizer" ] || sanitizer="compute-sanitizer-not-found-on-PATH-or-in-/usr/local/cuda/bin"
+  stage memcheck 80 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 \
     "$py" tools/gpu_check.py small-fills --device cuda
   stage fills 45 "$py" -m fastinit bench --device cuda --sizes 2^28 --dtypes float32,bfloat16 \
     --functions uniform_,normal_,trunc_normal_,kaiming_uniform_ --repeats 5 --budget 5 \

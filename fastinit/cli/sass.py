@@ -9,17 +9,21 @@ predicted ceiling against the HBM write roofline. ``fastinit bench --sass`` prin
 the CI budgets (``tests/test_sass_budget.py``) are checked with it.
 
 **Hot path.** The machine code of a kernel is a graph of basic blocks. The hot path is
-the cheapest path from the entry to an ``EXIT`` that
+the cheapest path (fewest instructions) from the entry to an ``EXIT`` that runs the code of
+each of the case's ``require`` functions (``@triton.jit`` functions of
+``fastinit.kernels``, found through the line table; a block counts when it holds at least
+a tenth as many of a function's instructions as the block holding most, so that a few
+misplaced ones do not):
 
-* stores a whole block (it runs ``store_whole`` and not ``store_masked``: the masked
-  store of a partial block is the cold side of the branch),
-* runs the code of the case's distribution (for the grouped kernel, whose branch on the
-  distribution is taken at run time: instructions are attributed to the ``@triton.jit``
-  function they come from through the line table, and the path must run the case's
-  ``require`` functions and none of its ``exclude`` ones),
-* and, among those, issues the fewest instructions: 32-bit division instead of the
-  64-bit subroutine, ``sqrt`` without its slow path, a truncated normal whose block
-  needs only the central polynomial (``trunc_normal_wide`` requires the tail ones).
+* ``store_whole``: a whole block is stored (the masked store of a partial block is the
+  cold side of that branch);
+* the distribution's code (for the grouped kernel, whose branch on the distribution is
+  taken at run time), and for ``trunc_normal_wide`` the tail polynomial ``_ndtri_poly2``;
+* the clamp (min/max instructions) where the launcher keeps it.
+
+Being the cheapest, it takes 32-bit rather than 64-bit division, ``sqrt`` without its slow
+path and skips the branches the case does not take (other distributions, tail regions).
+Code the compiler predicates instead of branching around is on every path: it issues.
 
 A called subroutine costs its own cheapest path to ``RET``. Instructions per element =
 instructions on the path / elements per thread (``BLOCK / (32 * num_warps)``), i.e.
@@ -381,7 +385,7 @@ class SassCase:
         return f"{self.kernel} {self.distribution} {self.dtype}"
 
 
-#: Distribution -> (InitSpec constructor arguments, functions required, functions excluded).
+#: Distribution -> (InitSpec constructor arguments, functions the hot path must run).
 DISTRIBUTIONS: dict[str, tuple[tuple, tuple[str, ...]]] = {
     "constant": (("constant", 0.0), ()),
     "uniform": (("uniform", -0.1, 0.1), ("uniform_open",)),
