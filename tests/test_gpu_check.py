@@ -17,7 +17,8 @@ import pytest
 pytest.importorskip("triton")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SCRIPT = os.path.join(_ROOT, "tools", "gpu_check.sh")
-_STAGES = ["env", "install", "compile", "tests", "memcheck", "fills", "model", "overhead", "sass"]
+_STAGES = ["env", "install", "compile", "tests", "memcheck", "fills", "model", "overhead", "sass",
+           "tune"]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                                 reason="needs bash and coreutils' timeout")
@@ -38,12 +39,13 @@ def test_dry_run_passes_and_writes_its_outputs(tmp_path):
     assert [s["stage"] for s in stages] == _STAGES
     assert all(s["status"] == "ok" for s in stages)
     for name in ("env.json", "compile.json", "tests.xml", "bench_fills.json", "bench_model.json",
-                 "host_overhead.json", "sass.json", "summary.md"):
+                 "host_overhead.json", "sass.json", "tune.json", "summary.md"):
         assert (out / name).stat().st_size > 0, name
     fills = json.loads((out / "bench_fills.json").read_text())["functions"]
     assert {r["function"] for r in fills} >= {"uniform_", "normal_", "trunc_normal_"}
     summary = (out / "summary.md").read_text()
     assert "| trunc_normal_ | bfloat16 |" in summary and "| sass | ok |" in summary
+    assert "| trunc_normal_wide | bfloat16 | 8192 | 8 |" in summary
 
 
 def test_stops_at_the_first_failing_stage(tmp_path):

@@ -6,9 +6,12 @@
   (with ``--device cpu`` it only compiles the CPU backend's loops: Numba's cache).
 * ``host-overhead OUT [--device D]``: host time of one small call (64 x 64 float32
   ``normal_``), the median of 1000 calls, synchronized once at the end.
+* ``tune OUT [--size N]``: the single-tensor kernel at 2**28 elements under each of
+  ``TUNE_CONFIGS`` (4096 elements on 8 warps, the launchers' setting, against 32 elements
+  per thread), GB/s and % of ``zero_()`` (on the CPU: the interpreter, for the dry run).
 * ``report OUT_DIR``: ``summary.md`` from the stages' JSON: the fills at 2**28 as GB/s and
   % of ``zero_()`` next to torch's own function and the SASS report's prediction, the
-  model section, host overhead and the stage table.
+  model section, host overhead, the tuning table and the stage table.
 """
 from __future__ import annotations
 
@@ -115,6 +118,87 @@ def _host_overhead(out: str, device: str) -> int:
     return 0
 
 
+#: (elements per program, warps): the launchers' setting first, then 32 elements per thread
+TUNE_CONFIGS = ((4096, 8), (4096, 4), (8192, 8))
+
+
+def _tune_cases():
+    import torch
+
+    from fastinit.spec import InitSpec
+
+    specs = {"uniform": InitSpec.uniform(-0.1, 0.1), "normal": InitSpec.normal(0.0, 0.02),
+             "trunc_normal": InitSpec.trunc_normal(0.0, 1.0, -2.0, 2.0),
+             "trunc_normal_wide": InitSpec.trunc_normal(0.0, 0.02, -2.0, 2.0)}
+    return [(name, spec, dtype) for dtype in (torch.float32, torch.bfloat16)
+            for name, spec in specs.items()]
+
+
+def _precompile(job: tuple) -> None:
+    from fastinit.backends import triton as TB
+
+    params, dtype, block, warps = job
+    v = TB.launch_variant(params, dtype, grouped=False)
+    TB.compile_variant(v._replace(constexprs={**v.constexprs, "BLOCK": block}, block=block,
+                                  num_warps=warps))
+
+
+def _tune(out: str, device: str, size: int) -> int:
+    """Time the single-tensor kernel under each of TUNE_CONFIGS (the 8-vs-4-warps question of
+    the README's performance model): GB/s and % of zero_() of the same tensor."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from fastinit.backends import triton as TB
+    from fastinit.layout import Segment
+
+    cases = _tune_cases()
+    cuda = device.startswith("cuda")
+    if cuda:  # (on the CPU, for the dry run, the kernels run under the interpreter)
+        jobs = [(spec.kernel_params(dt), dt, b, w) for _, spec, dt in cases
+                for b, w in TUNE_CONFIGS]
+        with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(_precompile, jobs))  # fills Triton's cache in parallel
+
+    def timed(fn) -> float:
+        fn()
+        if not cuda:
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(5):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) / 1e3)
+        return statistics.median(times)
+
+    rows = []
+    for name, spec, dt in cases:
+        t = torch.empty(size, dtype=dt, device=device)
+        zero = timed(t.zero_)
+        params = spec.kernel_params(dt)
+        for block, warps in TUNE_CONFIGS:
+            sec = timed(lambda: TB.fill(t, [Segment(0, 0, 0, 0, size, 1)], params, 1, 2,
+                                        block=block, num_warps=warps))
+            nbytes = size * t.element_size()
+            rows.append({"distribution": name, "dtype": str(dt).removeprefix("torch."),
+                         "block": block, "num_warps": warps, "seconds": sec,
+                         "gbps": nbytes / sec / 1e9, "pct_zero": 100 * zero / sec})
+            print(f"{name:18s} {rows[-1]['dtype']:9s} block {block:5d} warps {warps}: "
+                  f"{rows[-1]['gbps']:7.1f} GB/s {rows[-1]['pct_zero']:5.1f} % of zero_()")
+        del t
+    with open(out, "w") as f:
+        json.dump({"size": size, "device": device, "rows": rows}, f, indent=1)
+    return 0
+
+
 def _load(path: str):
     try:
         with open(path) as f:
@@ -134,6 +218,7 @@ def _report(out_dir: str) -> int:
     models = _load(os.path.join(out_dir, "bench_model.json")) or {}
     sass = _load(os.path.join(out_dir, "sass.json")) or []
     host = _load(os.path.join(out_dir, "host_overhead.json")) or {}
+    tune = _load(os.path.join(out_dir, "tune.json")) or {}
     predicted = {(r["distribution"], r["dtype"]): r for r in sass if r["kernel"] == "single"}
     key = "predicted_pct_h200" if "H200" in str(env.get("device", "")) else "predicted_pct_h100"
     lines = ["# fastinit GPU check", "",
@@ -162,6 +247,13 @@ def _report(out_dir: str) -> int:
     if host:
         lines += ["", "## Host overhead (64 x 64 float32, median of 1000 calls)", "",
                   "```", json.dumps(host, indent=1), "```"]
+    if tune.get("rows"):
+        lines += ["", f"## Elements per program and warps ({tune['size']} elements)", "",
+                  "| distribution | dtype | block | warps | GB/s | % of zero_() |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for r in tune["rows"]:
+            lines.append(f"| {r['distribution']} | {r['dtype']} | {r['block']} | "
+                         f"{r['num_warps']} | {r['gbps']:.1f} | {r['pct_zero']:.1f} |")
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -178,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("host-overhead")
     h.add_argument("out")
     h.add_argument("--device", default="cuda")
+    t = sub.add_parser("tune")
+    t.add_argument("out")
+    t.add_argument("--device", default="cuda")
+    t.add_argument("--size", type=int, default=1 << 28)
     r = sub.add_parser("report")
     r.add_argument("out_dir")
     args = parser.parse_args(argv)
@@ -187,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         return _small_fills(args.device)
     if args.cmd == "host-overhead":
         return _host_overhead(args.out, args.device)
+    if args.cmd == "tune":
+        return _tune(args.out, args.device, args.size)
     return _report(args.out_dir)
 
 

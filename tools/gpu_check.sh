@@ -22,6 +22,7 @@
 #                                                                       -> bench_model.json/.md
 #   overhead  host time of one small call                              -> host_overhead.json
 #   sass      the SASS cost report with this Triton (predicted % of roofline) -> sass.json
+#   tune      4096 elements on 8 warps (the launchers') against 32 per thread -> tune.json
 #   report    summary.md (and stages.json: every stage's status and seconds)
 set -uo pipefail
 
@@ -111,25 +112,28 @@ if [ $dry -eq 1 ]; then
     --json "$out/bench_model.json" --markdown "$out/bench_model.md"
   stage overhead 120 "$py" tools/gpu_check.py host-overhead "$out/host_overhead.json" --device cpu
   stage sass 600 "$py" -m fastinit bench --sass --json "$out/sass.json"
+  stage tune 300 env TRITON_INTERPRET=1 "$py" tools/gpu_check.py tune "$out/tune.json" \
+    --device cpu --size 4096
 else
   echo "fastinit GPU check on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null \
     | head -n1) (outputs in $out)"
   stage env 20 "$py" tools/gpu_check.py env "$out/env.json"
   stage install 45 "$py" -m pip install --no-deps --no-build-isolation -e .
   stage compile 75 bash -c compile_and_warm
-  stage tests 110 "$py" -m pytest -q -x tests/test_gpu.py --junitxml "$out/tests.xml" \
+  stage tests 100 "$py" -m pytest -q -x tests/test_gpu.py --junitxml "$out/tests.xml" \
     -p no:cacheprovider
   [ -n "$sanitizer" ] || sanitizer="compute-sanitizer-not-found-on-PATH-or-in-/usr/local/cuda/bin"
-  stage memcheck 80 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 \
+  stage memcheck 75 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 \
     "$py" tools/gpu_check.py small-fills --device cuda
   stage fills 45 "$py" -m fastinit bench --device cuda --sizes 2^28 --dtypes float32,bfloat16 \
     --functions uniform_,normal_,trunc_normal_,kaiming_uniform_ --repeats 5 --budget 5 \
     --models none --quiet --json "$out/bench_fills.json" --markdown "$out/bench_fills.md"
-  stage model 60 "$py" -m fastinit bench --device cuda --functions uniform_ --sizes 2^20 \
+  stage model 55 "$py" -m fastinit bench --device cuda --functions uniform_ --sizes 2^20 \
     --models 8b --model-dtype bfloat16 --model-repeats 2 --no-hf --repeats 3 --quiet \
     --json "$out/bench_model.json" --markdown "$out/bench_model.md"
   stage overhead 15 "$py" tools/gpu_check.py host-overhead "$out/host_overhead.json" --device cuda
-  stage sass 25 "$py" -m fastinit bench --sass --json "$out/sass.json"
+  stage sass 20 "$py" -m fastinit bench --sass --json "$out/sass.json"
+  stage tune 25 "$py" tools/gpu_check.py tune "$out/tune.json" --device cuda
 fi
 report
 echo "all stages passed in $(( $(date +%s) - t_start )) s; summary: $out/summary.md"
