@@ -4,6 +4,9 @@
 * ``small-fills [--device D]``: a small single and grouped fill of every distribution and
   dtype (what compute-sanitizer's memcheck watches), checked against the CPU backend
   (with ``--device cpu`` it only compiles the CPU backend's loops: Numba's cache).
+* ``warm [--device D] [--jobs N]``: launch, from N processes at once, a small fill of every
+  kernel variant the GPU tests use, so that Triton compiles them in parallel through its
+  own launch path (its disk cache then serves the tests).
 * ``host-overhead OUT [--device D]``: host time of one small call (64 x 64 float32
   ``normal_``), the median of 1000 calls, synchronized once at the end.
 * ``tune OUT [--size N]``: the single-tensor kernel at 2**28 elements under each of
@@ -199,6 +202,62 @@ def _tune(out: str, device: str, size: int) -> int:
     return 0
 
 
+def _warm_cases():
+    """(spec, dtype, m_base, grouped) of the fills the GPU tests make: every kernel variant
+    they launch (distribution x clamp x alignment x dtype, single and grouped)."""
+    import torch
+
+    from fastinit.spec import InitSpec
+
+    specs = [InitSpec.uniform(-0.3, 0.7), InitSpec.normal(0.0, 1.0),
+             InitSpec.trunc_normal(0.0, 1.0, -2.0, 2.0), InitSpec.trunc_normal(0.0, 0.02, -2, 2),
+             InitSpec.constant(-0.125)]
+    return [(spec, dtype, m_base, grouped)
+            for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+            for spec in specs for m_base in (0, 3) for grouped in (False, True)]
+
+
+def _warm_share(args: tuple) -> int:
+    """Launch one share of ``_warm_cases`` (each launch compiles its variant through
+    Triton's own launch path, so the tests find it in the cache)."""
+    share, jobs, device = args
+    import torch
+
+    from fastinit import backends
+    from fastinit.backends import triton as TB
+    from fastinit.layout import Segment
+
+    n = 0
+    for i, (spec, dtype, m_base, grouped) in enumerate(_warm_cases()):
+        if i % jobs != share:
+            continue
+        out = torch.empty(m_base + 5000, dtype=dtype, device=device)
+        seg = [Segment(m_base, 0, m_base, 0, 5000, 1)]
+        params = spec.kernel_params(dtype)
+        if grouped:
+            TB.fill_grouped([backends.FillEntry(out, seg, params, 1, 2)])
+        else:
+            TB.fill(out, seg, params, 1, 2)
+        n += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return n
+
+
+def _warm(device: str, jobs: int) -> int:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            n = sum(pool.map(_warm_share, [(i, jobs, device) for i in range(jobs)]))
+    else:
+        n = _warm_share((0, 1, device))
+    print(f"{n} fills launched on {device} in {time.perf_counter() - t0:.1f} s ({jobs} processes)")
+    return 0
+
+
 def _load(path: str):
     try:
         with open(path) as f:
@@ -270,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("host-overhead")
     h.add_argument("out")
     h.add_argument("--device", default="cuda")
+    w = sub.add_parser("warm")
+    w.add_argument("--device", default="cuda")
+    w.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     t = sub.add_parser("tune")
     t.add_argument("out")
     t.add_argument("--device", default="cuda")
@@ -283,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         return _small_fills(args.device)
     if args.cmd == "host-overhead":
         return _host_overhead(args.out, args.device)
+    if args.cmd == "warm":
+        return _warm(args.device, args.jobs)
     if args.cmd == "tune":
         return _tune(args.out, args.device, args.size)
     return _report(args.out_dir)

@@ -11,8 +11,9 @@
 # log:
 #   env       the device, driver, torch/Triton/CUDA versions             -> env.json
 #   install   pip install --no-deps --no-build-isolation -e .            -> install.log
-#   compile   every kernel variant for sm_90 with this Triton (fills its cache), and the CPU
-#             backend's loops (Numba's cache)                       -> compile.json
+#   compile   every kernel variant for sm_90 with this Triton, the variants the tests launch
+#             through Triton's launch path (its cache, in parallel), the CPU backend's loops
+#             (Numba's cache)                                        -> compile.json
 #   tests     GPU == CPU bitwise (tests/test_gpu.py: Philox words, every distribution x dtype,
 #             offsets past 2^32, > 65535 rows, buffers past 2^31 elements) -> tests.xml
 #   memcheck  compute-sanitizer --tool memcheck on small single and grouped fills
@@ -82,14 +83,22 @@ stage() {  # stage NAME LIMIT_S COMMAND...
 # filled at once, so that the tests do not wait for either.
 compile_and_warm() {
   "$py" tools/gpu_check.py small-fills --device cpu > "$out/numba_warmup.log" 2>&1 &
-  local w=$! c n
+  local w=$! c n k
   "$py" tools/triton_compile_check.py --jobs "$(nproc)" --json "$out/compile.json"; c=$?
+  # the variants the tests launch, compiled through Triton's launch path, in parallel
+  if [ "$warm_device" = cpu ]; then
+    TRITON_INTERPRET=1 "$py" tools/gpu_check.py warm --device cpu --jobs 1; k=$?
+  else
+    "$py" tools/gpu_check.py warm --device "$warm_device" --jobs "$(nproc)"; k=$?
+  fi
   wait $w; n=$?
   [ $n -eq 0 ] || echo "the CPU backend's warm-up failed: see numba_warmup.log"
-  [ $c -eq 0 ] && [ $n -eq 0 ]
+  [ $c -eq 0 ] && [ $n -eq 0 ] && [ $k -eq 0 ]
 }
 export -f compile_and_warm
-export py out
+warm_device=cuda
+[ $dry -eq 1 ] && warm_device=cpu
+export py out warm_device
 
 sanitizer=""
 for c in compute-sanitizer /usr/local/cuda/bin/compute-sanitizer; do
