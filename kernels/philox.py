@@ -18,15 +18,23 @@ PHILOX_ROUNDS = tl.constexpr(C.PHILOX_ROUNDS)
 
 
 @triton.jit
+def _mulhilo(a, M: tl.constexpr):
+    """(high, low) 32-bit halves of the 64-bit product a * M, from one widening multiply
+    (``mul.wide.u32``: one IMAD.WIDE where ``umulhi`` and ``*`` issue two)."""
+    p = a.to(tl.uint64) * M
+    return (p >> 32).to(tl.uint32), p.to(tl.uint32)
+
+
+@triton.jit
 def philox4x32(c0, c1, c2, c3, k0, k1, N_ROUNDS: tl.constexpr):
     """Philox4x32 with ``N_ROUNDS`` rounds on uint32 counter words under key (k0, k1)."""
     for _ in tl.static_range(N_ROUNDS):
-        a0 = c0
-        a2 = c2
-        c0 = tl.umulhi(a2, _M1) ^ c1 ^ k0
-        c2 = tl.umulhi(a0, _M0) ^ c3 ^ k1
-        c1 = a2 * _M1
-        c3 = a0 * _M0
+        hi1, lo1 = _mulhilo(c2, _M1)
+        hi0, lo0 = _mulhilo(c0, _M0)
+        c0 = hi1 ^ c1 ^ k0
+        c2 = hi0 ^ c3 ^ k1
+        c1 = lo1
+        c3 = lo0
         k0 = k0 + _W0
         k1 = k1 + _W1
     return c0, c1, c2, c3

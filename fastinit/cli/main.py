@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--title", help="heading of the Markdown section (default: device and date)")
     b.add_argument("--plot", metavar="PNG", help="write a plot of GB/s against size (PNG)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--sass", action="store_true",
+                   help="no timing: compile every kernel variant for sm_90 (no GPU needed) and "
+                        "report SASS instructions per element and the predicted H100/H200 "
+                        "ceiling (with --json / --markdown as above)")
 
     # --- check ---
     c = sub.add_parser(
@@ -321,6 +325,10 @@ def _device_text(machine: dict) -> str:
 
 
 def _cmd_bench(args, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    if args.sass:
+        from fastinit.cli.sass import sass_command
+
+        return sass_command(args)
     from fastinit.cli import bench as B
     from fastinit.cli.models import get_config, parameter_bytes
 
