@@ -105,18 +105,20 @@ class InitMode(TorchFunctionMode):
 
     ``accepts(tensor)`` decides which tensors' tensor-method fills are routed through
     fastinit; with ``methods=False`` only ``torch.nn.init`` functions are.
-    ``on_write(tensor)`` is told of every other in-place write (for ``materialize``'s
-    bookkeeping).
+    ``on_write(tensor)`` is told of every other in-place write, and ``on_op(func, args,
+    kwargs)`` of the operation itself (``materialize``'s bookkeeping).
     """
 
     def __init__(self, recorder: Recorder | None = None, methods: bool = False,
                  accepts: Callable[[torch.Tensor], bool] = lambda t: True,
-                 on_write: Callable[[torch.Tensor], None] | None = None) -> None:
+                 on_write: Callable[[torch.Tensor], None] | None = None,
+                 on_op: Callable[[Callable, tuple, dict], None] | None = None) -> None:
         super().__init__()
         self.recorder = recorder
         self.methods = methods
         self.accepts = accepts
         self.on_write = on_write
+        self.on_op = on_op
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -142,14 +144,20 @@ class InitMode(TorchFunctionMode):
             if hits:
                 self.recorder.flush(hits)
         out = func(*args, **kwargs)
-        if self.on_write is not None:
+        if self.on_write is not None or self.on_op is not None:
             fname = getattr(func, "__name__", "")
             target = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
             if (fname.endswith("_") and not fname.startswith("__") or fname in (
                     "__setitem__", "__set__")) and isinstance(target, torch.Tensor):
-                self.on_write(target)
+                if self.on_write is not None:
+                    self.on_write(target)
+                if self.on_op is not None:
+                    self.on_op(func, args, kwargs)
             elif isinstance(kwargs.get("out"), torch.Tensor):
-                self.on_write(kwargs["out"])
+                if self.on_write is not None:
+                    self.on_write(kwargs["out"])
+                if self.on_op is not None:
+                    self.on_op(torch.Tensor.copy_, (kwargs["out"],), {})
         return out
 
 

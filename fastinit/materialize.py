@@ -1,26 +1,47 @@
-"""Meta-device models to real ones: allocate, run the model's own init, fill in one pass.
+"""Meta-device models to real ones, equal to eager construction.
 
-``materialize`` gives every meta parameter and buffer real storage, then runs the model's
-initialization code with every fill recorded instead of executed (see ``intercept`` and
-``deferred``), and writes all of them at the end in grouped launches: one kernel launch
-per dtype on a GPU, one pass over a thread pool on the CPU. Each tensor's values come
-from the materialize seed and a stream derived from its qualified name, so they do not
-depend on the order in which modules were built or initialized, nor on the device.
+The yardstick is eager construction: ``materialize(model)`` gives what building the model
+on the real device would have given, with fastinit's streams instead of torch's.
+
+* **Allocation.** Every meta storage gets one real storage on the device, and every
+  parameter and buffer on it keeps its view (strides, offset): channels_last stays
+  channels_last, parameters carved from one flat buffer stay views of one buffer, tied
+  parameters stay one object. Peak memory: the parameter bytes.
+* **The model's init, in eager order.** Construction runs a module's children's
+  initialization before its own (``nn.MultiheadAttention`` zeroes ``out_proj.bias`` after
+  the ``Linear`` drew it; ``nn.Transformer`` re-initializes everything after its layers).
+  So: every module's ``reset_parameters()`` (or ``_reset_parameters()``), children before
+  parents (post-order), then the model-level init eager construction ends with - Hugging
+  Face's ``initialize_weights()`` (``post_init``), or a torchtitan-style ``init_weights()``.
+  Parametrized tensors (``weight_norm``, ``register_parametrization``) are initialized as
+  plain tensors and handed to the parametrization's ``right_inverse``, as registering it
+  after construction does.
+* **Recorded, grouped, exact.** Inside, every ``torch.nn.init`` call and in-place
+  ``normal_`` / ``uniform_`` / ``zero_`` / ``fill_`` of a model tensor is recorded with the
+  materialize seed and the stream of the tensor's name, and written at the end in grouped
+  launches; anything that reads a pending tensor runs after its writes. Init code that
+  draws from torch's generators (``torch.rand``) runs under generators seeded from the
+  materialize seed, and the caller's generator states are restored.
+* **No uninitialized memory.** Every element of every parameter and buffer must be
+  written by the init code (partial writes are tracked element by element) or kept from
+  a real tensor; otherwise materialize raises naming the tensors, and leaves the model as
+  it was - as on every other failure.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import fnmatch
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from fastinit import recipes as recipes_mod
 from fastinit import route
-from fastinit.distributed import is_dtensor
+from fastinit.distributed import is_dtensor, local_tensor
+from fastinit.fill import Fill, TorchWrite, Write
 from fastinit.intercept import InitMode, patched_init_functions
-from fastinit.streams import draw_seed, normalize_seed
-
+from fastinit.streams import _splitmix64, draw_seed, normalize_seed
 
 #: Smaller models never show a progress bar (they take well under a second).
 PROGRESS_MIN_ELEMENTS = 1 << 26
@@ -35,28 +56,109 @@ def _is_hf_model(module: nn.Module) -> bool:
                for c in type(module).__mro__)
 
 
-def run_model_init(module: nn.Module) -> None:
-    """Run the model's own initialization code.
+# --- the model's own init, in eager order ---------------------------------------------------
 
-    Hugging Face models: ``initialize_weights()`` (transformers 5) or ``init_weights()``;
-    models with an ``init_weights()`` method (torchtitan style): that; otherwise every
-    submodule's ``reset_parameters()`` (or ``_reset_parameters()``), as torch's layers call
-    it at construction.
+
+def _reset(module: nn.Module) -> None:
+    """Run ``module``'s own reset (as its constructor did), parametrizations included."""
+    reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
+    if not callable(reset):
+        return
+    parametrized = getattr(module, "parametrizations", None)
+    legacy = _legacy_weight_norms(module)
+    if parametrized is None and not legacy:
+        reset()
+        return
+    from torch.nn.utils import parametrize
+
+    with contextlib.ExitStack() as stack:
+        for name, hook in legacy:  # the attribute the hook recomputes: a plain tensor now
+            stack.enter_context(_legacy_weight_norm_reset(module, name, hook))
+        if parametrized is None:
+            reset()
+            return
+        with parametrize.cached():
+            # the parametrized tensors are computed once and cached: the reset writes them
+            values = {name: getattr(module, name) for name in parametrized.keys()}
+            reset()
+        for name, value in values.items():
+            _register_again(module, name, value)
+
+
+def _register_again(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Give parametrization ``name`` of ``module`` the plain initial ``value``, as
+    registering it after construction does: its ``right_inverse`` sets the originals
+    (without one, the original is the value itself); torch's spectral norm also draws its
+    power-iteration vectors again."""
+    plist = module.parametrizations[name]
+    try:
+        setattr(module, name, value)  # right_inverse; it rebinds the originals (set_)
+        router = route.active()
+        if isinstance(router, _Router):  # Tensor.set_ is invisible to torch function
+            for original in plist.parameters(recurse=False):
+                router.rebound(original)
+    except RuntimeError:
+        if not hasattr(plist, "original") or any(hasattr(p, "right_inverse") for p in plist):
+            raise
+        plist.original.copy_(value)
+    for p in plist:
+        if type(p).__name__ == "_SpectralNorm" and hasattr(p, "_u"):
+            weight_mat = p._reshape_weight_to_matrix(plist.original)
+            h, w = weight_mat.shape
+            p._u.copy_(nn.functional.normalize(weight_mat.new_empty(h).normal_(0, 1), dim=0,
+                                               eps=p.eps))
+            p._v.copy_(nn.functional.normalize(weight_mat.new_empty(w).normal_(0, 1), dim=0,
+                                               eps=p.eps))
+            p._power_method(weight_mat, 15)
+
+
+def _legacy_weight_norms(module: nn.Module) -> list[tuple[str, object]]:
+    """``(name, hook)`` of the hook-based ``torch.nn.utils.weight_norm`` on ``module``."""
+    return [(h.name, h) for h in module._forward_pre_hooks.values()
+            if type(h).__name__ == "WeightNorm" and hasattr(h, "name")]
+
+
+@contextlib.contextmanager
+def _legacy_weight_norm_reset(module: nn.Module, name: str, hook) -> Iterator[None]:
+    g = getattr(module, name + "_g")
+    v = getattr(module, name + "_v")
+    plain = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    setattr(module, name, plain)
+    yield
+    with torch.no_grad():  # what weight_norm() computes from the weight at registration
+        v.copy_(plain)
+        g.copy_(torch.norm_except_dim(plain, 2, hook.dim))
+
+
+def run_model_init(module: nn.Module) -> None:
+    """Run the model's initialization in the order eager construction runs it.
+
+    Every submodule's ``reset_parameters()`` (or ``_reset_parameters()``), children before
+    their parent; then the model-level init: Hugging Face ``initialize_weights()``
+    (transformers 5) or ``init_weights()``, or a torchtitan-style ``init_weights()``.
     """
+    seen: set[int] = set()
+
+    def post_order(m: nn.Module) -> None:
+        if id(m) in seen:  # a shared module is constructed, and reset, once
+            return
+        seen.add(id(m))
+        for child in m.children():
+            if type(child).__name__ != "ParametrizationList":
+                post_order(child)
+        _reset(m)
+
+    post_order(module)
     if _is_hf_model(module):
-        if hasattr(module, "initialize_weights"):
-            module.initialize_weights()
-        else:
-            module.init_weights()
+        with _untied(module):
+            if hasattr(module, "initialize_weights"):
+                module.initialize_weights()
+            else:
+                module.init_weights()
         return
     init_weights = getattr(module, "init_weights", None)
     if callable(init_weights):
         init_weights()
-        return
-    for m in module.modules():
-        reset = getattr(m, "reset_parameters", None) or getattr(m, "_reset_parameters", None)
-        if callable(reset):
-            reset()
 
 
 @contextlib.contextmanager
@@ -68,7 +170,7 @@ def _untied(module: nn.Module) -> Iterator[None]:
     stand-in while the init code runs: its writes go nowhere, as in transformers' own order.
     """
     targets = getattr(module, "all_tied_weights_keys", None)
-    if not isinstance(targets, dict) or not _is_hf_model(module):
+    if not isinstance(targets, dict):
         yield
         return
     swapped = []
@@ -93,43 +195,70 @@ def _untied(module: nn.Module) -> Iterator[None]:
             owner._parameters[attr] = t
 
 
-class _Allocation:
-    """Real storage for a module's meta tensors; undoable until the fill is flushed."""
+# --- allocation -----------------------------------------------------------------------------
 
-    def __init__(self, module: nn.Module, device: torch.device, overwrite: bool) -> None:
+
+def _slots(module: nn.Module) -> list[tuple[dict, str, torch.Tensor]]:
+    """Every (parameter or buffer table, name, tensor) of every module, shared ones repeated."""
+    return [(table, attr, t) for _, mod in module.named_modules(remove_duplicate=False)
+            for table in (mod._parameters, mod._buffers) for attr, t in table.items()
+            if t is not None]
+
+
+def _storage_id(t: torch.Tensor) -> int:
+    return local_tensor(t).untyped_storage()._cdata
+
+
+class _Allocation:
+    """Real storage for a module's tensors to initialize; undoable until the end.
+
+    ``named`` maps each tensor to initialize to its (first) qualified name; ``protected``
+    lists the real tensors that are kept (loaded weights).
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device, overwrite: bool,
+                 keep: Sequence[str] | None) -> None:
         self.module = module
         self.replaced: list[tuple[dict, str, torch.Tensor]] = []
         self.emptied = False
-        self.named: dict[str, torch.Tensor] = {}  # tensors to initialize, by name
-        self.protected: list[torch.Tensor] = []  # real already: left alone
+        self.named: dict[str, torch.Tensor] = {}
+        self.protected: list[torch.Tensor] = []
         self.params: dict[str, torch.Tensor] = {}  # name -> parameter, for recipes
-        tensors = [t for _, _, t in _slots(module)]
-        if any(is_dtensor(t) and t.is_meta for t in tensors):
+        slots = _slots(module)
+        _refuse_uninitialized_parameters(slots)
+        if any(is_dtensor(t) and t.is_meta for _, _, t in slots):
             self._to_empty(device)
+            slots = _slots(module)
         names: dict[int, str] = {}
-        for name, p in module.named_parameters():
+        for name, p in module.named_parameters(remove_duplicate=False):
             names.setdefault(id(p), name)
-        for name, b in module.named_buffers():
+        for name, b in module.named_buffers(remove_duplicate=False):
             names.setdefault(id(b), name)
+        hf = _is_hf_model(module)
+        storages: dict[int, torch.UntypedStorage] = {}  # meta storage -> real storage
         memo: dict[int, torch.Tensor] = {}
-        for table, attr, t in _slots(module):
-            if id(t) in memo:  # tied parameters and shared modules stay shared
-                self._replace(table, attr, t, memo[id(t)])
-                continue
-            name = names.get(id(t), attr)
-            if t.is_meta:
-                new = self._allocate(t, device)
-                memo[id(t)] = new
-                self._replace(table, attr, t, new)
-                t = new
-            elif not overwrite and not self.emptied:
-                self.protected.append(t)
+        try:
+            for table, attr, t in slots:
+                if id(t) in memo:  # tied parameters and shared modules stay shared
+                    self._replace(table, attr, t, memo[id(t)])
+                    continue
+                name = names.get(id(t), attr)
+                if not t.is_meta and not self.emptied and _kept(t, name, hf, overwrite, keep):
+                    self.protected.append(t)
+                    memo[id(t)] = t
+                    continue
+                if t.is_meta or (t.device != device and not is_dtensor(t)):
+                    new = self._allocate(t, device, storages)
+                    self._replace(table, attr, t, new)
+                    memo[id(t)] = new
+                    t = new
                 memo[id(t)] = t
-                continue
-            memo[id(t)] = t
-            self.named.setdefault(name, t)
-            if isinstance(t, nn.Parameter) and not getattr(t, "_is_hf_initialized", False):
-                self.params.setdefault(name, t)
+                self.named.setdefault(name, t)
+                if isinstance(t, nn.Parameter) and not getattr(t, "_is_hf_initialized", False):
+                    self.params.setdefault(name, t)
+        except BaseException:
+            self.undo()
+            raise
 
     def _to_empty(self, device: torch.device) -> None:
         """Sharded (DTensor) models: ``to_empty`` lets FSDP2 re-create its sharded
@@ -156,60 +285,287 @@ class _Allocation:
             table[attr] = new
 
     @staticmethod
-    def _allocate(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-        new = torch.empty(t.shape, dtype=t.dtype, device=device)
+    def _allocate(t: torch.Tensor, device: torch.device,
+                  storages: dict[int, torch.UntypedStorage]) -> torch.Tensor:
+        """``t``'s view of one real storage per source storage (same offset, strides)."""
+        key = t.untyped_storage()._cdata
+        storage = storages.get(key)
+        if storage is None:
+            nbytes = max(t.untyped_storage().nbytes(),
+                         (t.storage_offset() + _extent(t)) * t.element_size())
+            storage = storages[key] = torch.UntypedStorage(nbytes, device=device)
+        new = torch.empty(0, dtype=t.dtype, device=device)
+        new.set_(storage, t.storage_offset(), t.shape, t.stride())
         if isinstance(t, nn.Parameter):
             new = nn.Parameter(new, requires_grad=t.requires_grad)
+            new.__dict__.update(t.__dict__)
+        else:
+            new.requires_grad_(t.requires_grad)
             new.__dict__.update(t.__dict__)
         return new
 
     def undo(self) -> None:
         for table, attr, old in reversed(self.replaced):
             table[attr] = old
+        self.replaced.clear()
         if self.emptied:
             self.module.to_empty(device="meta")
 
 
-def _slots(module: nn.Module) -> list[tuple[dict, str, torch.Tensor]]:
-    """Every (parameter or buffer table, name, tensor) of every module, shared ones repeated."""
-    return [(table, attr, t) for _, mod in module.named_modules(remove_duplicate=False)
-            for table in (mod._parameters, mod._buffers) for attr, t in table.items()
-            if t is not None]
+def _extent(t: torch.Tensor) -> int:
+    """Elements from a tensor's first to one past its last element."""
+    if t.numel() == 0:
+        return 0
+    return 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+
+
+def _kept(t: torch.Tensor, name: str, hf: bool, overwrite: bool,
+          keep: Sequence[str] | None) -> bool:
+    """Whether a real tensor is kept as it is (a loaded weight) rather than initialized."""
+    if overwrite:
+        return False
+    if keep is not None:
+        return any(fnmatch.fnmatchcase(name, g) for g in keep)
+    if hf:  # transformers flags what it loaded; anything else is construction memory
+        return bool(getattr(t, "_is_hf_initialized", False))
+    return True
+
+
+def _refuse_uninitialized_parameters(slots) -> None:
+    lazy = [attr for _, attr, t in slots
+            if isinstance(t, nn.parameter.UninitializedTensorMixin)]
+    if lazy:
+        raise ValueError(
+            "materialize: the model has uninitialized lazy parameters or buffers "
+            f"({', '.join(lazy)}) whose shapes are not known yet; run a forward pass (or "
+            "build the model with explicit sizes) before materializing it")
+
+
+# --- what was written: no uninitialized memory ------------------------------------------------
+
+
+class Coverage:
+    """Which elements of the tensors to initialize have been written.
+
+    A write covers a tensor whole when it is the same view or a dense view around it (the
+    common case, no bookkeeping); other writes mark the elements they touch in a boolean
+    map of the storage, made only for storages that need one.
+    """
+
+    def __init__(self, named: Mapping[str, torch.Tensor]) -> None:
+        self._entries: dict[int, list[list]] = {}  # storage -> [[name, tensor, full]]
+        self._maps: dict[int, torch.Tensor] = {}  # storage -> bool map of its elements
+        for name, t in named.items():
+            if local_tensor(t).numel():
+                self._entries.setdefault(_storage_id(t), []).append([name, t, False])
+
+    def wrote(self, view: torch.Tensor, mark: Callable[[torch.Tensor], object] | None = None
+              ) -> None:
+        """``view`` was written: all of it, or the elements ``mark(bool view)`` sets."""
+        local = local_tensor(view)
+        if local.is_meta or local.numel() == 0:
+            return
+        key = _storage_id(view)
+        entries = self._entries.get(key)
+        if not entries:
+            return
+        lo, hi = _span(local)
+        dense = mark is None and _is_dense(local)
+        pending = False
+        for entry in entries:
+            if entry[2]:
+                continue
+            t = local_tensor(entry[1])
+            tlo, thi = _span(t)
+            if thi < lo or hi < tlo:
+                continue
+            if mark is None and (_same_view(local, t) or (dense and lo <= tlo and thi <= hi)):
+                entry[2] = True
+            else:
+                pending = True
+        if pending:
+            if local.dtype != local_tensor(entries[0][1]).dtype:
+                return  # a view of another element size: conservatively not counted
+            bmap = self._maps.get(key)
+            if bmap is None:
+                n = local.untyped_storage().nbytes() // local.element_size()
+                bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
+            target = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
+            if mark is None:
+                target.fill_(True)
+            else:
+                mark(target)
+
+    def rebound(self, t: torch.Tensor) -> None:
+        """``t`` now lives in memory something else computed (``param.data = x``)."""
+        for entries in self._entries.values():
+            for entry in entries:
+                if entry[1] is t:
+                    entry[2] = True
+
+    def missing(self) -> dict[str, str]:
+        """name -> "untouched" / "partly written", for tensors not entirely written."""
+        out = {}
+        for key, entries in self._entries.items():
+            for name, t, full in entries:
+                if full:
+                    continue
+                bmap = self._maps.get(key)
+                local = local_tensor(t)
+                if bmap is None:
+                    out[name] = "never written"
+                elif not bool(bmap.as_strided(local.shape, local.stride(),
+                                              local.storage_offset()).all()):
+                    touched = bool(bmap.as_strided(local.shape, local.stride(),
+                                                   local.storage_offset()).any())
+                    out[name] = "partly written" if touched else "never written"
+        return out
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    lo = hi = t.storage_offset()
+    for n, s in zip(t.shape, t.stride()):
+        if s >= 0:
+            hi += (n - 1) * s
+        else:
+            lo += (n - 1) * s
+    return lo, hi
+
+
+def _is_dense(t: torch.Tensor) -> bool:
+    lo, hi = _span(t)
+    return t.numel() == hi - lo + 1 and (
+        t.is_contiguous() or torch._debug_has_internal_overlap(t) == 0)
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (a.storage_offset() == b.storage_offset() and a.shape == b.shape
+            and a.stride() == b.stride())
+
+
+#: torch in-place operations that write every element of their first argument.
+_WHOLE_WRITES = frozenset({
+    "fill_", "zero_", "copy_", "normal_", "uniform_", "random_", "bernoulli_", "exponential_",
+    "geometric_", "log_normal_", "cauchy_",
+})
+
+
+def _mark_for(name: str, args: tuple, kwargs: dict) -> Callable | None | str:
+    """How a torch in-place operation marks the elements it writes (see ``Coverage.wrote``):
+    None for all of them, a function for some, "skip" for operations that only update
+    values already there (``mul_``, ``add_``...)."""
+    if name in _WHOLE_WRITES:
+        return None
+    if name == "__setitem__":
+        index = args[1]
+        return lambda m: m.__setitem__(index, True)
+    if name == "index_fill_":
+        return lambda m: m.index_fill_(args[1], args[2], True)
+    if name == "index_copy_":
+        return lambda m: m.index_fill_(args[1], args[2], True)
+    if name == "masked_fill_":
+        return lambda m: m.masked_fill_(args[1], True)
+    if name == "index_put_":
+        return lambda m: m.index_put_(args[1], torch.tensor(True))
+    if name == "scatter_":
+        return lambda m: m.scatter_(args[1], args[2], True)
+    return "skip"
+
+
+class _Router(route.NameRouter):
+    """materialize's router: name streams, recording, and element coverage."""
+
+    def __init__(self, key: int, named, protected, coverage: Coverage, **kw) -> None:
+        super().__init__(key, named, protected, **kw)
+        self.coverage = coverage
+
+    def emit(self, write: Write) -> None:
+        super().emit(write)
+        if isinstance(write, Fill) or (isinstance(write, TorchWrite) and write.whole):
+            self.coverage.wrote(write.target)
+
+    def rebound(self, t: torch.Tensor) -> None:
+        """``t`` now lives in other memory, written by whatever computed it."""
+        self.rebind(t)
+        self.coverage.rebound(t)
+
+    def saw(self, func, args: tuple, kwargs: dict) -> None:
+        """A torch in-place operation of the init code ran (``InitMode.on_op``)."""
+        name = getattr(func, "__name__", "")
+        target = args[0] if args else None
+        if name in ("__set__", "set_") and isinstance(target, torch.Tensor):
+            self.rebound(target)  # param.data = x: other memory, written by what made it
+            return
+        if not isinstance(target, torch.Tensor):
+            return
+        mark = _mark_for(name, args, kwargs)
+        if mark == "skip":
+            return
+        self.mark_written(target)
+        try:
+            self.coverage.wrote(target, mark)
+        except (RuntimeError, IndexError, TypeError):
+            pass  # an index the bool map cannot take: the write is not counted
+
+
+# --- materialize -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _seeded_generators(device: torch.device, key: int) -> Iterator[None]:
+    """Init code that draws from torch's generators (``torch.rand``) draws from generators
+    seeded from the materialize key; the caller's states are restored afterwards."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        seed = _splitmix64(key ^ 0x6D617465)  # "mate"
+        torch.default_generator.manual_seed(seed)
+        for d in devices:
+            torch.cuda.default_generators[d].manual_seed(seed)
+        yield
 
 
 def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                 seed: int | None = None, recipe=None, overwrite: bool = False,
-                progress: bool = True) -> nn.Module:
-    """Give a model built on the meta device real storage and initialize it in one pass.
+                keep: Iterable[str] | None = None, progress: bool = True) -> nn.Module:
+    """Give a model built on the meta device real storage, initialized as eager
+    construction would have initialized it, in grouped launches.
 
-    Every meta parameter and buffer gets storage on ``device``; tied parameters stay
-    tied. Then the model's own initialization runs (``run_model_init``) with every
-    ``torch.nn.init`` call and in-place ``normal_`` / ``uniform_`` / ``zero_`` / ``fill_``
-    recorded, and all records are written at the end in grouped launches. Buffers that
-    the model's code computes (RoPE ``inv_freq``, ``position_ids``) are computed by it.
+    Every meta parameter and buffer gets storage on ``device`` (views of one storage stay
+    views of one storage; strides are kept; tied parameters stay one object). Then the
+    model's own initialization runs in eager order (see the module documentation) with
+    every fill recorded, and all of them are written at the end in grouped launches.
 
-    Values depend only on ``seed``, each tensor's qualified name, its shape and dtype:
-    not on module order, not on the device. Tensors that were already real are left alone
-    (their fills are skipped) unless ``overwrite=True``. Hugging Face's
-    ``_is_hf_initialized`` flags are respected.
+    Values depend only on ``seed``, each tensor's qualified name, its shape and dtype -
+    not on module order, nor on the device. Init code that draws from torch's generators
+    draws from generators seeded from ``seed``; the caller's generator states are left as
+    they were.
+
+    Real tensors already in the model are kept - weights the user loaded - unless
+    ``overwrite``; in a Hugging Face model only those transformers flagged as loaded
+    (``_is_hf_initialized``) are kept, since a real tensor of a model built on meta is
+    construction memory (a legacy ``nn.Parameter(torch.Tensor(n))``). ``keep`` names the
+    real tensors to keep explicitly (globs), for any model.
 
     Args:
         module: the model (built under ``torch.device("meta")``, or partly so)
-        device: where to allocate (default: CUDA if available, else CPU)
+        device: where to allocate (default: CUDA if available, else CPU); not "meta"
         seed: the 64-bit seed (default: drawn from torch's default generator, so
             ``torch.manual_seed`` makes materialize reproducible)
         recipe: initialize parameters with a recipe instead of the model's own scheme:
             a built-in name (``"gpt2"``, ``"llama"``, ``"bert"``, ``"torchtitan_llama"``,
             ``"vit"``) or a mapping of name globs to ``fastinit.recipes`` inits
-        overwrite: also re-initialize parameters and buffers that are already real
+        overwrite: re-initialize every tensor, the real ones included
+        keep: globs of the names of real tensors to keep as they are (default: see above)
         progress: show a progress bar when the CPU fill takes more than two seconds
 
     Returns:
         the module, materialized in place
 
     Raises:
-        ValueError: if a tensor is left uninitialized (no init code and no recipe rule
-            wrote it), or for recipe errors; the module is then left as it was.
+        ValueError: if an element of a parameter or buffer would be left uninitialized (no
+            init code writes it), for lazy (uninitialized) parameters, a meta ``device``,
+            or recipe errors. On any error the module is left as it was.
 
     Examples:
         >>> with torch.device("meta"):
@@ -217,39 +573,49 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
         >>> fastinit.materialize(model, "cuda", seed=0)
     """
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "meta":
+        raise ValueError("materialize: the device must hold memory (e.g. 'cpu' or 'cuda'), "
+                         "not 'meta'")
     key = normalize_seed(seed) if seed is not None else draw_seed(None)
-    alloc = _Allocation(module, device, overwrite)
-    big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS
-    router = route.NameRouter(key, alloc.named, alloc.protected,
-                              progress=progress and big and device.type == "cpu")
-    try:
-        with _recording(router):
-            with _untied(module):
+    keep = None if keep is None else list(keep)
+    with _seeded_generators(device, key):
+        alloc = _Allocation(module, device, overwrite, keep)
+        try:
+            big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS
+            coverage = Coverage(alloc.named)
+            router = _Router(key, alloc.named, alloc.protected, coverage,
+                             progress=progress and big and device.type == "cpu")
+            with _recording(router, device):
                 run_model_init(module)
-            if recipe is not None:
-                rules, warn_unused = recipes_mod.resolve(recipe, module)
-                recipes_mod.apply(rules, alloc.params, warn_unused)
-        missing = [name for name, t in alloc.named.items()
-                   if t.numel() and name not in router.written and _still_owned(module, t)]
-        if missing:
-            raise ValueError(
-                "materialize: nothing initialized these tensors (the model's init code does not "
-                f"write them): {', '.join(sorted(missing))}; give their modules a "
-                "reset_parameters() or pass a recipe that covers them")
-    except BaseException:
-        alloc.undo()
-        raise
-    router.flush()
+                if recipe is not None:
+                    rules, warn_unused = recipes_mod.resolve(recipe, module)
+                    recipes_mod.apply(rules, alloc.params, warn_unused)
+            _check_written(module, alloc, coverage)
+            router.flush()
+        except BaseException:
+            alloc.undo()
+            raise
     return module
 
 
-def _still_owned(module: nn.Module, t: torch.Tensor) -> bool:
-    return any(p is t for p in module.parameters()) or any(b is t for b in module.buffers())
+def _check_written(module: nn.Module, alloc: _Allocation, coverage: Coverage) -> None:
+    owned = {id(t) for t in module.parameters()} | {id(t) for t in module.buffers()}
+    missing = {name: why for name, why in coverage.missing().items()
+               if id(alloc.named[name]) in owned}
+    if missing:
+        listed = ", ".join(f"{n} ({w})" for n, w in sorted(missing.items()))
+        raise ValueError(
+            "materialize: these tensors would hold uninitialized memory, because the "
+            f"model's init code does not write them (entirely): {listed}. Build the model "
+            "under fastinit.empty_init() so that values computed at construction are "
+            "recorded, give their modules a reset_parameters(), or pass a recipe that "
+            "covers them")
 
 
 @contextlib.contextmanager
-def _recording(router: route.NameRouter) -> Iterator[None]:
-    with patched_init_functions(), route.routing(router), torch.no_grad(), InitMode(
-            recorder=router.recorder, methods=True, accepts=router.accepts,
-            on_write=router.mark_written):
+def _recording(router: _Router, device: torch.device) -> Iterator[None]:
+    with patched_init_functions(), route.routing(router), torch.no_grad(), \
+            torch.device(device), InitMode(
+                recorder=router.recorder, methods=True, accepts=router.accepts,
+                on_write=router.mark_written, on_op=router.saw):
         yield

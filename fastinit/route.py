@@ -192,60 +192,88 @@ class NameRouter:
     tensors are skipped; anything else (temporaries) draws as usual.
 
     The router of ``materialize`` and ``apply_recipe``. A fill of a view of a named tensor
-    takes the named tensor's stream at the view's indices. ``written`` collects the names
-    filled so far.
+    takes the named tensor's stream at the view's indices (the named tensor is the one
+    whose memory holds the view: several may share one storage). ``written`` collects the
+    names filled so far.
     """
 
     def __init__(self, key: int, named: Mapping[str, torch.Tensor],
                  protected: Iterable[torch.Tensor] = (), *, progress: bool = False) -> None:
-        from fastinit.deferred import Recorder, storage_key
-        from fastinit.streams import stream_for_name
+        from fastinit.deferred import Recorder
 
         self.key = key
         self.recorder = Recorder(progress=progress)
-        self._storage_key = storage_key
-        self.tracked: dict[int, tuple[str, torch.Tensor, int]] = {}
+        self._named: dict[int, list[tuple[str, torch.Tensor, int, tuple[int, int]]]] = {}
         for name, t in named.items():
-            if not _is_empty(t):
-                self.tracked.setdefault(storage_key(t), (name, t, stream_for_name(name)))
-        self.protected = {storage_key(t) for t in protected if not _is_empty(t)}
+            self._track(name, t)
+        self.protected = {_storage(t) for t in protected if not _is_empty(t)}
         self.written: set[str] = set()
 
-    def _key(self, t: torch.Tensor) -> int | None:
-        return None if _is_empty(t) else self._storage_key(t)
+    def _track(self, name: str, t: torch.Tensor) -> None:
+        from fastinit.streams import stream_for_name
+
+        if _is_empty(t):
+            return
+        entry = (name, t, stream_for_name(name), _span(t))
+        entries = self._named.setdefault(_storage(t), [])
+        if all(e[1] is not t for e in entries):
+            entries.append(entry)
+
+    def _lookup(self, t: torch.Tensor):
+        """The named tensor whose memory holds ``t`` (None: none, or several)."""
+        if _is_empty(t):
+            return None
+        entries = self._named.get(_storage(t))
+        if not entries:
+            return None
+        if len(entries) == 1:
+            return entries[0]
+        lo, hi = _span(t)
+        inside = [e for e in entries if e[3][0] <= lo and hi <= e[3][1]]
+        return inside[0] if len(inside) == 1 else None
 
     def accepts(self, t: torch.Tensor) -> bool:
         """Whether ``t`` is (part of) a named or a protected tensor."""
-        k = self._key(t)
-        return k is not None and (k in self.tracked or k in self.protected)
+        if _is_empty(t):
+            return False
+        key = _storage(t)
+        return key in self._named or key in self.protected
 
     def mark_written(self, t: torch.Tensor) -> None:
         """Note a write to ``t`` made outside fastinit (a torch op of the init code)."""
-        hit = self.tracked.get(self._key(t))
+        hit = self._lookup(t)
         if hit is not None:
             self.written.add(hit[0])
 
+    def rebind(self, t: torch.Tensor) -> None:
+        """A named tensor now lives in other memory (``param.data = x``): follow it."""
+        for entries in self._named.values():
+            for i, e in enumerate(entries):
+                if e[1] is t:
+                    del entries[i]
+                    self._track(e[0], t)
+                    self.written.add(e[0])
+                    return
+
     def route(self, tensor: torch.Tensor) -> Route:
-        k = self._key(tensor)
-        if k is None:
+        if _is_empty(tensor):
             return DRAW
-        hit = self.tracked.get(k)
+        hit = self._lookup(tensor)
         if hit is not None:
             return Keyed(self.key, hit[2], hit[1])
-        return SKIP if k in self.protected else DRAW
+        return SKIP if _storage(tensor) in self.protected else DRAW
 
     def emit(self, write: Write) -> None:
-        k = self._key(write.target)
-        if k is None:
+        if _is_empty(write.target):
             return
-        hit = self.tracked.get(k)
+        hit = self._lookup(write.target)
         if hit is not None:
             self.written.add(hit[0])
             from fastinit.distributed import is_dtensor
 
             if is_dtensor(hit[1]) and write.target is not hit[1]:
                 # part of a sharded tensor (a padding row): keep the order, write it now
-                self.recorder.flush([k])
+                self.recorder.flush(self.recorder.pending([write.target]))
                 if isinstance(write, Fill):
                     write = Fill(write.target, write.target, write.params, write.key,
                                  write.stream, write.draw_round)
@@ -256,6 +284,25 @@ class NameRouter:
     def flush(self) -> None:
         """Write every recorded fill."""
         self.recorder.flush()
+
+
+def _storage(t: torch.Tensor) -> int:
+    from fastinit.distributed import local_tensor
+
+    return local_tensor(t).untyped_storage().data_ptr()
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    from fastinit.distributed import local_tensor
+
+    t = local_tensor(t)
+    lo = hi = t.storage_offset()
+    for n, s in zip(t.shape, t.stride()):
+        if s >= 0:
+            hi += (n - 1) * s
+        else:
+            lo += (n - 1) * s
+    return lo, hi
 
 
 def _is_empty(t: torch.Tensor) -> bool:

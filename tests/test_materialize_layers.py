@@ -204,88 +204,39 @@ CASES = [
       "two parameters viewing one storage"),
 ]
 
-# --- known failures of today's materialize (build mode "meta") ---------------------------------
+# --- what a plain meta build cannot give (build mode "meta") -------------------------------------
+# A model built under torch.device("meta") keeps no trace of its construction: copies made
+# with copy.deepcopy, values computed only in __init__, and legacy real tensors filled at
+# construction are what they are. materialize refuses uninitialized memory with a clear
+# ValueError; fastinit.empty_init() records construction and gives all of these (its mode
+# has no xfails).
 
-_OUT_PROJ_BIAS = (
-    "reset order: {where}out_proj.bias must be 0 (MultiheadAttention._reset_parameters zeroes "
-    "it after out_proj's own init at construction) but comes back U(+-1/sqrt(32)) (e.g. "
-    "0.0019 vs eager 0.0): run_model_init calls reset_parameters in module.modules() order, "
-    "parent first, so NonDynamicallyQuantizableLinear.reset_parameters re-draws the bias "
-    "after the parent zeroed it")
 _CLONES = (
-    "the layers of nn.{cls} are copy.deepcopy clones of one layer, so in eager every layer "
-    "starts with the same values ({which}); materialize draws each layer from its own name "
-    "stream. A plain meta build keeps no trace of the copy (deepcopy of meta tensors), so "
-    "only construction recording (empty_init) can reproduce it")
-_NOTHING_INITIALIZED = "materialize raises ValueError 'nothing initialized' for {names}: {why}"
-_PARAMETRIZED = (
-    "{init} writes module.weight, which the parametrization recomputes into a temporary on "
-    "every access, so the parametrization's {originals} are never written")
+    "plain meta build: the layers of nn.{cls} are copy.deepcopy clones of one layer, so in "
+    "eager every layer starts with the same values ({which}); a deepcopy of meta tensors "
+    "leaves no trace, so materialize draws each layer from its own name stream (same law)")
 
 XFAIL: dict[tuple[str, str], str] = {
-    **{("MultiheadAttention", a): _OUT_PROJ_BIAS.format(where="")
-       for a in ("constants", "other_seed")},
-    **{("MultiheadAttention-kdim-vdim-bias_kv", a): _OUT_PROJ_BIAS.format(where="")
-       for a in ("constants", "other_seed")},
-    **{("Transformer", a): _OUT_PROJ_BIAS.format(where="every attention's ")
-       for a in ("constants", "other_seed")},
-    ("Transformer", "laws"): (
-        "reset order: nn.Transformer._reset_parameters (xavier_uniform_ on every p.dim() > 1) "
-        "runs first (parent first), then every Linear's reset_parameters overwrites it with "
-        "kaiming_uniform_(a=sqrt(5)): linear1.weight std 0.102 vs eager 0.143, linear2.weight "
-        "0.072 vs 0.144, out_proj.weight 0.101 vs 0.176 (in_proj_weight passes: "
-        "MultiheadAttention's own reset re-applies xavier)"),
     ("Transformer", "clones"): _CLONES.format(
         cls="TransformerEncoder/Decoder inside nn.Transformer",
         which="nn.Transformer re-initializes only p.dim() > 1, so linear1.bias and linear2.bias "
               "are equal across layers"),
-    **{("TransformerEncoder", a): _OUT_PROJ_BIAS.format(where="every layer's self_attn.")
-       for a in ("constants", "other_seed")},
     ("TransformerEncoder", "clones"): _CLONES.format(cls="TransformerEncoder",
                                                      which="all weights and biases"),
-    **{("TransformerDecoder", a): _OUT_PROJ_BIAS.format(
-        where="every layer's self_attn. and multihead_attn.") for a in ("constants", "other_seed")},
     ("TransformerDecoder", "clones"): _CLONES.format(cls="TransformerDecoder",
                                                      which="all weights and biases"),
-    ("Conv2d-channels_last", "structure"): (
-        "memory format lost: 0.weight comes back contiguous, stride (72, 9, 3, 1) vs eager "
-        "channels_last (72, 1, 24, 8): _Allocation._allocate makes torch.empty(t.shape) and "
-        "drops the meta tensor's strides"),
-    ("flat-buffer-views", "structure"): (
-        "shared storage lost: weight and bias are views of one flat tensor in eager; "
-        "materialize allocates each parameter separately (the values follow the law)"),
-    **zoo.every_aspect("weight_norm-parametrization", _NOTHING_INITIALIZED.format(
-        names="parametrizations.weight.original0, original1", why=_PARAMETRIZED.format(
-            init="Conv1d.reset_parameters", originals="original0 (g) and original1 (v)"))),
-    **zoo.every_aspect("weight_norm-legacy", _NOTHING_INITIALIZED.format(
-        names="weight_g, weight_v",
-        why="with the hook-based torch.nn.utils.weight_norm, module.weight is a plain "
-            "attribute (the meta tensor computed at registration, recomputed only by the "
-            "forward pre-hook), so Linear.reset_parameters writes a meta tensor and weight_g / "
-            "weight_v are never written")),
-    **zoo.every_aspect("spectral_norm", _NOTHING_INITIALIZED.format(
-        names="parametrizations.weight.original", why=_PARAMETRIZED.format(
-            init="Linear.reset_parameters", originals="original"))),
-    **zoo.every_aspect("register_parametrization", _NOTHING_INITIALIZED.format(
-        names="parametrizations.weight.original", why=_PARAMETRIZED.format(
-            init="Linear.reset_parameters", originals="original"))),
-    **zoo.every_aspect("init-constants", _NOTHING_INITIALIZED.format(
-        names="logit_scale, mix, norm_weight, positions",
-        why="values made only in __init__ (torch.zeros + diagonal().fill_(1), "
-            "torch.tensor(2.6592), torch.ones, torch.arange) are lost on meta and no init code "
-            "writes them")),
+    **zoo.every_aspect("init-constants", (
+        "plain meta build: logit_scale, mix, norm_weight and positions are made only in "
+        "__init__ (torch.zeros + diagonal().fill_(1), torch.tensor(2.6592), torch.ones, "
+        "torch.arange) and no init code writes them: materialize raises ValueError naming "
+        "them and pointing to fastinit.empty_init()")),
     **{("legacy-torch.Tensor", a): (
-        "weight and bias are nn.Parameter(torch.Tensor(...)): real CPU tensors even under "
-        "torch.device('meta'), filled by reset_parameters at construction from the global "
-        "generator; materialize takes them for loaded tensors and skips its own "
-        "reset_parameters run on them, so their values follow the global RNG state at build "
-        "time, not seed= (the law is right)") for a in ("same_seed", "other_seed")},
-    **zoo.every_aspect("torch.rand-init", _NOTHING_INITIALIZED.format(
-        names="scale",
-        why="reset_parameters assigns self.scale.data = torch.randn(...) * 0.1 + 1, which "
-            "swaps the allocated storage for a new tensor, so materialize sees no write (a "
-            "false error); behind it, dt_bias is copied from torch.rand on the caller's global "
-            "generator, not from seed=")),
+        "plain meta build: weight and bias are nn.Parameter(torch.Tensor(...)), real CPU "
+        "tensors even under torch.device('meta'), filled by reset_parameters at construction "
+        "from the global generator; in a model that is not a transformers model a real tensor "
+        "may be a loaded weight, so materialize keeps it (keep=() re-initializes it): its "
+        "values follow the global RNG at build time, not seed= (the law is right)")
+       for a in ("same_seed", "other_seed")},
 }
 
 

@@ -296,92 +296,30 @@ CASES = [
 ]
 
 
-# --- known failures of today's materialize (build mode "meta") ---------------------------------
+# --- what a plain meta build cannot give (build mode "meta") -------------------------------------
+# Values that exist only because __init__ computed them are lost when a model is built under
+# torch.device("meta"): nothing re-runs __init__. materialize then refuses with a clear
+# ValueError naming the tensors (never uninitialized memory); building under
+# fastinit.empty_init() records construction and gives them (its mode has no xfails).
 
-_LEGACY_GARBAGE = (
-    "legacy nn.Parameter(torch.FloatTensor(...)) parameters (rel_attn.q/k/v/o/r, r_r_bias, "
-    "r_s_bias, r_w_bias, seg_embed; mask_emb) are real CPU tensors even under "
-    "torch.device('meta'): materialize takes them for loaded tensors (left alone), "
-    "XLNetPreTrainedModel._init_weights' normal_(std=0.02) on them is skipped and they keep "
-    "uninitialized memory (e.g. rel_attn.q std ~1e19 vs eager 0.0203, non-finite values)")
-_MAMBA_RAND = (
-    "{init} draws {tensor} with torch.rand(...) (then the inverse softplus) and copies it in: "
-    "under materialize that draw runs on the caller's global generator, so {tensor} follows "
-    "the global RNG state, not seed= (same seed under global seeds 7 and 8: different bytes; "
-    "seeds 1234 and 98765 under one global state: identical), and materialize advances the "
-    "caller's generator (its law is right: the KS test passes)")
-_LEGACY_SPEC_EMBED = (
-    "masked_spec_embed = nn.Parameter(torch.Tensor(hidden).uniform_()) is a real CPU tensor "
-    "under torch.device('meta'), drawn from the global RNG while building: materialize takes "
-    "it for a loaded tensor and skips _init_weights' uniform_, so its values follow the global "
-    "RNG state at build time, not seed= (the law, U(0, 1), is right)")
-_WEIGHT_NORM = (
-    "materialize raises ValueError 'nothing initialized' for "
-    "{prefix}encoder.pos_conv_embed.conv.parametrizations.weight.original0/original1: the "
-    "positional conv is weight_norm'ed (torch.nn.utils.parametrizations.weight_norm, dim=2) "
-    "and the init code (_init_weights' Conv1d and PositionalConvEmbedding branches) writes "
-    "conv.weight, which the parametrization recomputes into a temporary, so the originals are "
-    "never written (eager keeps the Conv1d's construction init: original1 = v ~ "
-    "kaiming_uniform(a=sqrt(5)), original0 = |v| over dims 0, 1). Behind it: the legacy "
-    "torch.Tensor masked_spec_embed, as in Data2VecAudioModel")
+_INIT_ONLY = (
+    "plain meta build: {what} made only in __init__ and no init code writes it, so "
+    "materialize raises ValueError naming {names} and pointing to fastinit.empty_init()")
 
 XFAIL: dict[tuple[str, str], str] = {
-    ("XLNetLMHeadModel", "laws"): _LEGACY_GARBAGE,
-    ("XLNetLMHeadModel", "forward"): zoo.Unstable(
-        _LEGACY_GARBAGE + "; non-finite logits (depends on the garbage)"),
-    ("XLNetLMHeadModel", "same_seed"): zoo.Unstable(
-        _LEGACY_GARBAGE + "; bytes differ between runs (depends on the garbage)"),
-    ("XLNetLMHeadModel", "other_seed"): zoo.Unstable(
-        _LEGACY_GARBAGE + "; whether they change with the seed depends on the garbage"),
-    **zoo.every_aspect("ImageGPTForCausalImageModeling", (
-        "materialize raises ValueError 'nothing initialized' for transformer.h.0.attn.c_attn."
-        "weight/bias, attn.c_proj.bias, mlp.c_fc.weight/bias, mlp.c_proj.bias: transformers' "
-        "Conv1D gets its values only in __init__ (weight normal_(std=0.02), bias torch.zeros), "
-        "ImageGPT's _init_weights does not cover Conv1D (GPT-2's does; only c_proj.weight is "
-        "rescaled) and Conv1D has no reset_parameters. Behind it: ImageGPTLayerNorm.weight is a "
-        "legacy nn.Parameter(torch.Tensor(n)) (eager: ones from the base _init_weights), left "
-        "as uninitialized memory")),
-    **{("MambaForCausalLM", a): _MAMBA_RAND.format(
-        init="MambaPreTrainedModel._init_weights", tensor="mixer.dt_proj.bias")
-       for a in ("same_seed", "other_seed", "global_rng")},
-    **{("FalconMambaForCausalLM", a): _MAMBA_RAND.format(
-        init="FalconMambaPreTrainedModel._init_weights", tensor="mixer.dt_proj.bias")
-       for a in ("same_seed", "other_seed", "global_rng")},
-    **{("Mamba2ForCausalLM", a): _MAMBA_RAND.format(
-        init="Mamba2PreTrainedModel._init_weights", tensor="mixer.dt_bias")
-       for a in ("same_seed", "other_seed", "global_rng")},
-    **{("ZambaForCausalLM", a): _MAMBA_RAND.format(
-        init="ZambaPreTrainedModel._init_weights", tensor="mamba.dt_proj_bias")
-       for a in ("same_seed", "other_seed", "global_rng")},
-    ("Data2VecAudioModel", "same_seed"): _LEGACY_SPEC_EMBED,
-    ("Data2VecAudioModel", "other_seed"): _LEGACY_SPEC_EMBED,
-    **zoo.every_aspect("Wav2Vec2ForPreTraining", _WEIGHT_NORM.format(prefix="wav2vec2.")),
-    **zoo.every_aspect("HubertModel", _WEIGHT_NORM.format(prefix="")),
-    **zoo.every_aspect("WavLMModel", _WEIGHT_NORM.format(prefix="")),
-    **zoo.every_aspect("SEWModel", _WEIGHT_NORM.format(prefix="")),
-    **zoo.every_aspect("UniSpeechSatForPreTraining", _WEIGHT_NORM.format(prefix="unispeech_sat.")),
-    **zoo.every_aspect("RegNetForImageClassification", (
-        "materialize raises ValueError 'nothing initialized' for the squeeze-excitation "
-        "convolutions' biases (regnet.encoder.stages.*.layers.0.layer.2.attention.0.bias and "
-        ".2.bias): RegNet's _init_weights writes only Conv2d weights (kaiming_normal_), so in "
-        "eager the biases keep nn.Conv2d's construction-time reset_parameters values "
-        "(U(+-1/sqrt(fan_in))); on an HF model materialize runs only the HF init, never "
-        "torch's reset_parameters, so no code writes them")),
-    **zoo.every_aspect("ViTMAEForPreTraining", (
-        "materialize raises ValueError 'nothing initialized' for vit.embeddings.cls_token and "
-        "vit.embeddings.position_embeddings: both are torch.zeros made in "
-        "ViTMAEEmbeddings.__init__ and stay zeros in eager (ViTMAEEmbeddings.initialize_weights "
-        "returns early because its child projection already carries _is_hf_initialized: "
-        "transformers' smart_apply is post-order); on meta the zeros are lost and no init code "
-        "writes them (__init__-only constants)")),
-    **zoo.every_aspect("CLIPModel", (
-        "materialize raises ValueError 'nothing initialized: logit_scale': logit_scale = "
-        "nn.Parameter(torch.tensor(config.logit_scale_init_value)) (2.6592) is made only in "
-        "__init__; CLIP's _init_weights never writes it (__init__-only constant)")),
-    **zoo.every_aspect("ChineseCLIPModel", (
-        "materialize raises ValueError 'nothing initialized: logit_scale': logit_scale = "
-        "nn.Parameter(torch.tensor(config.logit_scale_init_value)) is made only in __init__; "
-        "ChineseCLIP's _init_weights never writes it (__init__-only constant)")),
+    **zoo.every_aspect("ImageGPTForCausalImageModeling", _INIT_ONLY.format(
+        what="transformers' Conv1D gets its values (weight normal_(std=0.02), bias "
+             "torch.zeros) only in __init__ (ImageGPT's _init_weights does not cover Conv1D, "
+             "which has no reset_parameters);",
+        names="transformer.h.0.attn.c_attn.weight/bias and the other Conv1D tensors")),
+    **zoo.every_aspect("ViTMAEForPreTraining", _INIT_ONLY.format(
+        what="cls_token and position_embeddings are torch.zeros (transformers' own "
+             "ViTMAEEmbeddings.initialize_weights returns early in eager);",
+        names="vit.embeddings.cls_token and vit.embeddings.position_embeddings")),
+    **zoo.every_aspect("CLIPModel", _INIT_ONLY.format(
+        what="logit_scale = nn.Parameter(torch.tensor(2.6592)) is", names="logit_scale")),
+    **zoo.every_aspect("ChineseCLIPModel", _INIT_ONLY.format(
+        what="logit_scale = nn.Parameter(torch.tensor(...)) is", names="logit_scale")),
 }
 
 
