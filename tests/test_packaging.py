@@ -43,3 +43,36 @@ def test_cpu_fills_do_not_import_triton():
                          cwd=ROOT, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+def test_metadata_single_sources_the_version_and_declares_the_licence():
+    from importlib import metadata
+
+    md = metadata.metadata("torch-fastinit")  # the distribution name; imported as fastinit
+    assert md["Version"] == fastinit.__version__
+    assert md["License-Expression"] == "Apache-2.0"
+    assert "LICENSE" in (md.get_all("License-File") or [])
+    requires = md.get_all("Requires-Dist") or []
+    core = [r for r in requires if "extra ==" not in r]
+    assert not any(r.startswith("triton") for r in core), core  # Triton comes with torch
+    assert any(r.startswith("triton") and "extra == \"test\"" in r.replace("'", '"')
+               for r in requires), requires
+    assert not any(r.startswith("hypothesis") for r in requires)
+    with open(os.path.join(ROOT, "LICENSE")) as f:
+        assert f.read().lstrip().startswith("Apache License\n")
+
+
+def test_pyproject_has_no_second_version():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "fastinit.__version__"}
+
+
+def test_check_install_hint_names_the_distribution():
+    from importlib import metadata
+
+    from fastinit.cli.parser import DISTRIBUTION_NAME
+
+    assert metadata.metadata(DISTRIBUTION_NAME)["Name"] == DISTRIBUTION_NAME
