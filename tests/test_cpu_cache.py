@@ -90,3 +90,18 @@ def test_no_writable_cache_falls_back_to_compiling(monkeypatch):
     jitted = cpu._cached_jit()(f)
     assert jitted(1) == 2
     assert isinstance(jitted._cache, caching.NullCache)
+
+
+def test_a_new_region_count_is_announced_as_a_truncated_normal(tmp_path):
+    """A truncated normal far in the tail needs more inverse-CDF regions: another kernel."""
+    script = ("import torch, fastinit\n"
+              "fastinit.trunc_normal_(torch.empty(64), 0, 1, -2, 2, seed=0)\n"
+              "import sys; print('---', file=sys.stderr)\n"
+              "fastinit.trunc_normal_(torch.empty(64), 0, 1, 8, 9, seed=0)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    first, second = res.stderr.split("---")
+    assert first.count(NOTICE) == 1 and second.count(NOTICE) == 1, res.stderr
+    assert "(trunc_normal float32)" in second
