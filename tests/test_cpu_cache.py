@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Fills one tensor and prints its bytes' sha256; ``EXTRA`` adds a constant to the contract
@@ -68,10 +66,9 @@ def test_a_changed_contract_does_not_load_stale_code(tmp_path):
     assert same == digest  # (the added constant is not used by the kernels)
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float64"])
-def test_another_dtype_is_announced_with_its_name(tmp_path, dtype):
-    _, err = run(tmp_path, dtype=dtype, fn="trunc_normal_")
-    assert f"trunc_normal {dtype}" in err, err
+def test_another_dtype_is_announced_with_its_name(tmp_path):
+    _, err = run(tmp_path, dtype="bfloat16", fn="trunc_normal_")
+    assert "trunc_normal bfloat16" in err, err
 
 
 def test_no_writable_cache_falls_back_to_compiling(monkeypatch):

@@ -370,7 +370,8 @@ def _file_problem(path: str) -> str | None:
     return None
 
 
-def check_output_paths(files: Mapping[str, str | None], folders: Mapping[str, str | None] = {},
+def check_output_paths(files: Mapping[str, str | None],
+                       folders: Mapping[str, str | None] | None = None,
                        stdout: tuple[str, ...] = ()) -> None:
     """Raise :class:`CommandError` unless every output can be written.
 
@@ -380,6 +381,7 @@ def check_output_paths(files: Mapping[str, str | None], folders: Mapping[str, st
     folder to write into, made if missing (its parent must exist), not an existing file.
     No two outputs may be the same path. Nothing is created or written here.
     """
+    folders = folders or {}
     seen: dict[str, str] = {}
     dashes = [flag for flag, path in files.items() if path == "-"]
     for flag in dashes:
