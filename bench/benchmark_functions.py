@@ -24,17 +24,10 @@ import os
 import pytest
 import torch
 
-from fastinit.cli.bench import (
-    FUNCTIONS,
-    DeviceTimer,
-    case_shape,
-    dtype_name,
-    format_size,
-    machine_info,
-    parse_dtype,
-    parse_size,
-    resolve_device,
-)
+from fastinit.cli.bench import FUNCTIONS, case_shape
+from fastinit.cli.parser import parse_dtype, parse_size
+from fastinit.cli.rendering import dtype_name, format_size
+from fastinit.cli.timing import DeviceTimer, machine_info, resolve_device
 
 SIZE = parse_size(os.environ.get("FASTINIT_BENCH_SIZE", "2^20"))
 DTYPES = [parse_dtype(d) for d in

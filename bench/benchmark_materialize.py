@@ -24,15 +24,10 @@ import os
 
 import pytest
 
-from fastinit.cli.bench import (
-    MODEL_METHODS,
-    DeviceTimer,
-    dtype_name,
-    has_transformers,
-    machine_info,
-    parse_dtype,
-    resolve_device,
-)
+from fastinit.cli.bench import MODEL_METHODS, has_transformers
+from fastinit.cli.parser import parse_dtype
+from fastinit.cli.rendering import dtype_name
+from fastinit.cli.timing import DeviceTimer, machine_info, resolve_device
 from fastinit.cli.models import get_config, parameter_bytes
 
 MODEL = os.environ.get("FASTINIT_BENCH_MODEL", "tiny")

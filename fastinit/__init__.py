@@ -38,7 +38,7 @@ from fastinit.init import (
 from fastinit.intercept import patch
 from fastinit.materialize import materialize
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place the version is written (pyproject.toml reads it)
 
 __all__ = [
     # torch.nn.init.__all__, in torch's order

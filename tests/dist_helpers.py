@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 import traceback
 from datetime import timedelta
@@ -83,6 +84,12 @@ def _entry(rank: int, world_size: int, init_file: str, worker: str, out_dir: str
     except BaseException:
         Path(out_dir, f"rank{rank}.err").write_text(traceback.format_exc())
         os._exit(1)
+    # Leave without the interpreter's shutdown: torch's process-group threads can still be
+    # joinable when C++ statics are destroyed, which aborts the process ("terminate called
+    # without an active exception") after its work is done and reported.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # --- no communication ------------------------------------------------------------------------

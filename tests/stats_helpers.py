@@ -1,10 +1,11 @@
 """Reference laws and test statistics for ``tests/test_statistics.py``.
 
 Nothing here uses fastinit's sampling numerics (``fastinit.spec`` computes the clamp
-bounds and the truncation masses the kernels use): the reference laws come from
-``fastinit.cli.check`` (scipy's ``ndtr`` and numerical quadrature, cross-checked against
-scipy.stats by the tests), and the representable values of a dtype from torch's dtype
-conversions, so that a bug in the samplers cannot hide in the reference.
+bounds and the truncation masses the kernels use): the reference laws and the thresholds
+are those of ``fastinit.cli.laws``, the one implementation that ``fastinit check`` also
+uses (scipy's ``ndtr`` and numerical quadrature, cross-checked against scipy.stats by the
+tests), and the representable values of a dtype come from torch's dtype conversions, so
+that a bug in the samplers cannot hide in the reference.
 
 Thresholds (see the module docstring of ``test_statistics.py`` for the reasoning):
 
@@ -21,29 +22,27 @@ import scipy.stats
 import torch
 from scipy import special
 
-N = 10**6
-KS_ALPHA = 1e-6
-#: KS critical distance for N samples at level KS_ALPHA, from the exact finite-n law of D
-#: (scipy.stats.kstwo): 2.69e-3, equal to the asymptotic sqrt(ln(2/alpha) / (2N)) to 3 digits.
-D_CRIT = float(scipy.stats.kstwo.isf(KS_ALPHA, N))
-Z_MAX = 5.0
-
-
-# --- reference laws ---------------------------------------------------------------------------
 # The exact laws (CDFs on the absolute scale, mean, variance and 4th central moment; the
-# laws of rounded 16-bit values) are those of ``fastinit.cli.check``, the one implementation
-# that ``fastinit check`` also uses. They are built from scipy.special.ndtr and numerical
-# quadrature - not from fastinit's sampling code - and test_statistics.py checks them
-# against scipy.stats (test_reference_agrees_with_scipy_truncnorm, test_rounded_law_is_a_law).
-from fastinit.cli.check import (  # noqa: E402,F401 - re-exported to the tests
+# laws of rounded 16-bit values) and the thresholds, re-exported to the tests;
+# test_statistics.py checks the laws against scipy.stats
+# (test_reference_agrees_with_scipy_truncnorm, test_rounded_law_is_a_law).
+from fastinit.cli.laws import (  # noqa: F401 - re-exported to the tests
+    KS_ALPHA,
+    Z_MAX,
     DiscreteLaw,
     Law,
+    ks_critical,
     normal_law,
     representable,
     trunc_normal_law,
     uniform_law,
 )
-from fastinit.cli.check import rounded_law as _rounded_law  # noqa: E402
+from fastinit.cli.laws import rounded_law as _rounded_law
+
+N = 10**6
+#: KS critical distance for N samples at level KS_ALPHA, from the exact finite-n law of D
+#: (scipy.stats.kstwo): 2.69e-3, equal to the asymptotic sqrt(ln(2/alpha) / (2N)) to 3 digits.
+D_CRIT = ks_critical(N)
 
 
 def truncnorm_standard(mean: float, std: float, a: float, b: float) -> tuple[float, float]:
@@ -94,7 +93,7 @@ def moment_check(x: np.ndarray, mean: float, var: float, mu4: float, name: str) 
 def rounded_law(law: Law, dtype: torch.dtype, a: float, b: float,
                 upper_open: bool) -> DiscreteLaw:
     """The law of clamp(round_to_nearest_even_dtype(X)) for X ~ ``law`` on [a, b] (or
-    [a, b) when ``upper_open``): ``fastinit.cli.check.rounded_law`` on the law's support."""
+    [a, b) when ``upper_open``): ``fastinit.cli.laws.rounded_law`` on the law's support."""
     assert (a, b) == law.support, (a, b, law.support)
     return _rounded_law(law, dtype, upper_open)
 

@@ -208,7 +208,7 @@ def test_bench_sass_command_writes_json_and_a_markdown_section(tmp_path, monkeyp
     """``fastinit bench --sass --json PATH --markdown PATH``: the table on stdout, the records
     as JSON, the Markdown table between the section markers (replaced, not appended, on a
     second run; the rest of the file kept)."""
-    from fastinit.cli.main import main
+    from fastinit.cli import main
 
     monkeypatch.setattr(S, "sass_records", _fake_records)
     md = tmp_path / "RESULTS.md"

@@ -5,6 +5,9 @@ kernel launch per output dtype on a GPU, one pass over a thread pool on the CPU)
 tensors go to the Numba backend, CUDA (and ROCm) tensors to the Triton kernels. Tensors
 on other devices are filled on the CPU and copied over: the values are the same by
 construction.
+
+Triton is not a dependency of fastinit: torch's CUDA and ROCm wheels bring the Triton they
+were built with, and CPU-only installs never need it.
 """
 from __future__ import annotations
 
@@ -56,8 +59,7 @@ def fill_grouped(entries: Sequence[FillEntry], *, grouped: bool = True,
 
             cpu.fill_grouped(group, progress=progress)
         elif device.type == "cuda":
-            from fastinit.backends import triton as triton_backend
-
+            triton_backend = _triton_backend()
             if grouped:
                 triton_backend.fill_grouped(group)
             else:
@@ -67,6 +69,21 @@ def fill_grouped(entries: Sequence[FillEntry], *, grouped: bool = True,
             raise ValueError("fastinit cannot fill a meta tensor: it has no storage")
         else:
             _fill_through_cpu(group, progress)
+
+
+def _triton_backend():
+    """The Triton backend; a one-line ``RuntimeError`` naming the fix if Triton is missing."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RuntimeError(
+            f"fastinit fills CUDA tensors with Triton, which cannot be imported ({reason}): "
+            "pip install triton (torch's CUDA wheels include it; on ROCm, pytorch-triton-rocm)"
+        ) from None
+    from fastinit.backends import triton as triton_backend
+
+    return triton_backend
 
 
 def _fill_through_cpu(entries: Sequence[FillEntry], progress: bool) -> None:

@@ -1,4 +1,4 @@
-"""The benchmark engine behind ``fastinit bench`` and ``bench/benchmark_*.py``.
+"""``fastinit bench``: the command, and the benchmark engine behind it and ``bench/``.
 
 Two sections:
 
@@ -7,7 +7,9 @@ Two sections:
   the median time, the effective bandwidth (bytes written / time, decimal GB/s), the
   percentage of a *write roofline* measured in the same run (``Tensor.zero_()`` of the
   same tensor, the simplest way torch writes those bytes; its fastest run, as a ceiling),
-  and the speed-up over torch.
+  and the speed-up over torch. A fill faster than its roofline means the roofline was
+  slowed by other work: it is measured again, and if that does not settle it the
+  percentage is not given (``roofline_unstable``).
 * **models**: a Llama-shaped model (:mod:`fastinit.cli.models`) built in the ways torch
   offers - normal construction (torch's default init through each module's
   ``reset_parameters``), and meta + ``to_empty`` + ``reset_parameters`` (the FSDP2 recipe) -
@@ -16,50 +18,144 @@ Two sections:
   median time, parameter bytes / time, the peak memory above the starting point as a
   multiple of the parameter bytes, and the speed-up of ``materialize``.
 
-Timing (:class:`DeviceTimer`, the only place that knows how to time a device): on a GPU,
-CUDA events around each measurement (the device time, no host-side noise); on the CPU,
-``time.perf_counter``. Small cases are repeated inside one measurement until it lasts
-at least ``min_time`` (as ``timeit.autorange`` does) so that clock resolution does not
-matter; the reported value is the median over ``repeats`` measurements.
-
-Every result is recorded with the machine it ran on (:func:`machine_info`: device, GPU or
-CPU name, threads, versions, date). Renderers: :func:`format_table` (terminal),
-:func:`to_json`, :func:`to_csv`, :func:`to_markdown` (and :func:`update_markdown_file`
-for ``bench/RESULTS.md``, one section per machine) and :func:`plot_throughput` (PNG).
+Timing is :mod:`fastinit.cli.timing`'s, rendering :mod:`fastinit.cli.rendering`'s.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
-import csv
-import datetime as _dt
 import functools
 import gc
-import io
-import json
 import math
 import os
-import platform
-import re
+import shlex
 import statistics
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 import fastinit
+from fastinit.cli import rendering
+from fastinit.cli.parser import (
+    DISTRIBUTION_NAME,
+    MODELS_CPU,
+    MODELS_GPU,
+    SIZES_CPU,
+    SIZES_GPU,
+    CommandError,
+    check_output_paths,
+    parse_size,
+    setup_device,
+)
+from fastinit.cli.rendering import dtype_name, format_bytes, format_size
+from fastinit.cli.timing import DeviceTimer, machine_info
 
-__all__ = [
-    "FunctionCase", "FUNCTIONS", "DTYPES", "parse_dtype", "parse_size", "case_shape",
-    "DeviceTimer", "resolve_device", "machine_info", "BenchRun", "bench_functions",
-    "bench_models", "MODEL_METHODS", "format_table", "to_json", "to_csv", "to_markdown",
-    "update_markdown_file", "plot_throughput", "JSON_SCHEMA",
-]
+__all__ = ["run", "FunctionCase", "FUNCTIONS", "case_shape", "BenchRun", "bench_functions",
+           "bench_models", "MODEL_METHODS", "has_transformers", "JSON_SCHEMA"]
 
 #: Version tag of the JSON output (bump on incompatible changes).
 JSON_SCHEMA = "fastinit.bench/1"
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run ``fastinit bench`` with parsed ``args`` (``argv``: the command line, recorded)."""
+    check_output_paths({"--json": args.json, "--csv": args.csv, "--markdown": args.markdown,
+                        "--plot": args.plot}, stdout=("--json", "--csv", "--markdown"))
+    if args.sass:
+        if args.csv or args.plot:
+            raise CommandError("--sass writes its records with --json and its table with "
+                               "--markdown only (no --csv, no --plot)")
+        from fastinit.cli.sass import sass_command
+
+        return sass_command(args)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CommandError(f"--plot needs matplotlib: pip install "
+                               f"'{DISTRIBUTION_NAME}[bench]'") from None
+    device = setup_device(args)
+    gpu = device.type == "cuda"
+    sizes = args.sizes or [parse_size(s) for s in (SIZES_GPU if gpu else SIZES_CPU).split(",")]
+    models = args.models if args.models is not None else (
+        MODELS_GPU if gpu else MODELS_CPU).split(",")
+    model_dtype = args.model_dtype if args.model_dtype != "auto" else (
+        torch.bfloat16 if gpu else torch.float32)
+    functions = args.functions or list(FUNCTIONS)
+    timer = DeviceTimer(device)
+    _check_memory(timer, device, sizes, args.dtypes, models, model_dtype)
+
+    with torch.random.fork_rng(devices=[device] if gpu else []):
+        # fork_rng: an in-process call (tests, notebooks) leaves the caller's RNG alone
+        torch.manual_seed(args.seed)
+        results = BenchRun(machine_info(device), {
+            "command": "fastinit " + " ".join(shlex.quote(a) for a in argv),
+            "functions": functions, "dtypes": [dtype_name(d) for d in args.dtypes],
+            "sizes": sizes, "repeats": args.repeats, "budget_s": args.budget,
+            "models": models, "model_dtype": dtype_name(model_dtype),
+            "model_repeats": args.model_repeats, "hf": not args.no_hf and has_transformers(),
+            "seed": args.seed})
+        results.functions = bench_functions(device, functions, args.dtypes, sizes,
+                                            repeats=args.repeats, budget=args.budget,
+                                            torch_baseline=not args.no_torch,
+                                            quiet=args.quiet, timer=timer)
+        if models:
+            results.models = bench_models(device, models, model_dtype,
+                                          repeats=args.model_repeats, hf=not args.no_hf,
+                                          quiet=args.quiet, timer=timer)
+    _write_results(args, results)
+    return 0
+
+
+def _check_memory(timer: DeviceTimer, device: torch.device, sizes: Sequence[int],
+                  dtypes: Sequence[torch.dtype], models: Sequence[str],
+                  model_dtype: torch.dtype) -> None:
+    from fastinit.cli.models import get_config, parameter_bytes
+
+    free = timer.memory_available()
+    if free is None:
+        return
+    biggest = max(sizes) * max(torch.empty((), dtype=d).element_size() for d in dtypes)
+    if biggest > 0.8 * free:
+        raise CommandError(f"--sizes: a {format_bytes(biggest)} tensor does not fit in the "
+                           f"{format_bytes(free)} free on {device}; pass smaller --sizes")
+    for m in models:
+        need = 1.5 * parameter_bytes(get_config(m), model_dtype)
+        if need > 0.9 * free:
+            raise CommandError(f"--models: {m} needs about {format_bytes(need)} on {device}, "
+                               f"{format_bytes(free)} free; pass a smaller model or "
+                               "--models none")
+
+
+def _write_results(args: argparse.Namespace, results: BenchRun) -> None:
+    """Print the table and write the requested outputs (paths checked before the run)."""
+    to_stdout = "-" in (args.json, args.csv, args.markdown)
+    print(rendering.format_table(results), file=sys.stderr if to_stdout else sys.stdout)
+    if args.plot:
+        rendering.plot_throughput(results, args.plot)
+    if args.json:
+        rendering.write_text(args.json, rendering.to_json(results))
+    if args.csv:
+        rendering.write_text(args.csv, rendering.to_csv(results))
+    if args.markdown:
+        plot = None
+        if args.plot:
+            base = os.getcwd() if args.markdown == "-" else os.path.dirname(
+                os.path.abspath(args.markdown))
+            plot = os.path.relpath(os.path.abspath(args.plot), base)
+        section = rendering.to_markdown(results, title=args.title, plot=plot,
+                                        command=results.settings["command"])
+        if args.markdown == "-":
+            rendering.write_text("-", section)
+        else:
+            rendering.update_markdown_file(args.markdown, results, section)
+
 
 # --- the cases ------------------------------------------------------------------------------
 
@@ -112,42 +208,6 @@ FUNCTIONS: dict[str, FunctionCase] = {c.name: c for c in (
                  _residual_torch),
 )}
 
-#: dtype names accepted on the command line.
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
-}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """``torch.float32`` -> ``"float32"``."""
-    return str(dtype).removeprefix("torch.")
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    """A dtype from its name (``float32``/``fp32``, ``bfloat16``/``bf16``, ...)."""
-    try:
-        return DTYPES[name.strip().lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; choose from float32 (fp32), bfloat16 "
-                         "(bf16), float16 (fp16), float64 (fp64)") from None
-
-
-def parse_size(text: str) -> int:
-    """A number of elements: ``1048576``, ``2^20``, ``2**20`` or ``1<<20``."""
-    s = text.strip().replace(" ", "")
-    m = re.fullmatch(r"(?:2(?:\^|\*\*)|1<<)(\d+)", s)
-    try:
-        n = 1 << int(m.group(1)) if m else int(s.replace("_", ""))
-    except ValueError:
-        raise ValueError(f"bad size {text!r}: give a number of elements, e.g. 1048576 or "
-                         "2^20") from None
-    if n < 1:
-        raise ValueError(f"bad size {text!r}: must be at least 1 element")
-    return n
-
 
 def case_shape(numel: int) -> tuple[int, int]:
     """The 2-D shape benchmarked for ``numel`` elements (the fan-based inits need 2-D).
@@ -156,204 +216,6 @@ def case_shape(numel: int) -> tuple[int, int]:
     """
     cols = math.gcd(numel, 1024)
     return numel // cols, cols
-
-
-def format_size(n: int) -> str:
-    """``2^20`` for powers of two, the number otherwise."""
-    return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n)
-
-
-# --- devices and timing --------------------------------------------------------------------
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``None`` / ``"auto"``: CUDA when available, else the CPU. Raises ``ValueError`` for a
-    device this machine does not have."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"bad device {name!r}: {exc}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available on this machine "
-                             "(this torch build: " + torch.__version__ + ")")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        elif dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA devices")
-    elif dev.type not in ("cpu",):
-        raise ValueError(f"device {name!r}: fastinit bench runs on 'cpu' or 'cuda'")
-    return dev
-
-
-class DeviceTimer:
-    """Times callables on one device; the only device-specific code of the benchmarks.
-
-    Args:
-        device: where the work runs
-        min_time: the shortest single measurement (seconds); faster calls are repeated
-            inside a measurement and the time divided
-    """
-
-    def __init__(self, device: torch.device | str, min_time: float | None = None) -> None:
-        self.device = torch.device(device)
-        self.is_cuda = self.device.type == "cuda"
-        # GPU events resolve ~0.5 us; the CPU clock is fine, but Python call overhead and
-        # OS noise call for a longer floor.
-        self.min_time = min_time if min_time is not None else (1e-3 if self.is_cuda else 5e-3)
-
-    def sync(self) -> None:
-        """Wait for the device to finish queued work."""
-        if self.is_cuda:
-            torch.cuda.synchronize(self.device)
-
-    def _measure(self, fn: Callable[[], Any], inner: int) -> float:
-        if self.is_cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            stream = torch.cuda.current_stream(self.device)  # where fastinit and torch launch
-            start.record(stream)
-            for _ in range(inner):
-                fn()
-            end.record(stream)
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        return time.perf_counter() - t0
-
-    def wall(self, fn: Callable[[], Any]) -> float:
-        """One call, host wall clock, synchronized on both sides (for whole-model builds)."""
-        self.sync()
-        t0 = time.perf_counter()
-        fn()
-        self.sync()
-        return time.perf_counter() - t0
-
-    def median(self, fn: Callable[[], Any], repeats: int = 5, *, warmup: int = 1,
-               budget: float | None = None, min_repeats: int = 3,
-               stat: Callable[[list[float]], float] = statistics.median) -> tuple[float, int]:
-        """Median seconds per call of ``fn`` over ``repeats`` measurements.
-
-        ``budget`` (seconds) caps the time spent on one case: slow calls (torch's
-        ``trunc_normal_`` on a CPU) get fewer measurements, never fewer than
-        ``min(min_repeats, repeats)``. ``stat`` reduces the measurements (``min`` for a
-        ceiling such as the roofline). Returns ``(seconds, measurements taken)``.
-        """
-        for _ in range(warmup):  # JIT loading, kernel compilation, first-touch page faults
-            self._measure(fn, 1)
-        first = self._measure(fn, 1)
-        inner = 1
-        if first < self.min_time:
-            inner = min(1000, math.ceil(self.min_time / max(first, 1e-7)))
-        n = repeats
-        if budget is not None and first * inner * repeats > budget:
-            n = max(min(min_repeats, repeats), int(budget / (first * inner)))
-        times = [self._measure(fn, inner) / inner for _ in range(n)]
-        return stat(times), n
-
-    def memory_available(self) -> int | None:
-        """Free memory of the device in bytes (``None`` if unknown)."""
-        if self.is_cuda:
-            return torch.cuda.mem_get_info(self.device)[0]
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
-
-    @contextlib.contextmanager
-    def peak_memory(self) -> Iterator[dict]:
-        """Peak memory above the starting point while the block runs, in ``box["bytes"]``.
-
-        CUDA: ``max_memory_allocated``. CPU (Linux): the resident-set high-water mark
-        (``VmHWM``), reset by writing 5 to ``/proc/self/clear_refs`` after freed heap
-        memory is returned to the OS; ``None`` elsewhere. Collect garbage before entering.
-        """
-        box: dict = {"bytes": None}
-        if self.is_cuda:
-            self.sync()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            base = torch.cuda.memory_allocated(self.device)
-            yield box
-            self.sync()
-            box["bytes"] = torch.cuda.max_memory_allocated(self.device) - base
-            return
-        _release_freed_memory()  # else reused heap pages would not raise the mark
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            base = _proc_status_kib("VmRSS")
-        except OSError:
-            base = None
-        yield box
-        if base is not None:
-            box["bytes"] = (_proc_status_kib("VmHWM") - base) * 1024
-
-
-def _proc_status_kib(field_name: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{field_name} not in /proc/self/status")
-
-
-# --- the machine ---------------------------------------------------------------------------
-
-
-def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _version(module: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(module)
-    except Exception:  # not installed, or no metadata
-        return None
-
-
-def machine_info(device: torch.device | str) -> dict:
-    """What a result was measured on: device, its name, CPU, threads, versions, date."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = cpu_name()
-    return {
-        "device": str(device),
-        "device_type": device.type,
-        "device_name": name,
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "triton": _version("triton"),
-        "numba": _version("numba"),
-        "numpy": _version("numpy"),
-        "transformers": _version("transformers"),
-        "fastinit": fastinit.__version__,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -369,6 +231,7 @@ class BenchRun:
     models: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The run as plain data (the JSON output)."""
         return {"schema": JSON_SCHEMA, "machine": self.machine, "settings": self.settings,
                 "functions": self.functions, "models": self.models}
 
@@ -391,8 +254,12 @@ def bench_functions(device: torch.device, functions: Sequence[str],
                     timer: DeviceTimer | None = None) -> list[dict]:
     """Time every function x dtype x size on ``device`` against torch and ``zero_()``.
 
-    Each (dtype, size) gets one tensor; its roofline (``zero_()``) is measured right before
-    the functions, so the percentage compares numbers from the same minutes of the same run.
+    Each (dtype, size) gets one tensor; its roofline (``zero_()``, the fastest of its runs)
+    is measured right before the functions, so the percentage compares numbers from the
+    same minutes of the same run. No fill can beat ``zero_()`` of the same bytes: if one
+    does, the roofline was slowed by other work, so it is measured again (the faster
+    measurement counts); if a fill still beats it, the records of that (dtype, size) get
+    ``roofline_unstable = True`` and no percentage.
 
     Returns one record (a dict, see ``JSON_SCHEMA``) per function x dtype x size.
     """
@@ -406,9 +273,8 @@ def bench_functions(device: torch.device, functions: Sequence[str],
                 shape = case_shape(numel)
                 t = torch.empty(shape, dtype=dtype, device=device)
                 nbytes = t.numel() * t.element_size()
-                # The roofline is a ceiling: the fastest of its runs (the functions get
-                # their median), so a noisy machine cannot inflate the percentage.
                 zero_s, _ = timer.median(t.zero_, repeats, budget=budget, stat=min)
+                rows = []
                 for case in cases:
                     bar.set_postfix_str(f"{case.name} {dtype_name(dtype)} {format_size(numel)}")
                     ours, n_ours = timer.median(functools.partial(case.fastinit, t), repeats,
@@ -420,7 +286,7 @@ def bench_functions(device: torch.device, functions: Sequence[str],
                                                             repeats, budget=budget)
                         except (RuntimeError, NotImplementedError, ValueError) as exc:
                             err = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                    results.append({
+                    rows.append({
                         "function": case.name,
                         "call": case.args,
                         "dtype": dtype_name(dtype),
@@ -430,41 +296,42 @@ def bench_functions(device: torch.device, functions: Sequence[str],
                         "device": str(device),
                         "fastinit_s": ours,
                         "fastinit_gbps": _gbps(nbytes, ours),
-                        "pct_roofline": 100.0 * zero_s / ours,
                         "torch_s": theirs,
                         "torch_gbps": _gbps(nbytes, theirs),
-                        "torch_pct_roofline": None if theirs is None else 100.0 * zero_s / theirs,
-                        "roofline_s": zero_s,
-                        "roofline_gbps": _gbps(nbytes, zero_s),
                         "speedup": None if theirs is None else theirs / ours,
                         "repeats": n_ours,
                         "torch_repeats": n_theirs,
                         "torch_error": err,
                     })
                     bar.update()
+                fastest = min(s for r in rows for s in (r["fastinit_s"], r["torch_s"])
+                              if s is not None)
+                unstable = False
+                if fastest < zero_s:
+                    zero_s = min(zero_s, timer.median(t.zero_, repeats, budget=budget,
+                                                      stat=min)[0])
+                    unstable = fastest < zero_s
+                for r in rows:
+                    r.update(_roofline_fields(r, zero_s, nbytes, unstable))
+                results += rows
                 del t
     finally:
         bar.close()
     return results
 
 
+def _roofline_fields(record: dict, zero_s: float, nbytes: int, unstable: bool) -> dict:
+    theirs = record["torch_s"]
+    return {
+        "pct_roofline": None if unstable else 100.0 * zero_s / record["fastinit_s"],
+        "torch_pct_roofline": None if unstable or theirs is None else 100.0 * zero_s / theirs,
+        "roofline_s": zero_s,
+        "roofline_gbps": _gbps(nbytes, zero_s),
+        "roofline_unstable": unstable,
+    }
+
+
 # --- the model section ----------------------------------------------------------------------
-
-
-def _release_freed_memory() -> None:
-    """Return freed heap memory to the OS before a CPU peak-memory measurement.
-
-    glibc keeps freed blocks below its (dynamic, up to 32 MiB) mmap threshold in the heap:
-    the next measurement would start from an inflated RSS and reuse that memory without
-    raising the high-water mark, under-reporting its peak. ``malloc_trim(0)`` releases the
-    free pages (they fault back in, and count, when reused). A no-op without glibc.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _reset_all(module: torch.nn.Module) -> None:
@@ -490,8 +357,8 @@ def _build_to_empty(cfg, device, dtype):
 
 
 def _build_materialize(cfg, device, dtype):
-    from fastinit.materialize import materialize
     from fastinit.cli.models import LlamaShaped
+    from fastinit.materialize import materialize
 
     model = LlamaShaped(cfg, device="meta", dtype=dtype)
     return materialize(model, device, seed=0, progress=False)
@@ -520,8 +387,8 @@ def _build_hf(cfg, device, dtype):
 def _build_hf_materialize(cfg, device, dtype):
     from transformers import LlamaForCausalLM
 
-    from fastinit.materialize import materialize
     from fastinit.cli.models import hf_config
+    from fastinit.materialize import materialize
 
     with _default_dtype(dtype), torch.device("meta"):
         model = LlamaForCausalLM(hf_config(cfg))
@@ -615,252 +482,3 @@ def bench_models(device: torch.device, models: Sequence[str], dtype: torch.dtype
     finally:
         bar.close()
     return results
-
-
-# --- rendering -------------------------------------------------------------------------------
-
-#: Columns of the terminal / Markdown function table: (header, record key, format).
-FUNCTION_COLUMNS: list[tuple[str, str, str]] = [
-    ("function", "function", "{}"),
-    ("dtype", "dtype", "{}"),
-    ("elements", "numel", "size"),
-    ("fastinit ms", "fastinit_s", "ms"),
-    ("fastinit GB/s", "fastinit_gbps", "gbps"),
-    ("% roofline", "pct_roofline", "{:.0f}%"),
-    ("torch ms", "torch_s", "ms"),
-    ("torch GB/s", "torch_gbps", "gbps"),
-    ("speed-up", "speedup", "{:.2f}x"),
-    ("zero_ GB/s", "roofline_gbps", "gbps"),
-]
-
-MODEL_COLUMNS: list[tuple[str, str, str]] = [
-    ("model", "model", "{}"),
-    ("dtype", "dtype", "{}"),
-    ("params", "params", "params"),
-    ("method", "label", "{}"),
-    ("time s", "seconds", "{:.3f}"),
-    ("GB/s", "gbps", "gbps"),
-    ("peak mem / params", "peak_x_params", "{:.2f}x"),
-    ("materialize speed-up", "materialize_speedup", "{:.2f}x"),
-]
-
-
-def _fmt(value: Any, spec: str) -> str:
-    if value is None:
-        return "-"
-    if spec == "ms":
-        ms = value * 1e3
-        return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
-    if spec == "gbps":  # 3 significant digits: torch's trunc_normal_ is at 0.005 GB/s
-        return f"{value:#.3g}" if value < 100 else f"{value:.0f}"
-    if spec == "size":
-        return format_size(value)
-    if spec == "params":
-        return f"{value / 1e9:.2f}B" if value >= 1e9 else f"{value / 1e6:.1f}M"
-    return spec.format(value)
-
-
-def _rows(records: Iterable[dict], columns) -> list[list[str]]:
-    return [[_fmt(r.get(k), spec) for _, k, spec in columns] for r in records]
-
-
-def _left(columns) -> list[bool]:
-    """Text columns are left-aligned, numbers right-aligned."""
-    return [spec == "{}" for _, _, spec in columns]
-
-
-def _text_table(headers: list[str], rows: list[list[str]], left: list[bool]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if lft else c.rjust(w)
-                         for c, w, lft in zip(cells, widths, left, strict=True))
-
-    out = [line(headers), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
-
-
-def machine_line(machine: dict) -> str:
-    """One line naming the machine and the software."""
-    dev = machine["device_name"]
-    if machine["device_type"] == "cpu":
-        n = machine["threads"]
-        dev = f"{dev} ({n} thread{'' if n == 1 else 's'})"
-    else:
-        dev = f"{dev} (CPU: {machine['cpu']})"
-    soft = ", ".join(f"{k} {machine[k]}" for k in ("torch", "triton", "numba", "fastinit")
-                     if machine.get(k))
-    return f"{machine['device']}: {dev}; {soft}; {machine['date']}"
-
-
-def format_table(run: BenchRun) -> str:
-    """The results as plain-text tables for the terminal."""
-    parts = [machine_line(run.machine)]
-    if run.functions:
-        parts += ["", _text_table([c[0] for c in FUNCTION_COLUMNS],
-                                  _rows(run.functions, FUNCTION_COLUMNS),
-                                  _left(FUNCTION_COLUMNS))]
-        errs = {r["torch_error"] for r in run.functions if r.get("torch_error")}
-        parts += [f"torch failed: {e}" for e in sorted(errs)]
-    if run.models:
-        parts += ["", _text_table([c[0] for c in MODEL_COLUMNS],
-                                  _rows(run.models, MODEL_COLUMNS), _left(MODEL_COLUMNS))]
-    return "\n".join(parts)
-
-
-def to_json(run: BenchRun) -> str:
-    """The run as JSON (schema ``fastinit.bench/1``: machine, settings, functions, models)."""
-    return json.dumps(run.as_dict(), indent=2)
-
-
-#: Machine fields repeated on every CSV row (a CSV has nowhere else to keep them).
-CSV_MACHINE_FIELDS = ("device_name", "cpu", "threads", "torch", "triton", "numba", "fastinit",
-                      "date")
-
-
-def to_csv(run: BenchRun) -> str:
-    """The run as CSV: one row per result, ``section`` = functions | models, machine
-    fields on every row."""
-    keys: list[str] = ["section"]
-    for rec in run.functions + run.models:
-        keys += [k for k in rec if k not in keys]
-    keys += [f"machine_{k}" for k in CSV_MACHINE_FIELDS]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    extra = {f"machine_{k}": run.machine.get(k) for k in CSV_MACHINE_FIELDS}
-    for section, records in (("functions", run.functions), ("models", run.models)):
-        for rec in records:
-            row = {k: ("" if v is None else v) for k, v in rec.items()}
-            row["shape"] = "x".join(map(str, rec["shape"])) if "shape" in rec else ""
-            w.writerow({"section": section, **row, **extra})
-    return buf.getvalue()
-
-
-def _md_table(columns, records: Iterable[dict]) -> str:
-    headers = [c[0] for c in columns]
-    rows = _rows(records, columns)
-    align = ["---" if lft else "---:" for lft in _left(columns)]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def machine_key(machine: dict) -> str:
-    """A stable key for a machine's section in RESULTS.md (device name + CPU + threads)."""
-    raw = f"{machine['device_type']}-{machine['device_name']}-{machine['threads']}t"
-    return re.sub(r"[^A-Za-z0-9]+", "-", raw).strip("-").lower()
-
-
-def to_markdown(run: BenchRun, *, title: str | None = None, plot: str | None = None,
-                command: str | None = None) -> str:
-    """The run as a Markdown section (for ``bench/RESULTS.md`` or a README).
-
-    ``plot`` is a path (relative to the Markdown file) of the throughput PNG to embed;
-    ``command`` is the command line that produced the tables.
-    """
-    m = run.machine
-    title = title or f"{m['device_name']} ({m['device_type']}), {m['date'][:10]}"
-    out = [f"### {title}", "", machine_line(m) + ".", ""]
-    if command:
-        out += [f"Produced by `{command}`.", ""]
-    if run.functions:
-        cases = {r["function"]: r["call"] for r in run.functions}
-        out += [f"Medians of {run.settings.get('repeats', '?')} runs (slow torch baselines: "
-                f"at least 3, within --budget {run.settings.get('budget_s', '?')} s); "
-                "GB/s = bytes written / time (10^9 B/s); % roofline = fastest time of "
-                "`zero_()` on the same tensor / time; speed-up = torch.nn.init time / "
-                "fastinit time.", ""]
-        out += [_md_table(FUNCTION_COLUMNS, run.functions), ""]
-        out += ["Calls: " + "; ".join(f"`{v}`" for v in cases.values()) + ".", ""]
-    if run.models:
-        out += ["Model builds (median of "
-                f"{run.settings.get('model_repeats', '?')}); GB/s = parameter bytes / time; "
-                "peak mem = peak memory above the start / parameter bytes; materialize "
-                "speed-up = time of the row / time of meta + materialize.", ""]
-        out += [_md_table(MODEL_COLUMNS, run.models), ""]
-    if plot:
-        out += [f"![throughput vs size]({plot})", ""]
-    return "\n".join(out)
-
-
-def update_markdown_file(path: str, run: BenchRun, section: str) -> None:
-    """Put ``section`` into the Markdown file ``path`` as this machine's results.
-
-    Sections are delimited by ``<!-- fastinit-bench: KEY -->`` markers (KEY from
-    :func:`machine_key`); an existing section for the same machine is replaced, others
-    are kept, a new one is appended. A missing file is created with a heading.
-    """
-    key = machine_key(run.machine)
-    begin, end = f"<!-- fastinit-bench: {key} -->", f"<!-- /fastinit-bench: {key} -->"
-    block = f"{begin}\n{section.rstrip()}\n{end}\n"
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# fastinit benchmark results\n\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def _figure(width: float, height: float):
-    """A matplotlib Figure with an Agg canvas (no pyplot: no global state, no display)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install 'fastinit[bench]' "
-                           "(or pip install matplotlib)") from None
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def plot_throughput(run: BenchRun, path: str) -> str:
-    """Write a PNG of GB/s against bytes written, one panel per dtype, with the measured
-    write roofline; fastinit solid, torch dashed in the same colour. Returns ``path``."""
-    recs = run.functions
-    if not recs:
-        raise ValueError("no function results to plot")
-    dtypes = list(dict.fromkeys(r["dtype"] for r in recs))
-    funcs = list(dict.fromkeys(r["function"] for r in recs))
-    fig = _figure(5.2 * len(dtypes) + 2.4, 4.4)
-    axes = fig.subplots(1, len(dtypes), squeeze=False, sharey=True)[0]
-    colors = {f: f"C{i}" for i, f in enumerate(funcs)}
-    for ax, dt in zip(axes, dtypes, strict=True):
-        sub = [r for r in recs if r["dtype"] == dt]
-        roof = sorted({(r["bytes"], r["roofline_gbps"]) for r in sub})
-        ax.plot([b for b, _ in roof], [g for _, g in roof], color="black", lw=2.5,
-                label="write roofline: zero_()")
-        for f in funcs:
-            pts = sorted((r["bytes"], r["fastinit_gbps"], r["torch_gbps"]) for r in sub
-                         if r["function"] == f)
-            xs = [p[0] for p in pts]
-            ax.plot(xs, [p[1] for p in pts], color=colors[f], marker="o", ms=3, lw=1.5,
-                    label=f"fastinit.{f}")
-            tpts = [(p[0], p[2]) for p in pts if p[2] is not None]
-            if tpts:
-                ax.plot([p[0] for p in tpts], [p[1] for p in tpts], color=colors[f], ls="--",
-                        lw=1, alpha=0.7, label=f"torch.nn.init.{f}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("bytes written")
-        ax.set_title(dt)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("GB/s (higher is better)")
-    m = run.machine
-    where = (f"{m['device_name']} (cpu, {m['threads']} thread{'' if m['threads'] == 1 else 's'}"
-             if m["device_type"] == "cpu" else f"{m['device_name']} ({m['device_type']}")
-    fig.suptitle(f"fastinit vs torch.nn.init on {where}, torch {m['torch']}, "
-                 f"{m['date'][:10]})", fontsize=10)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", fontsize=7)
-    fig.savefig(path, dpi=110)
-    return path

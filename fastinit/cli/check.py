@@ -22,38 +22,76 @@ value to be a value of the support, and the count on each end point to be within
 standard errors of its exact mass (this catches values piling up on a bound). Their KS
 p-value is that of the continuous statistic, which is conservative for a discrete law.
 
-The thresholds are those of ``tests/test_statistics.py``; since every draw uses a fixed
-seed, the report is reproducible bit for bit. The reference laws are implemented here (CDFs
-from ``scipy.special.ndtr``; truncated-normal moments by Gauss-Legendre quadrature, because
-``scipy.stats.truncnorm``'s higher moments break down on narrow far intervals); scipy's
-distributions are used only to draw the reference curves of the figures.
+The reference laws and the thresholds are :mod:`fastinit.cli.laws`, shared with the test
+suite (``tests/test_statistics.py``); since every draw uses a fixed seed, the report is
+reproducible bit for bit. scipy's distributions are used only to draw the reference curves
+of the figures.
 
-Needs scipy and matplotlib (``pip install 'fastinit[test]'`` or ``'fastinit[bench]'``).
+Needs scipy and matplotlib (``pip install 'torch-fastinit[test]'`` or ``'[bench]'``).
 """
 from __future__ import annotations
 
+import argparse
 import html
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 import fastinit
+from fastinit.cli.laws import (
+    KS_ALPHA,
+    Z_MAX,
+    DiscreteLaw,
+    Law,
+    ks_critical,
+    normal_law,
+    rounded_law,
+    trunc_normal_law,
+    uniform_law,
+)
+from fastinit.cli.parser import DISTRIBUTION_NAME, CommandError, check_output_paths, setup_device
+from fastinit.cli.rendering import dtype_name, write_text
 
-__all__ = ["KS_ALPHA", "Z_MAX", "DEFAULT_SAMPLES", "Case", "CASES", "DTYPES", "Law",
-           "CheckResult", "require_dependencies", "reference_law", "sample", "check_case",
+__all__ = ["run", "DEFAULT_SAMPLES", "Case", "CASES", "DISTRIBUTIONS", "DTYPES", "CheckResult",
+           "require_dependencies", "reference_law", "sample", "check_case", "select_cases",
            "run_checks", "write_report", "summary_table"]
 
-KS_ALPHA = 1e-6
-Z_MAX = 5.0
 DEFAULT_SAMPLES = 10**6
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                   "float16": torch.float16, "float64": torch.float64}
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run ``fastinit check`` with parsed ``args``: 0 all checks pass, 1 some fail."""
+    check_output_paths({}, folders={"--out": args.out})
+    if args.samples < 1000:
+        raise CommandError("--samples: at least 1000 values per check")
+    try:
+        require_dependencies()
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
+    device = setup_device(args)
+    dtypes = [dtype_name(d) for d in args.dtypes] if args.dtypes else list(DTYPES)
+    results = run_checks(args.out, dtypes=dtypes, cases=select_cases(args.dists),
+                         samples=args.samples, figures=not args.no_figures,
+                         perturb_std=args.perturb_std, device=device, quiet=args.quiet)
+    if device.type == "cuda":
+        where = f"{device} ({torch.cuda.get_device_name(device)})"
+    else:
+        from fastinit.cli.timing import cpu_name
+
+        where = f"{device} ({cpu_name()})"
+    md, page = write_report(results, args.out, machine=f"Values drawn on {where}.",
+                            perturb_std=args.perturb_std)
+    print(summary_table(results))
+    print(f"\nreport: {md} (and {os.path.basename(page)}); figures in {args.out}")
+    return 0 if all(r.passed for r in results) else 1
 
 
 def require_dependencies() -> None:
@@ -66,8 +104,8 @@ def require_dependencies() -> None:
             missing.append(mod)
     if missing:
         raise RuntimeError(
-            f"fastinit check needs {' and '.join(missing)}: pip install 'fastinit[test]' "
-            "(or 'fastinit[bench]', or pip install scipy matplotlib)")
+            f"fastinit check needs {' and '.join(missing)}: pip install "
+            f"'{DISTRIBUTION_NAME}[test]' (or pip install scipy matplotlib)")
 
 
 # --- cases ------------------------------------------------------------------------------------
@@ -112,82 +150,7 @@ CASES: list[Case] = [
 DISTRIBUTIONS = ("uniform", "normal", "trunc_normal")
 
 
-# --- reference laws -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Law:
-    """A continuous law: vectorized CDF, exact mean, variance and 4th central moment, and
-    the closed interval carrying its mass."""
-
-    name: str
-    cdf: Callable[[np.ndarray], np.ndarray] = field(repr=False)
-    mean: float
-    var: float
-    mu4: float
-    support: tuple[float, float] = (-math.inf, math.inf)
-
-
-def _ndtr(x):
-    from scipy import special
-
-    return special.ndtr(x)
-
-
-def uniform_law(a: float, b: float) -> Law:
-    w = b - a
-    return Law(f"U({a:g}, {b:g})",
-               lambda x: np.clip((np.asarray(x, dtype=np.float64) - a) / w, 0.0, 1.0),
-               (a + b) / 2, w * w / 12, w**4 / 80, (a, b))
-
-
-def normal_law(mean: float, std: float) -> Law:
-    return Law(f"N({mean:g}, {std:g}^2)",
-               lambda x: _ndtr((np.asarray(x, dtype=np.float64) - mean) / std),
-               mean, std * std, 3 * std**4)
-
-
-def _truncated_moments(lo: float, hi: float) -> tuple[float, float, float]:
-    """(mean, variance, 4th central moment) of N(0, 1) restricted to [lo, hi].
-
-    Composite 40-point Gauss-Legendre on panels of width <= 1/8 (machine precision for a
-    smooth Gaussian piece), the density scaled by exp(c^2 / 2) with c the point of [lo, hi]
-    nearest 0 so that deep tails do not underflow, moments taken about the mean in a second
-    pass so that narrow far intervals keep full relative precision.
-    """
-    lo, hi = max(lo, -40.0), min(hi, 40.0)
-    c = min(max(0.0, lo), hi)
-    panels = max(1, math.ceil((hi - lo) * 8))
-    x, wts = np.polynomial.legendre.leggauss(40)
-    edges = np.linspace(lo, hi, panels + 1)
-    half = np.diff(edges)[:, None] / 2
-    z = (edges[:-1, None] + half + half * x[None, :]).ravel()
-    w = (half * wts[None, :]).ravel() * np.exp(-0.5 * (z - c) * (z + c))
-    mass = w.sum()
-    mean = c + (w * (z - c)).sum() / mass
-    d = z - mean
-    return float(mean), float((w * d**2).sum() / mass), float((w * d**4).sum() / mass)
-
-
-def trunc_normal_law(mean: float, std: float, a: float, b: float) -> Law:
-    """N(mean, std^2) restricted to [a, b] (``std`` is the untruncated normal's)."""
-    alpha, beta = (a - mean) / std, (b - mean) / std
-    if alpha >= 0:  # right tail: survival functions, no 1 - tiny cancellation
-        qa, qb = _ndtr(-alpha), _ndtr(-beta)
-
-        def cdf(x):
-            z = (np.asarray(x, dtype=np.float64) - mean) / std
-            return np.clip((qa - _ndtr(-z)) / (qa - qb), 0.0, 1.0)
-    else:
-        pa, pb = _ndtr(alpha), _ndtr(beta)
-
-        def cdf(x):
-            z = (np.asarray(x, dtype=np.float64) - mean) / std
-            return np.clip((_ndtr(z) - pa) / (pb - pa), 0.0, 1.0)
-
-    m, v, m4 = _truncated_moments(alpha, beta)
-    return Law(f"TN({mean:g}, {std:g}^2; [{a:g}, {b:g}])", cdf, mean + std * m, std**2 * v,
-               std**4 * m4, (a, b))
+# --- reference laws ---------------------------------------------------------------------------
 
 
 def reference_law(case: Case) -> Law:
@@ -211,50 +174,6 @@ def _scipy_dist(case: Case):
         return st.norm(loc=mean, scale=std)
     mean, std, a, b = case.params
     return st.truncnorm((a - mean) / std, (b - mean) / std, loc=mean, scale=std)
-
-
-# --- 16-bit dtypes: the law of the rounded values -------------------------------------------------
-
-
-def representable(dtype: torch.dtype) -> np.ndarray:
-    """All finite values of a 16-bit float dtype, sorted, as float64 (+0 and -0 merged)."""
-    t = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(dtype)
-    v = t.to(torch.float64).numpy()
-    return np.unique(v[np.isfinite(v)])
-
-
-@dataclass(frozen=True)
-class DiscreteLaw:
-    """The law of a 16-bit output: support points (float64) and their probabilities."""
-
-    support: np.ndarray
-    pmf: np.ndarray
-
-    @property
-    def cdf(self) -> np.ndarray:
-        return np.cumsum(self.pmf)
-
-    def moments(self) -> tuple[float, float, float]:
-        m = float((self.pmf * self.support).sum())
-        d = self.support - m
-        return m, float((self.pmf * d**2).sum()), float((self.pmf * d**4).sum())
-
-
-def rounded_law(law: Law, dtype: torch.dtype, upper_open: bool) -> DiscreteLaw:
-    """The law of clamp(round-to-nearest-even(X)) in ``dtype`` for X ~ ``law``.
-
-    The support is every value of ``dtype`` in the law's support ([a, b) when
-    ``upper_open``). A value rounds to the support point s_k between the midpoints around
-    it; values rounding outside the support are clamped onto the end points.
-    """
-    a, b = law.support
-    v = representable(dtype)
-    s = v[(v >= a) & ((v < b) if upper_open else (v <= b))]
-    if s.size == 0:
-        raise ValueError(f"no {dtype} value in [{a}, {b}]")
-    mids = (s[:-1] + s[1:]) / 2  # exact in float64 for 16-bit values
-    pmf = np.diff(np.concatenate(([0.0], law.cdf(mids), [1.0])))
-    return DiscreteLaw(s, np.clip(pmf, 0.0, None))
 
 
 # --- sampling ----------------------------------------------------------------------------------
@@ -339,12 +258,12 @@ def check_case(case: Case, dtype: torch.dtype, n: int = DEFAULT_SAMPLES, *,
 
     law = reference_law(case)
     x = sample(case, dtype, n, perturb_std, device).to(torch.float64).numpy()
-    d_crit = float(st.kstwo.isf(KS_ALPHA, n))
+    d_crit = ks_critical(n)
     failures: list[str] = []
     lo, hi = law.support
     upper_open = case.dist == "uniform"
     half = dtype in (torch.float16, torch.bfloat16)
-    name = f"{case.id} {str(dtype).removeprefix('torch.')}"
+    name = f"{case.id} {dtype_name(dtype)}"
 
     if not np.isfinite(x).all():
         failures.append(f"{name}: {int((~np.isfinite(x)).sum())} values are not finite")
@@ -393,7 +312,7 @@ def check_case(case: Case, dtype: torch.dtype, n: int = DEFAULT_SAMPLES, *,
         failures.append(f"{name}: mean {m:.6g} vs exact {mean_exact:.6g} ({mz:+.1f} SE)")
     if abs(vz) > Z_MAX:
         failures.append(f"{name}: variance {v:.6g} vs exact {var_exact:.6g} ({vz:+.1f} SE)")
-    result = CheckResult(case, str(dtype).removeprefix("torch."), x.size, law.name, d, p,
+    result = CheckResult(case, dtype_name(dtype), x.size, law.name, d, p,
                          d_crit, m, mean_exact, mz, v, var_exact, vz, bounds, failures)
     return result, extra
 
@@ -601,8 +520,7 @@ def write_report(results: Sequence[CheckResult], out_dir: str, *, machine: str =
             md += [f"### {r.case.dist}: {r.case.id}, {r.dtype}", "",
                    f"![{r.case.id} {r.dtype}]({r.figure})", ""]
     md_path = os.path.join(out_dir, "report.md")
-    with open(md_path, "w") as f:
-        f.write("\n".join(md) + "\n")
+    write_text(md_path, "\n".join(md))
 
     e = html.escape
     rows = "\n".join(
@@ -630,6 +548,5 @@ tr.bad{{background:#fdd}}img{{max-width:100%}}</style></head><body>
 </body></html>
 """
     html_path = os.path.join(out_dir, "report.html")
-    with open(html_path, "w") as f:
-        f.write(page)
+    write_text(html_path, page)
     return md_path, html_path
