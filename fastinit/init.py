@@ -1163,9 +1163,10 @@ def _prior_values(prior: object, n: int, activation: str, fn: str) -> torch.Tens
                              f"tensor of shape {tuple(prior.shape)}")
         p = p.reshape(-1) if p.dim() == 1 else p.expand(n)
     elif isinstance(prior, (str, bytes)) or not hasattr(prior, "__len__"):
-        p = torch.full((n,), _real(prior, "prior", fn), dtype=torch.float64)
+        p = torch.full((n,), _real(prior, "prior", fn), dtype=torch.float64, device="cpu")
     else:
-        p = torch.tensor([_real(x, "prior", fn) for x in prior], dtype=torch.float64)
+        p = torch.tensor([_real(x, "prior", fn) for x in prior], dtype=torch.float64,
+                         device="cpu")
     if p.numel() != n:
         raise ValueError(f"fastinit.{fn}: prior has {p.numel()} values for a bias of "
                          f"{n} elements; give one per class (or a single number)")

@@ -370,7 +370,7 @@ def _gate_bias(gates: int, gate: int, value: float) -> Init:
         if fill_target(t, _FN, elementwise=False) is None:
             return
         h = t.shape[0] // gates
-        values = torch.zeros(t.shape[0], dtype=torch.float64)
+        values = torch.zeros(t.shape[0], dtype=torch.float64, device="cpu")
         values[gate * h:(gate + 1) * h] = value
         _write_values(t, values.to(t.dtype))
 
