@@ -85,6 +85,11 @@ def _check_spec(tensor: torch.Tensor, spec: InitSpec) -> None:
     if spec.dist == C.CONSTANT:
         if tensor.dtype in SUPPORTED_DTYPES:
             spec.kernel_params(tensor.dtype)
+            if math.isfinite(spec.a) and abs(spec.a) > torch.finfo(tensor.dtype).max:
+                raise RuntimeError(f"value {spec.a:g} cannot be converted to type "
+                                   f"{tensor.dtype} without overflow")
+        else:  # torch's fill_ decides (and raises) for other dtypes: ask it now
+            torch.empty((), dtype=tensor.dtype, device="cpu").fill_(spec.a)
         return
     check_dtype(tensor.dtype, _FN)
     spec.kernel_params(tensor.dtype)
