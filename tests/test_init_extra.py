@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -27,7 +26,7 @@ import fastinit
 from fastinit import recipes
 from tests.conftest import assert_bitwise_equal
 from tests.sample_checks import law_errors, same_law_errors
-from tests.stats_helpers import KS_ALPHA, Z_MAX, normal_law, trunc_normal_law, uniform_law
+from tests.stats_helpers import Z_MAX, normal_law, trunc_normal_law, uniform_law
 
 SEED = 1234
 
