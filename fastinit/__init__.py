@@ -8,6 +8,7 @@ routes unmodified ``torch.nn.init`` calls through fastinit.
 from fastinit import recipes
 from fastinit.init import (
     calculate_gain,
+    class_prior_bias_,
     constant,
     constant_,
     dirac,
@@ -18,6 +19,9 @@ from fastinit.init import (
     kaiming_normal_,
     kaiming_uniform,
     kaiming_uniform_,
+    lecun_normal_,
+    lecun_uniform_,
+    mean_resize_embeddings_,
     normal,
     normal_,
     ones_,
@@ -29,6 +33,7 @@ from fastinit.init import (
     trunc_normal_,
     uniform,
     uniform_,
+    variance_scaling_,
     xavier_normal,
     xavier_normal_,
     xavier_uniform,
@@ -37,6 +42,7 @@ from fastinit.init import (
 )
 from fastinit.intercept import patch
 from fastinit.materialize import materialize
+from fastinit.recipes import apply_recipe
 
 __version__ = "0.1.0"  # the only place the version is written (pyproject.toml reads it)
 
@@ -70,7 +76,13 @@ __all__ = [
     "sparse",
     # fastinit's additions
     "scaled_residual_",
+    "variance_scaling_",
+    "lecun_normal_",
+    "lecun_uniform_",
+    "class_prior_bias_",
+    "mean_resize_embeddings_",
     "materialize",
+    "apply_recipe",
     "patch",
     "recipes",
 ]

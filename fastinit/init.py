@@ -76,6 +76,11 @@ __all__ = [
     "orthogonal_",
     "sparse_",
     "scaled_residual_",
+    "variance_scaling_",
+    "lecun_normal_",
+    "lecun_uniform_",
+    "class_prior_bias_",
+    "mean_resize_embeddings_",
     # deprecated aliases, as in torch.nn.init
     "uniform",
     "normal",
@@ -976,6 +981,419 @@ def scaled_residual_(tensor: torch.Tensor, std: float = 0.02, num_layers: int | 
                                 "normal only: pass truncated=True")
         spec = _spec(InitSpec.normal, mean, scaled, fn)
     return _write(tensor, spec, fn, seed, generator)
+
+
+# --- variance scaling (JAX / Flax / Keras), LeCun ---------------------------------------------
+
+_VS_MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+_VS_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
+
+
+def _std_normal_truncated_at_2() -> float:
+    r"""The standard deviation of :math:`\mathcal{N}(0, 1)` truncated to :math:`[-2, 2]`,
+    :math:`\sqrt{1 - 4\varphi(2) / (\Phi(2) - \Phi(-2))}` (JAX's ``.87962566103423978``)."""
+    pdf = math.exp(-2.0) / math.sqrt(2.0 * math.pi)
+    mass = math.erf(2.0 / math.sqrt(2.0))
+    return math.sqrt(1.0 - 4.0 * pdf / mass)
+
+
+#: JAX and Keras divide the target standard deviation by this, so that the values - drawn
+#: from a normal truncated at two of *its* standard deviations - have the target variance.
+TRUNCATED_NORMAL_STD_AT_2 = _std_normal_truncated_at_2()
+
+
+def _variance_scaling_spec(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
+                           fn: str) -> InitSpec | None:
+    """The distribution of ``variance_scaling_``, or None for a zero-element tensor (after
+    the warning torch's ``kaiming_*`` give). Checks every argument first."""
+    scale = _finite(_real(scale, "scale", fn), "scale", fn)
+    if scale <= 0:
+        raise ArgumentError(f"fastinit.{fn}: scale must be > 0, got {scale:g}")
+    if not isinstance(mode, str) or mode.lower() not in _VS_MODES:
+        raise ValueError(f"Mode {mode} not supported, please use one of {list(_VS_MODES)}")
+    if not isinstance(distribution, str) or distribution.lower() not in _VS_DISTRIBUTIONS:
+        raise ValueError(f"Distribution {distribution} not supported, please use one of "
+                         f"{list(_VS_DISTRIBUTIONS)}")
+    mode, distribution = mode.lower(), distribution.lower()
+    _no_fans_for_nested(tensor)
+    if tensor.dim() < 2:
+        _calculate_fan_in_and_fan_out(tensor)  # torch's ValueError for < 2 dimensions
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)
+        return None
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    denominator = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0,
+                   "fan_geo_avg": math.sqrt(fan_in * fan_out)}[mode]
+    std = math.sqrt(scale / denominator)
+    if distribution == "normal":
+        return _spec(InitSpec.normal, 0.0, std, fn)
+    if distribution == "uniform":
+        bound = math.sqrt(3.0) * std
+        return _spec(InitSpec.uniform, -bound, bound, fn)
+    sigma = std / TRUNCATED_NORMAL_STD_AT_2
+    return _spec(InitSpec.trunc_normal, 0.0, sigma, -2.0 * sigma, 2.0 * sigma, fn)
+
+
+@route.entry
+def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan_in",
+                      distribution: str = "truncated_normal",
+                      generator: torch.Generator | None = None, *,
+                      seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input Tensor with JAX's / Keras' variance-scaling initializer.
+
+    The values have variance :math:`\text{scale} / n` where :math:`n` is, by ``mode``,
+    ``fan_in``, ``fan_out``, ``(fan_in + fan_out) / 2`` (``"fan_avg"``) or
+    ``sqrt(fan_in * fan_out)`` (``"fan_geo_avg"``), drawn from (``distribution``):
+
+    * ``"truncated_normal"``: :math:`\mathcal{N}(0, \sigma^2)` truncated to
+      :math:`[-2\sigma, 2\sigma]` with :math:`\sigma = \sqrt{\text{scale}/n} / 0.8796\ldots`,
+      the standard deviation of a standard normal truncated at :math:`\pm 2`: the
+      *truncated* law has the target variance, as in ``jax.nn.initializers`` and Keras;
+    * ``"normal"``: :math:`\mathcal{N}(0, \text{scale}/n)`;
+    * ``"uniform"``: :math:`\mathcal{U}(-\sqrt{3\,\text{scale}/n}, \sqrt{3\,\text{scale}/n})`.
+
+    Layout: JAX and Keras kernels are ``[..., in, out]`` (Dense ``(in, out)``, Conv
+    ``(*kernel, in, out)``); torch's weights are ``[out, in, *kernel]``. The fans here are
+    torch's (``fan_in = size(1) * receptive field``, ``fan_out = size(0) * receptive
+    field``, as in :func:`kaiming_normal_`), so a torch layer gets the same law as the
+    same layer in JAX; do not pass a JAX-laid-out array. For a DTensor the fans come from
+    the global shape.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, :math:`n \geq 2`
+        scale: the scaling factor (finite, > 0)
+        mode: ``"fan_in"`` (default), ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``
+        distribution: ``"truncated_normal"`` (default), ``"normal"`` or ``"uniform"``
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Raises:
+        ValueError: for an unknown ``mode`` or ``distribution``, a ``scale`` that is not
+            finite and positive, or a tensor with fewer than 2 dimensions.
+
+    Warns:
+        UserWarning: "Initializing zero-element tensors is a no-op", as ``kaiming_*``.
+
+    Examples:
+        >>> w = torch.empty(256, 128)  # nn.Linear(128, 256).weight
+        >>> fastinit.variance_scaling_(w, 2.0, "fan_in", "truncated_normal")  # He, JAX-style
+    """
+    fn = "variance_scaling_"
+    _check_tensor(tensor, fn)
+    spec = _variance_scaling_spec(tensor, scale, mode, distribution, fn)
+    if spec is None:
+        check_rng(seed, generator)
+        return tensor
+    return _write(tensor, spec, fn, seed, generator)
+
+
+@route.entry
+def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None, *,
+                  seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input Tensor with LeCun normal values (JAX / Flax ``lecun_normal``).
+
+    ``variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal")``: a normal truncated at
+    two of its standard deviations, with variance :math:`1 / \text{fan\_in}` after
+    truncation. Flax's default kernel init for ``Dense`` and ``Conv``; with SELU, the
+    init of self-normalizing networks (Klambauer et al., 2017). Fans follow torch's
+    ``[out, in, *kernel]`` layout (see :func:`variance_scaling_`).
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, :math:`n \geq 2`
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.lecun_normal_(w)
+    """
+    fn = "lecun_normal_"
+    _check_tensor(tensor, fn)
+    spec = _variance_scaling_spec(tensor, 1.0, "fan_in", "truncated_normal", fn)
+    if spec is None:
+        check_rng(seed, generator)
+        return tensor
+    return _write(tensor, spec, fn, seed, generator)
+
+
+@route.entry
+def lecun_uniform_(tensor: torch.Tensor, generator: torch.Generator | None = None, *,
+                   seed: int | None = None) -> torch.Tensor:
+    r"""Fill the input Tensor with LeCun uniform values (JAX / Keras ``lecun_uniform``).
+
+    ``variance_scaling_(tensor, 1.0, "fan_in", "uniform")``:
+    :math:`\mathcal{U}(-\sqrt{3 / \text{fan\_in}}, \sqrt{3 / \text{fan\_in}})`. Fans follow
+    torch's ``[out, in, *kernel]`` layout (see :func:`variance_scaling_`).
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, :math:`n \geq 2`
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.lecun_uniform_(w)
+    """
+    fn = "lecun_uniform_"
+    _check_tensor(tensor, fn)
+    spec = _variance_scaling_spec(tensor, 1.0, "fan_in", "uniform", fn)
+    if spec is None:
+        check_rng(seed, generator)
+        return tensor
+    return _write(tensor, spec, fn, seed, generator)
+
+
+# --- classifier bias at the class prior ---------------------------------------------------------
+
+_ACTIVATIONS = ("sigmoid", "softmax")
+#: How far the priors of a softmax output may sum from 1.
+PRIOR_SUM_TOLERANCE = 1e-6
+
+
+def _prior_values(prior: object, n: int, activation: str, fn: str) -> torch.Tensor:
+    """``prior`` as a float64 vector of length ``n``, checked: each in (0, 1), summing to 1
+    (within :data:`PRIOR_SUM_TOLERANCE`) for softmax."""
+    if isinstance(prior, torch.Tensor):
+        if prior.is_complex() or prior.dtype == torch.bool:
+            raise TypeError(f"fastinit.{fn}(): prior must be real, got a tensor of dtype "
+                            f"{prior.dtype}")
+        p = prior.detach().to(device="cpu", dtype=torch.float64)
+        if p.dim() > 1:
+            raise ValueError(f"fastinit.{fn}: prior must be a number or a 1-D sequence, got a "
+                             f"tensor of shape {tuple(prior.shape)}")
+        p = p.reshape(-1) if p.dim() == 1 else p.expand(n)
+    elif isinstance(prior, (str, bytes)) or not hasattr(prior, "__len__"):
+        p = torch.full((n,), _real(prior, "prior", fn), dtype=torch.float64, device="cpu")
+    else:
+        p = torch.tensor([_real(x, "prior", fn) for x in prior], dtype=torch.float64,
+                         device="cpu")
+    if p.numel() != n:
+        raise ValueError(f"fastinit.{fn}: prior has {p.numel()} values for a bias of "
+                         f"{n} elements; give one per class (or a single number)")
+    bad = ~((p > 0) & (p < 1))  # also catches NaN
+    if bad.any():
+        k = int(bad.nonzero()[0])
+        raise ArgumentError(f"fastinit.{fn}: every prior must lie in (0, 1); prior[{k}] = "
+                            f"{float(p[k])!r}")
+    if activation == "softmax":
+        total = float(p.sum())
+        if abs(total - 1.0) > PRIOR_SUM_TOLERANCE:
+            raise ArgumentError(f"fastinit.{fn}: the priors of a softmax output must sum to 1 "
+                                f"(within {PRIOR_SUM_TOLERANCE:g}); they sum to {total!r}")
+    return p
+
+
+@route.entry
+def class_prior_bias_(bias: torch.Tensor, prior: float | object,
+                      activation: str = "sigmoid") -> torch.Tensor:
+    r"""Fill a classifier's bias so that its initial outputs are the class prior.
+
+    With ``activation="sigmoid"`` (one binary output per class, as in RetinaNet's focal
+    loss head, Lin et al. 2017) each bias is :math:`\log(p_k / (1 - p_k))`, so that
+    :math:`\sigma(b_k) = p_k`; with ``"softmax"`` it is :math:`\log p_k` minus the mean of
+    the :math:`\log p_j` (centred: softmax ignores a common shift), so that
+    :math:`\operatorname{softmax}(b) = p`. Karpathy's "init well" rule: the first loss is
+    the prior's entropy, not a hockey stick. Values are computed in float64 and rounded
+    once to the bias's dtype.
+
+    Args:
+        bias: a 1-D floating-point `torch.Tensor` (one element per class)
+        prior: a number in (0, 1) - the same prior for every element (one sigmoid output,
+            or a multi-label head with one base rate) - or a sequence / 1-D tensor of the
+            bias's length, each in (0, 1); for softmax they must sum to 1 (within 1e-6)
+        activation: ``"sigmoid"`` (default) or ``"softmax"``
+
+    Raises:
+        ValueError: for a prior outside (0, 1), softmax priors not summing to 1, a length
+            mismatch, an unknown activation, or a bias that is not 1-D. Nothing is written.
+
+    Examples:
+        >>> head = torch.nn.Linear(256, 80)
+        >>> fastinit.class_prior_bias_(head.bias, 0.01)  # RetinaNet: sigmoid(b) = 0.01
+        >>> fastinit.class_prior_bias_(clf.bias, [0.7, 0.2, 0.1], activation="softmax")
+    """
+    fn = "class_prior_bias_"
+    _check_tensor(bias, fn)
+    if not isinstance(activation, str) or activation.lower() not in _ACTIVATIONS:
+        raise ValueError(f"fastinit.{fn}: activation must be one of {list(_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    activation = activation.lower()
+    if bias.dim() != 1:
+        raise ValueError(f"fastinit.{fn}: bias must be 1-D (one element per class), got "
+                         f"shape {tuple(bias.shape)}")
+    check_dtype(bias.dtype, fn)
+    p = _prior_values(prior, bias.shape[0], activation, fn)
+    if activation == "sigmoid":
+        values = torch.log(p) - torch.log1p(-p)
+    else:
+        logp = torch.log(p)
+        values = logp - logp.mean()
+    target = fill_target(bias, fn, elementwise=False)
+    if target is None:
+        return bias
+    values = values.to(dtype=bias.dtype)
+    if is_dtensor(bias):
+        from fastinit.distributed import copy_from_full_
+
+        route.torch_write(bias, functools.partial(copy_from_full_, bias, values))
+    else:
+        route.torch_write(bias, functools.partial(_copy_to, bias, values))
+    return bias
+
+
+def _copy_to(tensor: torch.Tensor, values: torch.Tensor) -> None:
+    tensor.copy_(values.to(device=tensor.device))
+
+
+# --- new token embeddings from the old ones ---------------------------------------------------------
+
+#: transformers' ``resize_token_embeddings(mean_resizing=True)`` samples new rows from
+#: N(mean, MEAN_RESIZE_EPSILON * covariance) of the old rows.
+MEAN_RESIZE_EPSILON = 1e-9
+#: Columns per block of the covariance product (only blocks on and above the diagonal are
+#: computed) and rows per pass over the old embeddings (bounds the centred temporary).
+_COV_BLOCK = 512
+_COV_ROWS = 16384
+
+
+def _covariance(old: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``(old - mean).T @ (old - mean) / n`` in float32, as transformers computes it, at
+    about half the cost: the matrix is symmetric, so only column blocks ``i <= j`` are
+    multiplied (and mirrored), and the centred rows are formed a slice at a time."""
+    n, d = old.shape
+    cov = torch.zeros((d, d), dtype=torch.float32, device=old.device)
+    starts = list(range(0, d, _COV_BLOCK))
+    for r0 in range(0, n, _COV_ROWS):
+        c = old[r0:r0 + _COV_ROWS].to(torch.float32) - mean
+        for i in starts:
+            ci = c[:, i:i + _COV_BLOCK]
+            # one product for the whole row of blocks j >= i: fewer, larger GEMMs
+            cov[i:i + _COV_BLOCK, i:].addmm_(ci.T, c[:, i:])
+    for i in starts:  # mirror the upper blocks: the result is exactly symmetric
+        for j in starts:
+            if j > i:
+                cov[j:j + _COV_BLOCK, i:i + _COV_BLOCK] = cov[i:i + _COV_BLOCK, j:j + _COV_BLOCK].T
+    return cov.div_(n)
+
+
+def _mean_resize_rows(old: torch.Tensor, added: int, key: int, stream: int, offset: int,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """The ``added`` new rows (``dtype``) from the ``old`` rows: the float32 mean plus
+    ``z @ L.T`` with ``L`` the Cholesky factor of ``eps * cov`` and ``z`` the N(0, 1) values
+    of (``key``, ``stream``) at global indices ``offset...`` (the new rows' own)."""
+    from fastinit import backends
+    from fastinit.layout import Segment
+
+    old32 = old.to(torch.float32)
+    mean = _mean_chunked(old32)
+    d = old.shape[1]
+    cov = _covariance(old32, mean)
+    # transformers' test (torch.distributions.constraints.positive_definite): a Cholesky
+    # of eps * cov that succeeds
+    factor, info = torch.linalg.cholesky_ex(MEAN_RESIZE_EPSILON * cov)
+    if int(info) != 0:
+        return mean.expand(added, d).to(dtype)
+    z = torch.empty((added, d), dtype=torch.float32, device=old.device)
+    params = InitSpec.normal(0.0, 1.0).kernel_params(torch.float32)
+    backends.fill(z, [Segment(0, 0, offset, 0, added * d, 1)], params, key, stream)
+    return torch.addmm(mean, z, factor.T).to(dtype)
+
+
+def _mean_chunked(old32: torch.Tensor) -> torch.Tensor:
+    """The column means of a float32 matrix, accumulated in float64 a slice at a time (no
+    float64 copy of the whole matrix): the float32 rounding of the exact mean."""
+    acc = torch.zeros(old32.shape[1], dtype=torch.float64, device=old32.device)
+    for r0 in range(0, old32.shape[0], _COV_ROWS):
+        acc += old32[r0:r0 + _COV_ROWS].to(torch.float64).sum(dim=0)
+    return (acc / old32.shape[0]).to(torch.float32)
+
+
+def _write_mean_resized(weight: torch.Tensor, num_old_rows: int, key: int, stream: int) -> None:
+    """Compute and write the new rows of ``weight`` from its old rows (run when the write
+    is performed: the old rows then hold their final values)."""
+    rows, d = weight.shape
+    added = rows - num_old_rows
+    if is_dtensor(weight):
+        from fastinit.distributed import copy_from_full_
+
+        full = weight.full_tensor()  # a collective: every rank needs every old row
+        full[num_old_rows:] = _mean_resize_rows(full[:num_old_rows], added, key, stream,
+                                                num_old_rows * d, weight.dtype)
+        copy_from_full_(weight, full)
+        return
+    weight[num_old_rows:] = _mean_resize_rows(weight[:num_old_rows], added, key, stream,
+                                              num_old_rows * d, weight.dtype)
+
+
+@route.entry
+def mean_resize_embeddings_(weight: torch.Tensor, num_old_rows: int,
+                            generator: torch.Generator | None = None, *,
+                            seed: int | None = None) -> torch.Tensor:
+    r"""Initialize the rows of a grown embedding from the statistics of its old rows.
+
+    Rows ``num_old_rows`` and up are drawn from the law transformers'
+    ``resize_token_embeddings(..., mean_resizing=True)`` uses (Hewitt, "Initializing new
+    word embeddings for pretrained language models", 2021): the multivariate normal with
+    the mean :math:`\mu` of the old rows and covariance :math:`10^{-9}\,\Sigma`, where
+    :math:`\Sigma = (E - \mu)^T (E - \mu) / n` is the (biased) covariance of the ``n`` old
+    rows :math:`E`, both computed in float32 (the mean accumulated in float64, so it is
+    the float32 rounding of the exact mean). When :math:`10^{-9}\,\Sigma` is not positive
+    definite in float32 (its Cholesky factorization fails - e.g. fewer old rows than
+    columns), every new row is the mean, as in transformers.
+
+    A new row is :math:`\mu + L z` with :math:`L` the Cholesky factor of
+    :math:`10^{-9}\,\Sigma` and :math:`z` the :math:`\mathcal{N}(0, 1)` values that
+    ``normal_`` would give those rows (the call's key and stream at the rows' indices), so
+    the result is reproducible on any device. :math:`\Sigma` is computed blockwise (its
+    upper half only) without a centred copy of the whole matrix: about half the work and
+    memory of transformers' method. The old rows are read when the write is performed,
+    so inside ``materialize`` / ``patch(deferred=True)`` they hold their final values.
+
+    Args:
+        weight: the resized embedding matrix ``(rows, dim)``, old rows first (an
+            ``nn.Embedding`` weight, or an ``lm_head`` weight)
+        num_old_rows: how many leading rows are old, in ``[1, rows]``; ``rows`` is a no-op
+        generator: the torch Generator to draw the call's seed from
+        seed: (fastinit) use this 64-bit seed instead of drawing one
+
+    Raises:
+        ValueError: if ``weight`` is not 2-D or ``num_old_rows`` is outside ``[1, rows]``.
+        TypeError: if ``num_old_rows`` is not an int.
+
+    Examples:
+        >>> old = model.get_input_embeddings().weight.shape[0]
+        >>> model.resize_token_embeddings(old + 8, mean_resizing=False)
+        >>> fastinit.mean_resize_embeddings_(model.get_input_embeddings().weight, old)
+    """
+    fn = "mean_resize_embeddings_"
+    _check_tensor(weight, fn)
+    if weight.dim() != 2:
+        raise ValueError(f"fastinit.{fn}: weight must be 2-D (rows, dim), got shape "
+                         f"{tuple(weight.shape)}")
+    if isinstance(num_old_rows, bool):
+        raise TypeError(f"fastinit.{fn}(): num_old_rows must be an int, not bool")
+    try:
+        num_old_rows = operator.index(num_old_rows)
+    except TypeError:
+        raise TypeError(f"fastinit.{fn}(): num_old_rows must be an int, not "
+                        f"{type(num_old_rows).__name__}") from None
+    rows = weight.shape[0]
+    if not 1 <= num_old_rows <= rows:
+        raise ArgumentError(f"fastinit.{fn}: num_old_rows must be in [1, {rows}] (the rows of "
+                            f"weight), got {num_old_rows}")
+    check_dtype(weight.dtype, fn)
+    check_rng(seed, generator)
+    if fill_target(weight, fn, elementwise=False) is None or num_old_rows == rows:
+        return weight
+    decided = route.keyed(weight, seed, generator)
+    if decided is None:
+        return weight
+    key, stream = decided
+    # reads the old rows and writes the new ones: ordered after every pending write to
+    # the weight (the target is all of it), without hiding them (whole=False)
+    route.torch_write(weight, functools.partial(_write_mean_resized, weight, num_old_rows,
+                                                key, stream), routed=False, whole=False)
+    return weight
 
 
 # --- deprecated aliases (as torch.nn.init keeps them) ---------------------------------------------

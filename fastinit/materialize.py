@@ -552,9 +552,15 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
         device: where to allocate (default: CUDA if available, else CPU); not "meta"
         seed: the 64-bit seed (default: drawn from torch's default generator, so
             ``torch.manual_seed`` makes materialize reproducible)
-        recipe: initialize parameters with a recipe instead of the model's own scheme:
-            a built-in name (``"gpt2"``, ``"llama"``, ``"bert"``, ``"torchtitan_llama"``,
-            ``"vit"``) or a mapping of name globs to ``fastinit.recipes`` inits
+        recipe: a scheme applied after the model's own init: its rules overwrite the
+            parameters they match (the overwritten fills are dropped before they are
+            written), the rest keeps the model's init. A built-in name (``"resnet"``,
+            ``"rnn"``, ``"dcgan"``, ``"rezero"``, ``"lora"``, ``"mup"``, ``"gpt2"``,
+            ``"llama"``, ``"bert"``, ``"torchtitan_llama"``, ``"vit"``), a recipe from
+            ``fastinit.recipes`` (``resnet(zero_init_residual=True)``), or a mapping
+            ``{name-glob: init}`` (``fastinit.recipes.rules(mapping, strict=True)``
+            requires every parameter to match). A recipe matching nothing warns. See
+            ``fastinit.recipes`` and ``fastinit.apply_recipe`` (the same on a real model).
         overwrite: re-initialize every tensor, the real ones included
         keep: globs of the names of real tensors to keep as they are (default: see above)
         progress: show a progress bar when the CPU fill takes more than two seconds
@@ -588,8 +594,8 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             with _recording(router, device):
                 run_model_init(module)
                 if recipe is not None:
-                    rules, warn_unused = recipes_mod.resolve(recipe, module)
-                    recipes_mod.apply(rules, alloc.params, warn_unused)
+                    # the model's own init has run: the recipe's rules overwrite what they match
+                    recipes_mod.resolve(recipe, module).plan(module, alloc.params).run()
             _check_written(module, alloc, coverage)
             router.flush()
         except BaseException:

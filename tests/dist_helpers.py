@@ -198,6 +198,9 @@ def fastinit_fns() -> list[tuple[str, dict, bool]]:
            ("kaiming_uniform_", dict(a=math.sqrt(5)), True),
            ("kaiming_normal_", dict(mode="fan_out", nonlinearity="relu"), True),
            ("scaled_residual_", dict(std=0.02, layer_id=2, truncated=True), False),
+           ("variance_scaling_", dict(scale=2.0, mode="fan_avg"), True),
+           ("lecun_normal_", {}, True),
+           ("lecun_uniform_", {}, True),
            ("constant_", dict(val=0.25), False),
            ("ones_", {}, False),
            ("zeros_", {}, False)]

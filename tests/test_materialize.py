@@ -186,10 +186,13 @@ def test_uninitialized_tensors_raise_and_leave_the_module_untouched():
 
 def test_recipe_errors_and_warnings():
     m = _on_meta(lambda: nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)))
-    with pytest.raises(ValueError, match="known recipes: bert, gpt2, llama, torchtitan_llama, vit"):
+    with pytest.raises(ValueError, match="known recipes: bert, dcgan, gpt2, llama, lora, mup, "
+                                         "resnet, rezero, rnn, torchtitan_llama, vit"):
         materialize(m, "cpu", seed=1, recipe="gpt3")
+    # a mapping overwrites what it matches; strict mode (every parameter covered) on request
     with pytest.raises(ValueError, match=r"no recipe rule matches these parameters: 0\.bias, 1\.bias"):
-        materialize(m, "cpu", seed=1, recipe={"*.weight": fastinit.recipes.ones()})
+        materialize(m, "cpu", seed=1, recipe=fastinit.recipes.rules(
+            {"*.weight": fastinit.recipes.ones()}, strict=True))
     assert m[0].weight.is_meta  # nothing was written
     with pytest.warns(UserWarning, match="'nothing.*' matched no parameter"):
         materialize(m, "cpu", seed=1, recipe={"nothing.*": fastinit.recipes.zeros(),

@@ -53,3 +53,149 @@ def test_constant_inits_and_apply_outside_materialize():
     recipes.apply({"*.weight": recipes.normal(std=0.1), "*": recipes.zeros()},
                   {"lin.weight": w, "lin.bias": b})
     assert not torch.equal(w, before), "apply repeated the previous values"
+
+
+# --- apply_recipe: composition, seeds, errors ------------------------------------------------------
+
+from torch import nn  # noqa: E402
+
+from fastinit.cli.models import LlamaConfig, LlamaShaped  # noqa: E402
+
+SMALL = LlamaConfig("small", hidden=64, intermediate=96, layers=2, heads=4, kv_heads=2, vocab=300)
+
+
+def _snapshot(model):
+    return {n: t.detach().clone() for n, t in model.state_dict(keep_vars=True).items()}
+
+
+def _unchanged(model, before):
+    return all(torch.equal(before[n], t) for n, t in _snapshot(model).items())
+
+
+def test_apply_recipe_equals_materialize_and_writes_in_grouped_launches(monkeypatch):
+    import fastinit.backends as backends
+
+    calls = []
+    original = backends.fill_grouped
+    monkeypatch.setattr(backends, "fill_grouped",
+                        lambda entries, **kw: (calls.append(len(entries)), original(entries, **kw)))
+    torch.manual_seed(0)
+    real = LlamaShaped(SMALL)
+    fastinit.apply_recipe(real, "llama", seed=11)
+    n_params = len(list(real.parameters()))
+    assert calls == [n_params]  # one grouped fill for the whole model (the CPU: one pass)
+    with torch.device("meta"):
+        meta = LlamaShaped(SMALL)
+    fastinit.materialize(meta, "cpu", seed=11, recipe="llama")
+    for (n, a), b in zip(real.named_parameters(), meta.parameters()):
+        assert_bitwise_equal(a.detach(), b.detach())
+    assert abs(real.layers[0].mlp.up_proj.weight.std().item() - 0.02) < 1e-3
+    assert (real.norm.weight == 1).all()
+
+
+def test_materialize_recipe_overwrites_only_what_it_matches():
+    """The model's own init first, then the recipe: unmatched parameters keep the values
+    of a materialize without recipe (same names, same streams)."""
+    def build():
+        return nn.ModuleDict({"lstm": nn.LSTM(8, 16), "head": nn.Linear(16, 4)})
+
+    with torch.device("meta"):
+        a, b = build(), build()
+    fastinit.materialize(a, "cpu", seed=5, recipe="rnn")
+    fastinit.materialize(b, "cpu", seed=5)
+    assert_bitwise_equal(a.head.weight.detach(), b.head.weight.detach())
+    assert_bitwise_equal(a.head.bias.detach(), b.head.bias.detach())
+    assert not torch.equal(a.lstm.weight_hh_l0, b.lstm.weight_hh_l0)
+    # a mapping rewrites what its globs match, the rest keeps the model's init
+    with torch.device("meta"):
+        c = build()
+    fastinit.materialize(c, "cpu", seed=5, recipe={"head.bias": recipes.constant(0.5)})
+    assert (c.head.bias == 0.5).all()
+    assert_bitwise_equal(c.head.weight.detach(), b.head.weight.detach())
+    assert_bitwise_equal(c.lstm.weight_hh_l0.detach(), b.lstm.weight_hh_l0.detach())
+
+
+def test_apply_recipe_seeds_and_generators():
+    model = LlamaShaped(SMALL)
+    torch.manual_seed(3)
+    fastinit.apply_recipe(model, "llama")
+    first = _snapshot(model)
+    fastinit.apply_recipe(model, "llama")  # a new key from the default generator
+    assert not torch.equal(first["lm_head.weight"], model.lm_head.weight)
+    torch.manual_seed(3)
+    fastinit.apply_recipe(model, "llama")
+    assert all(torch.equal(first[n], t) for n, t in _snapshot(model).items())
+    g = torch.Generator().manual_seed(3)
+    state = torch.get_rng_state()
+    fastinit.apply_recipe(model, "llama", generator=g)  # g's first draw = the global's above
+    assert torch.equal(state, torch.get_rng_state())
+    assert all(torch.equal(first[n], t) for n, t in _snapshot(model).items())
+    fastinit.apply_recipe(model, "llama", seed=3)
+    assert not torch.equal(first["lm_head.weight"], model.lm_head.weight)
+
+
+def test_apply_recipe_ignores_hf_initialized_flags():
+    model = nn.Sequential(nn.Linear(8, 8))
+    model[0].weight._is_hf_initialized = True
+    before = model[0].weight.detach().clone()
+    fastinit.apply_recipe(model, {"*.weight": recipes.normal(std=0.5)}, seed=1)
+    assert not torch.equal(model[0].weight, before)
+
+
+@pytest.mark.parametrize("recipe,exc,match", [
+    ("gpt3", ValueError, "known recipes: bert, dcgan, gpt2, llama, lora, mup, resnet, rezero, "
+                         "rnn, torchtitan_llama, vit"),
+    (recipes.rules({"*.weight": recipes.ones()}, strict=True), ValueError,
+     r"no recipe rule matches these parameters: 0\.bias, 1\.bias"),
+    ({"*": recipes.orthogonal()}, ValueError, r"0\.bias: Only tensors with 2 or more"),
+    ({"*.weight": recipes.normal(std=0.1), "1.bias": recipes.constant(1e6)}, RuntimeError,
+     "1.bias"),
+    ({"*": 3.0}, TypeError, "callable"),
+    (42, TypeError, "recipe must be"),
+])
+def test_apply_recipe_errors_write_nothing(recipe, exc, match):
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4, dtype=torch.float16))
+    before = _snapshot(model)
+    state = torch.get_rng_state()
+    with pytest.raises(exc, match=match):
+        fastinit.apply_recipe(model, recipe)
+    assert _unchanged(model, before)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_apply_recipe_matching_nothing_warns_and_meta_models_are_refused():
+    model = nn.Sequential(nn.Linear(4, 4))
+    before = _snapshot(model)
+    for recipe in ("resnet", "rnn", "dcgan", "lora"):
+        with pytest.warns(UserWarning, match=f"recipe '{recipe}' matched nothing in Sequential"):
+            fastinit.apply_recipe(model if recipe != "resnet" else nn.Sequential(nn.ReLU()), recipe)
+        assert _unchanged(model, before)
+    with pytest.warns(UserWarning, match="'nothing.*' matched no parameter"):
+        fastinit.apply_recipe(model, {"nothing.*": recipes.zeros(), "*": recipes.zeros()})
+    assert (model[0].weight == 0).all()
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="meta device.*materialize"):
+        fastinit.apply_recipe(meta, "llama")
+
+
+def test_fan_inits_match_the_functions():
+    w = torch.empty(24, 16, 3)
+    cases = [
+        (recipes.kaiming_normal(mode="fan_out", nonlinearity="relu"),
+         lambda t, s: fastinit.kaiming_normal_(t, mode="fan_out", nonlinearity="relu", seed=s)),
+        (recipes.kaiming_uniform(a=math.sqrt(5)),
+         lambda t, s: fastinit.kaiming_uniform_(t, a=math.sqrt(5), seed=s)),
+        (recipes.xavier_uniform(gain=2.0), lambda t, s: fastinit.xavier_uniform_(t, 2.0, seed=s)),
+        (recipes.xavier_normal(), lambda t, s: fastinit.xavier_normal_(t, seed=s)),
+    ]
+    for init, fn in cases:
+        assert_bitwise_equal(init(w.clone(), seed=4), fn(w.clone(), 4))
+    # per-block fans: each of 3 blocks of 8 rows is a 8 x 48 layer
+    gated = recipes.xavier_uniform(blocks=3)(w.clone(), seed=4)
+    assert_bitwise_equal(gated, fastinit.uniform_(w.clone(), -math.sqrt(6 / (48 + 24)),
+                                                  math.sqrt(6 / (48 + 24)), seed=4))
+    with pytest.raises(ValueError, match="Mode fan_sum"):
+        recipes.kaiming_normal(mode="fan_sum")
+    with pytest.raises(ValueError, match="blocks"):
+        recipes.xavier_uniform(blocks=0)
