@@ -40,6 +40,7 @@ from fastinit.init import (
     xavier_uniform_,
     zeros_,
 )
+from fastinit.construction import empty_init
 from fastinit.intercept import patch
 from fastinit.materialize import materialize
 from fastinit.recipes import apply_recipe
@@ -82,6 +83,7 @@ __all__ = [
     "class_prior_bias_",
     "mean_resize_embeddings_",
     "materialize",
+    "empty_init",
     "apply_recipe",
     "patch",
     "recipes",

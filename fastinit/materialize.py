@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
@@ -38,6 +39,7 @@ from torch import nn
 
 from fastinit import recipes as recipes_mod
 from fastinit import route
+from fastinit.construction import Construction, Program, Ref, Replay, construction_of
 from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write
 from fastinit.intercept import InitMode, patched_init_functions
@@ -352,12 +354,16 @@ class Coverage:
     map of the storage, made only for storages that need one.
     """
 
-    def __init__(self, named: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, named: Mapping[str, torch.Tensor] = {}) -> None:
         self._entries: dict[int, list[list]] = {}  # storage -> [[name, tensor, full]]
         self._maps: dict[int, torch.Tensor] = {}  # storage -> bool map of its elements
         for name, t in named.items():
-            if local_tensor(t).numel():
-                self._entries.setdefault(_storage_id(t), []).append([name, t, False])
+            self.add(name, t)
+
+    def add(self, name: str, t: torch.Tensor, full: bool = False) -> None:
+        """Follow ``t`` (``full``: its values are already all there)."""
+        if local_tensor(t).numel():
+            self._entries.setdefault(_storage_id(t), []).append([name, t, full])
 
     def wrote(self, view: torch.Tensor, mark: Callable[[torch.Tensor], object] | None = None
               ) -> None:
@@ -584,7 +590,12 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                          "not 'meta'")
     key = normalize_seed(seed) if seed is not None else draw_seed(None)
     keep = None if keep is None else list(keep)
+    recorded = construction_of(module)
     with _seeded_generators(device, key):
+        if recorded is not None:
+            _replay_construction(module, recorded, device, key, recipe, overwrite, keep,
+                                 progress)
+            return module
         alloc = _Allocation(module, device, overwrite, keep)
         try:
             big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS
@@ -602,6 +613,156 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             alloc.undo()
             raise
     return module
+
+
+# --- models built under empty_init(): replay their construction ------------------------------
+
+
+def _replay_construction(module: nn.Module, recorded: Construction, device: torch.device,
+                         key: int, recipe, overwrite: bool, keep, progress: bool) -> None:
+    """materialize for a model built inside ``empty_init()``: replay what its tensors
+    depend on (see ``fastinit.construction``), with the same routing, recording, grouped
+    writes and coverage as the meta path."""
+    slots = _slots(module)
+    _refuse_uninitialized_parameters(slots)
+    hf = _is_hf_model(module)
+    names: dict[int, str] = {}
+    for name, t in _named(module):
+        names.setdefault(id(t), name)
+    program = recorded.program
+    replayed: dict[int, tuple[str, Ref]] = {}  # id(tensor) -> (name, ref)
+    kept: list[torch.Tensor] = []
+    changed = []
+    for _, _, t in slots:
+        name = names.get(id(t))
+        if id(t) in replayed or name is None:
+            continue
+        ref = recorded.refs.get(name)
+        same = ref is not None and (recorded.objects[name] is t or (
+            is_dtensor(t) and tuple(t.shape) == ref.shape and t.dtype == ref.dtype))
+        # a real tensor the block wrote (legacy torch.Tensor(n)) is construction memory:
+        # replayed unless kept explicitly (keep=, transformers' flag)
+        construction_memory = same and not t.is_meta and program.storages[ref.storage].legacy
+        if not t.is_meta and not is_dtensor(t) and (
+                _kept(t, name, hf or construction_memory, overwrite, keep)):
+            kept.append(t)
+            continue
+        if not same:
+            if t.is_meta or is_dtensor(t):
+                changed.append(name)
+            else:
+                kept.append(t)
+            continue
+        replayed[id(t)] = (name, ref)
+    if changed:
+        raise ValueError(
+            "materialize: these tensors were not made by the fastinit.empty_init() block "
+            f"that built the model (replaced or converted after it): {', '.join(changed)}; "
+            "do that inside the block, or build the model under torch.device('meta') to "
+            "have materialize run its init code instead")
+    sharded = [(t, n, r) for t, (n, r) in ((t, replayed[id(t)]) for _, _, t in slots
+                                           if id(t) in replayed) if is_dtensor(t)]
+    if sharded:
+        if any(t.is_meta for t, _, _ in sharded):
+            alloc = _Allocation.__new__(_Allocation)
+            alloc.module, alloc.replaced, alloc.emptied = module, [], False
+            alloc._to_empty(device)
+        for t, name, ref in {id(t): (t, n, r) for t, n, r in sharded}.values():
+            _replay_sharded(program, device, key, name, ref, t)
+        plain = {i: v for i, v in replayed.items()
+                 if not any(i == id(t) for t, _, _ in sharded)}
+    else:
+        plain = replayed
+    by_storage: dict[int, list[tuple[str, Ref]]] = {}
+    for name, ref in plain.values():
+        by_storage.setdefault(ref.storage, []).append((name, ref))
+    total = sum(math.prod(ref.shape) for _, ref in plain.values())
+    coverage = Coverage()
+    router = _Router(key, {}, kept, coverage,
+                     progress=progress and total >= PROGRESS_MIN_ELEMENTS and device.type == "cpu")
+    replay = Replay(program, device)
+
+    def bound(s: int) -> None:  # a parameter's memory exists: name it before its fills run
+        for name, ref in by_storage.get(s, ()):
+            real = replay.resolve(ref)
+            router.track(name, real)
+            coverage.add(name, real, full=not program.storages[s].empty)
+
+    replay.on_bind = bound
+    swapped: list[tuple[dict, str, torch.Tensor]] = []
+    try:
+        with _recording(router, device):
+            replay.run(program.needed({ref.storage for _, ref in plain.values()}))
+            memo: dict[int, torch.Tensor] = {}
+            params: dict[str, torch.Tensor] = {}
+            for table, attr, t in slots:
+                if id(t) not in plain:
+                    continue
+                new = memo.get(id(t))
+                if new is None:
+                    new = memo[id(t)] = _as_like(replay.resolve(plain[id(t)][1]), t)
+                swapped.append((table, attr, t))
+                table[attr] = new
+                if isinstance(new, nn.Parameter) and not getattr(new, "_is_hf_initialized", False):
+                    params.setdefault(plain[id(t)][0], new)
+            if recipe is not None:
+                recipes_mod.resolve(recipe, module).plan(module, params).run()
+        _raise_missing(coverage.missing())
+        router.flush()
+    except BaseException:
+        for table, attr, t in reversed(swapped):
+            table[attr] = t
+        raise
+
+
+def _replay_sharded(program: Program, device: torch.device, key: int, name: str, ref: Ref,
+                    dt) -> None:
+    """A DTensor parameter of a recorded model: replay it whole on this rank (one
+    temporary of its global size), then keep the part this rank holds. No communication."""
+    from fastinit.distributed import copy_from_full_
+
+    coverage = Coverage()
+    router = _Router(key, {}, (), coverage)
+    replay = Replay(program, device)
+
+    def bound(s: int) -> None:
+        if s == ref.storage:
+            real = replay.resolve(ref)
+            router.track(name, real)
+            coverage.add(name, real, full=not program.storages[s].empty)
+
+    replay.on_bind = bound
+    with _recording(router, device):
+        replay.run(program.needed({ref.storage}))
+    _raise_missing(coverage.missing())
+    router.flush()
+    with torch.no_grad():
+        copy_from_full_(dt, replay.resolve(ref))
+
+
+def _as_like(real: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``real`` dressed as ``old`` was: a Parameter (its attributes kept) or a buffer."""
+    if isinstance(old, nn.Parameter):
+        new = nn.Parameter(real, requires_grad=old.requires_grad)
+    else:
+        new = real.requires_grad_(old.requires_grad)
+    new.__dict__.update(old.__dict__)
+    return new
+
+
+def _named(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    yield from module.named_parameters(remove_duplicate=False)
+    yield from module.named_buffers(remove_duplicate=False)
+
+
+def _raise_missing(missing: Mapping[str, str]) -> None:
+    if missing:
+        listed = ", ".join(f"{n} ({w})" for n, w in sorted(missing.items()))
+        raise ValueError(
+            "materialize: these tensors would hold uninitialized memory, because the "
+            f"model's construction and init code do not write them (entirely): {listed}; "
+            "write them in the model's __init__ or reset_parameters(), or pass a recipe that "
+            "covers them")
 
 
 def _check_written(module: nn.Module, alloc: _Allocation, coverage: Coverage) -> None:

@@ -70,10 +70,14 @@ _ROUTER: ContextVar[Router | None] = ContextVar("fastinit_router", default=None)
 _INSIDE: ContextVar[bool] = ContextVar("fastinit_inside", default=False)
 
 
+_OBSERVER: ContextVar[Callable | None] = ContextVar("fastinit_entry_observer", default=None)
+
+
 def entry(fn: Callable) -> Callable:
     """Mark ``fn`` as a fastinit entry point: the torch operations it performs on the
     way (storage queries, temporaries, writes it has already routed) are fastinit's own,
-    and :class:`fastinit.intercept.InitMode` does not treat them as the user's."""
+    and :class:`fastinit.intercept.InitMode` does not treat them as the user's. A
+    successful call is reported to the entry observer (``fastinit.empty_init`` records it)."""
 
     @functools.wraps(fn)
     def entered(*args, **kwargs):
@@ -81,11 +85,23 @@ def entry(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         token = _INSIDE.set(True)
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         finally:
             _INSIDE.reset(token)
+        observer = _OBSERVER.get()
+        if observer is not None:
+            observer(entered, args, kwargs)
+        return result
 
     return entered
+
+
+def observe_entries(observer: Callable | None, token=None):
+    """Set the entry observer (returns a token); with ``token``, restore the previous one."""
+    if token is not None:
+        _OBSERVER.reset(token)
+        return None
+    return _OBSERVER.set(observer)
 
 
 def inside() -> bool:
@@ -205,11 +221,12 @@ class NameRouter:
         self.recorder = Recorder(progress=progress)
         self._named: dict[int, list[tuple[str, torch.Tensor, int, tuple[int, int]]]] = {}
         for name, t in named.items():
-            self._track(name, t)
+            self.track(name, t)
         self.protected = {_storage(t) for t in protected if not _is_empty(t)}
         self.written: set[str] = set()
 
-    def _track(self, name: str, t: torch.Tensor) -> None:
+    def track(self, name: str, t: torch.Tensor) -> None:
+        """Name ``t`` (a tensor that now has memory): its fills take its name's stream."""
         from fastinit.streams import stream_for_name
 
         if _is_empty(t):
@@ -251,7 +268,7 @@ class NameRouter:
             for i, e in enumerate(entries):
                 if e[1] is t:
                     del entries[i]
-                    self._track(e[0], t)
+                    self.track(e[0], t)
                     self.written.add(e[0])
                     return
 

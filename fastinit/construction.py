@@ -1,0 +1,442 @@
+"""Recording construction: ``empty_init()``, and the replay ``materialize`` runs.
+
+Inside ``with fastinit.empty_init():`` a model is built on the meta device (no memory, no
+work), and what construction does to the tensors it makes is recorded as a *program*:
+the factory calls that make tensors (``torch.zeros``, ``torch.tensor(2.6592)``,
+``torch.arange``...), the operations that compute from them, the writes
+(``w.diagonal().fill_(1)``, ``copy_``), the init calls (``torch.nn.init.*`` and fastinit's
+own functions), clones (``copy.deepcopy`` of layers), and writes to real tensors the block
+had not seen (legacy ``nn.Parameter(torch.Tensor(n))``). ``materialize`` replays the part
+of the program the model's parameters and buffers depend on, on the real device: every
+value is what eager construction computed, in eager order; random draws come from
+fastinit's name streams (init functions, in-place ``normal_``/``uniform_`` of parameters)
+or from generators seeded from the materialize seed (``torch.rand`` and the like).
+
+Each recorded operation keeps its tensor arguments as :class:`Ref` s (storage, offset,
+shape, strides, dtype at the time of the call), so the replay is exact even when a tensor
+is rebound later (``param.data = x``). Operations that touch no tensor made in the block
+are not recorded; reading a meta tensor's values during construction (``.item()``,
+``.tolist()``) evaluates it on the CPU from the program.
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from fastinit import route
+
+try:
+    from torch.utils._device import _device_constructors
+
+    _FACTORIES = frozenset(_device_constructors())
+except ImportError:  # pragma: no cover - older torch
+    _FACTORIES = frozenset()
+
+#: Operations whose result holds no value until written.
+_EMPTY = frozenset(f for f in (torch.empty, torch.empty_strided, getattr(torch, "empty_permuted", None),
+                               torch.empty_like, torch.Tensor.new_empty,
+                               torch.Tensor.new_empty_strided) if f is not None)
+#: Operations that hand out values as Python objects: a meta tensor is evaluated first.
+_VALUE_READS = frozenset({
+    "item", "tolist", "__bool__", "__int__", "__float__", "__index__", "__complex__", "numpy",
+    "__array__", "__repr__", "__str__", "__format__", "equal", "allclose",
+})
+#: Operations that neither compute nor write values (``__set__``: ``param.data = x``
+#: rebinds; the final tensors are taken as they are at the end of the block).
+_NO_VALUES = frozenset({
+    "size", "stride", "dim", "numel", "element_size", "is_contiguous", "nelement",
+    "ndimension", "is_floating_point", "is_complex", "get_device", "__len__", "__hash__",
+    "__get__", "storage_offset", "data_ptr", "untyped_storage", "_is_view", "requires_grad_",
+    "__set__", "has_names", "is_pinned", "is_shared", "is_set_to",
+})
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor argument of a recorded operation: which storage, and which view of it (a
+    pytree leaf, so that argument structures map over it whole)."""
+
+    storage: int
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass
+class Op:
+    """One recorded call. ``outs`` aligns with the tensors of its result (None for those
+    that are not plain tensors)."""
+
+    func: Callable
+    args: tuple
+    kwargs: dict
+    reads: tuple[int, ...]
+    writes: tuple[int, ...]
+    outs: tuple[Ref | None, ...] = ()
+    factory: bool = False
+
+
+@dataclass
+class Storage:
+    """A storage the program knows: its size, whether it starts without values, and whether
+    it is a real tensor first seen being written (legacy ``torch.Tensor(n)``)."""
+
+    nbytes: int
+    empty: bool
+    legacy: bool
+    keepalive: object  # a tensor on it: the storage (and its id) stays alive while recorded
+
+
+@dataclass
+class Program:
+    """What construction did to the tensors it made (see the module docstring)."""
+
+    ops: list[Op] = field(default_factory=list)
+    storages: dict[int, Storage] = field(default_factory=dict)
+
+    def ref(self, t: torch.Tensor) -> Ref:
+        return Ref(sid(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+    def knows(self, t: torch.Tensor) -> bool:
+        return _plain(t) and sid(t) in self.storages
+
+    def track(self, t: torch.Tensor, *, empty: bool, legacy: bool = False) -> int:
+        s = sid(t)
+        if s not in self.storages:
+            self.storages[s] = Storage(t.untyped_storage().nbytes(), empty, legacy, t)
+        return s
+
+    def needed(self, targets: set[int]) -> list[Op]:
+        """The operations the values of storages ``targets`` depend on, in program order."""
+        live = set(targets)
+        keep = []
+        for op in reversed(self.ops):
+            if live.intersection(op.writes):
+                keep.append(op)
+                live.update(op.reads)
+        keep.reverse()
+        return keep
+
+
+def sid(t: torch.Tensor) -> int:
+    """The identity of a tensor's storage (its address in memory, meta storages included)."""
+    return t.untyped_storage()._cdata
+
+
+def _plain(t: object) -> bool:
+    return (isinstance(t, torch.Tensor) and not hasattr(t, "_local_tensor")
+            and t.layout == torch.strided and not t.is_nested)
+
+
+def _writes_first(fname: str, args: tuple) -> bool:
+    """Whether the call writes its first argument in place."""
+    return bool(args) and _plain(args[0]) and (
+        (fname.endswith("_") and not fname.startswith("__")) or fname == "__setitem__")
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+_RECORDING: ContextVar["_Recorder | None"] = ContextVar("fastinit_recording", default=None)
+
+
+class _Recorder(TorchFunctionMode):
+    """Builds tensors on meta (like ``torch.device("meta")``) and records the program."""
+
+    def __init__(self, program: Program) -> None:
+        super().__init__()
+        self.program = program
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if route.inside():  # fastinit's own work: recorded at its entry point
+            return func(*args, **kwargs)
+        from fastinit.intercept import _ORIGINAL_TO_NAME, _fastinit_fn
+
+        name = _ORIGINAL_TO_NAME.get(func)
+        if name is not None:  # torch.nn.init via __torch_function__: fastinit's, recorded
+            return _fastinit_fn(name)(*args, **kwargs)
+        if func in _FACTORIES:
+            if kwargs.get("device") is None:
+                kwargs["device"] = "meta"
+                out = func(*args, **kwargs)
+                if out.numel() == 0:
+                    # no memory either way; but code that probes the device with
+                    # torch.tensor([]) (transformers' post_init) must see a real device, so
+                    # that it runs its construction-time init as eager code does (recorded)
+                    out = func(*args, **{**kwargs, "device": None})
+            else:
+                out = func(*args, **kwargs)
+            self.record(func, args, kwargs, out, factory=True)
+            return out
+        fname = getattr(func, "__name__", "")
+        if fname in _NO_VALUES:
+            return func(*args, **kwargs)
+        program = self.program
+        tensors = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
+        known = [t for t in tensors if program.knows(t)]
+        if fname in _VALUE_READS:
+            meta = [t for t in known if t.is_meta]
+            if not meta:
+                return func(*args, **kwargs)
+            real = evaluate(program, meta)  # construction reads values: compute them
+            swap = (lambda x: real.get(id(x), x))
+            return func(*tree_map(swap, args), **tree_map(swap, kwargs))
+        if fname == "__deepcopy__" and known:  # copy.deepcopy of a layer: a clone
+            out = func(*args, **kwargs)
+            self.record(torch.Tensor.clone, (args[0],), {"memory_format": torch.preserve_format},
+                        out)
+            return out
+        if not known:
+            if not _writes_first(fname, args) or args[0].is_meta:
+                return func(*args, **kwargs)
+            program.track(args[0], empty=True, legacy=True)  # a legacy torch.Tensor(n)
+        out = func(*args, **kwargs)
+        self.record(func, args, kwargs, out)
+        return out
+
+    def record(self, func, args, kwargs, out, factory: bool = False) -> None:
+        program = self.program
+        reads: list[int] = []
+
+        def to_ref(x):
+            if program.knows(x):
+                reads.append(sid(x))
+                return program.ref(x)
+            return x
+
+        rargs = tree_map(to_ref, args)
+        rkwargs = tree_map(to_ref, kwargs)
+        writes: list[int] = []
+        fname = getattr(func, "__name__", "")
+        if _writes_first(fname, args) and program.knows(args[0]):
+            writes.append(sid(args[0]))
+        out_kw = kwargs.get("out")
+        if _plain(out_kw):
+            writes.append(program.track(out_kw, empty=False))
+        outs = []
+        empty = func in _EMPTY
+        for t in tree_flatten(out)[0]:
+            if not _plain(t):
+                outs.append(None)
+                continue
+            writes.append(program.track(t, empty=empty))
+            outs.append(program.ref(t))
+        if writes:
+            program.ops.append(Op(func, rargs, rkwargs, tuple(reads), tuple(writes),
+                                  tuple(outs), factory))
+
+    def record_entry(self, fn: Callable, args: tuple, kwargs: dict) -> None:
+        """A fastinit function was called (``route.entry``): a write of its tensor."""
+        target = args[0] if args else kwargs.get("tensor")
+        if not _plain(target):
+            return
+        if not self.program.knows(target):
+            if target.is_meta:
+                return  # a meta tensor made outside the block: nothing to replay into
+            self.program.track(target, empty=True, legacy=True)
+        self.record(fn, args, kwargs, None)
+
+
+def recording() -> _Recorder | None:
+    """The recorder of the enclosing ``empty_init()`` block, if any."""
+    return _RECORDING.get()
+
+
+# --- the modules built in a block, and their tensors' names -----------------------------------
+
+
+@dataclass
+class Construction:
+    """The program of an ``empty_init()`` block, and the tensors of a model built in it at
+    the end of the block (qualified name -> :class:`Ref`, and the tensor object)."""
+
+    program: Program
+    refs: dict[str, Ref]
+    objects: dict[str, torch.Tensor]
+
+
+_CONSTRUCTIONS: "weakref.WeakKeyDictionary[nn.Module, Construction]" = weakref.WeakKeyDictionary()
+
+
+def construction_of(module: nn.Module) -> Construction | None:
+    """The recorded construction of ``module`` (built inside ``empty_init()``), if any."""
+    return _CONSTRUCTIONS.get(module)
+
+
+class _Block:
+    """One ``empty_init()`` block: its program and the modules made in it."""
+
+    def __init__(self) -> None:
+        self.program = Program()
+        self.modules: dict[int, nn.Module] = {}
+        self.children: set[int] = set()
+
+    def on_module(self, module, name, submodule) -> None:
+        self.modules.setdefault(id(module), module)
+        if submodule is not None:
+            self.modules.setdefault(id(submodule), submodule)
+            self.children.add(id(submodule))
+
+    def on_tensor(self, module, name, tensor) -> None:
+        self.modules.setdefault(id(module), module)
+
+    def finish(self) -> None:
+        for mid, module in self.modules.items():
+            if mid in self.children:
+                continue
+            refs: dict[str, Ref] = {}
+            objects: dict[str, torch.Tensor] = {}
+            for name, t in _named_tensors(module):
+                if self.program.knows(t):
+                    refs[name] = self.program.ref(t)
+                    objects[name] = t
+            _CONSTRUCTIONS[module] = Construction(self.program, refs, objects)
+
+
+def _named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    yield from module.named_parameters(remove_duplicate=False)
+    yield from module.named_buffers(remove_duplicate=False)
+
+
+@contextlib.contextmanager
+def empty_init() -> Iterator[None]:
+    """Build models on the meta device, recording what their construction does, so that
+    ``fastinit.materialize`` gives exactly what eager construction would have given.
+
+    Inside the block, tensors are made on the meta device as under
+    ``torch.device("meta")`` (no memory, no work; a factory given an explicit device keeps
+    it), and every operation that makes, computes from or writes a tensor made in the block
+    is recorded, as are ``torch.nn.init`` and fastinit calls, and writes to real tensors
+    first seen being written (legacy ``nn.Parameter(torch.Tensor(n))``). Then
+    ``materialize(model)`` replays what the model's parameters and buffers depend on:
+    values computed only in ``__init__`` (``torch.tensor(2.6592)``, ``torch.ones``,
+    ``w.diagonal().fill_(1)``), copies (``copy.deepcopy`` of layers), every init call in
+    construction order, parametrizations - as eager construction computed them, with
+    fastinit's streams for the random draws and grouped launches for the fills.
+
+    The recording costs little on top of a meta build (a list of calls, no values). Blocks
+    nest (the outer one records). Modules built in the block keep their recording until
+    they are garbage-collected.
+
+    Examples:
+        >>> with fastinit.empty_init():
+        ...     model = LlamaForCausalLM(config)
+        >>> fastinit.materialize(model, "cuda", seed=0)
+    """
+    if _RECORDING.get() is not None:
+        yield
+        return
+    from torch.nn.modules import module as module_mod
+
+    from fastinit.intercept import patched_init_functions
+
+    block = _Block()
+    recorder = _Recorder(block.program)
+    token = _RECORDING.set(recorder)
+    entries = route.observe_entries(recorder.record_entry)
+    handles = [
+        module_mod.register_module_module_registration_hook(block.on_module),
+        module_mod.register_module_parameter_registration_hook(block.on_tensor),
+        module_mod.register_module_buffer_registration_hook(block.on_tensor),
+    ]
+    try:
+        with patched_init_functions(), recorder:
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+        route.observe_entries(None, entries)
+        _RECORDING.reset(token)
+    block.finish()
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+
+class Replay:
+    """Runs recorded operations on a real device.
+
+    ``env`` maps each recorded storage to a real uint8 tensor over its memory; a
+    :class:`Ref` resolves to the same view of that memory. ``on_bind(storage, tensor)`` is
+    told when a storage gets its memory (the router learns the names of the parameters
+    before their fills run).
+    """
+
+    def __init__(self, program: Program, device: torch.device,
+                 on_bind: Callable[[int], None] | None = None) -> None:
+        self.program = program
+        self.device = device
+        self.on_bind = on_bind
+        self.env: dict[int, torch.Tensor] = {}
+
+    def resolve(self, ref: Ref) -> torch.Tensor:
+        base = self.env[ref.storage]
+        t = torch.empty(0, dtype=ref.dtype, device=base.device)
+        return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
+
+    def _real(self, x):
+        return self.resolve(x) if isinstance(x, Ref) else x
+
+    def run(self, ops: list[Op]) -> None:
+        for op in ops:
+            for s in op.reads + op.writes:
+                info = self.program.storages.get(s)
+                if s not in self.env and info is not None and info.legacy:
+                    self._bind(s, torch.empty(info.nbytes, dtype=torch.uint8,
+                                              device=self.device))
+            args = tree_map(self._real, op.args)
+            kwargs = tree_map(self._real, op.kwargs)
+            if op.factory:
+                kwargs["device"] = self.device
+            out = op.func(*args, **kwargs)
+            results = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+            for ref, real in zip(op.outs, results):
+                if ref is None or ref.storage in self.env:
+                    continue
+                if (real.storage_offset(), tuple(real.shape), tuple(real.stride())) != (
+                        ref.offset, ref.shape, ref.stride):
+                    laid_out = torch.empty_strided(ref.shape, ref.stride, dtype=real.dtype,
+                                                   device=real.device)
+                    laid_out.copy_(real)  # the layout the program saw (meta's)
+                    real = laid_out
+                self._bind(ref.storage, _bytes(real))
+            out_kw = kwargs.get("out")
+            for s in op.writes:
+                if s not in self.env and isinstance(out_kw, torch.Tensor):
+                    self._bind(s, _bytes(out_kw))
+
+    def _bind(self, s: int, memory: torch.Tensor) -> None:
+        self.env[s] = memory
+        if self.on_bind is not None:
+            self.on_bind(s)
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    """A uint8 tensor over the whole storage of ``t``."""
+    storage = t.untyped_storage()
+    return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
+        storage, 0, (storage.nbytes(),), (1,))
+
+
+def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Real CPU values of recorded meta ``tensors`` (by ``id``), computed from the program
+    (construction read them: ``.item()``, ``.tolist()``, ``bool(...)``)."""
+    replay = Replay(program, torch.device("cpu"))
+    token = _RECORDING.set(None)
+    entries = route.observe_entries(None)
+    try:
+        with torch.no_grad():
+            replay.run(program.needed({sid(t) for t in tensors}))
+    finally:
+        route.observe_entries(None, entries)
+        _RECORDING.reset(token)
+    return {id(t): replay.resolve(program.ref(t)) for t in tensors}
