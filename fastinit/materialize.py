@@ -151,16 +151,49 @@ def run_model_init(module: nn.Module) -> None:
         _reset(m)
 
     post_order(module)
-    if _is_hf_model(module):
-        with _untied(module):
-            if hasattr(module, "initialize_weights"):
-                module.initialize_weights()
+    hf_models = _outermost_hf_models(module)
+    for model in hf_models:
+        with _untied(model):
+            if hasattr(model, "initialize_weights"):
+                model.initialize_weights()
             else:
-                module.init_weights()
+                model.init_weights()
+    if not hf_models:
+        init_weights = getattr(module, "init_weights", None)
+        if callable(init_weights):
+            init_weights()
+    _reset_lora_adapters(module)
+
+
+def _outermost_hf_models(module: nn.Module) -> list[nn.Module]:
+    """The transformers models in ``module`` that no other transformers model contains
+    (the model itself, or the base model inside a PEFT wrapper)."""
+    if _is_hf_model(module):
+        return [module]
+    found: list[nn.Module] = []
+    for child in module.children():
+        found += _outermost_hf_models(child)
+    return found
+
+
+def _reset_lora_adapters(module: nn.Module) -> None:
+    """PEFT adapters are initialized after the base model is built, by each LoRA layer's
+    ``reset_lora_parameters(adapter, init_lora_weights)``: do it again, in that order."""
+    configs = next((m.peft_config for m in module.modules()
+                    if isinstance(getattr(m, "peft_config", None), dict)), None)
+    if not configs:
         return
-    init_weights = getattr(module, "init_weights", None)
-    if callable(init_weights):
-        init_weights()
+    for m in module.modules():
+        reset = getattr(m, "reset_lora_parameters", None)
+        if not callable(reset):
+            continue
+        adapters = set()
+        for table in ("lora_A", "lora_embedding_A"):
+            adapters.update(getattr(m, table, {}).keys())
+        for name in sorted(adapters):
+            init = getattr(configs.get(name), "init_lora_weights", True)
+            if init is True or init is False or init == "gaussian":  # data-free schemes
+                reset(name, init)
 
 
 @contextlib.contextmanager

@@ -479,12 +479,6 @@ def test_lora_same_as_materialize():
     assert_same_as_materialize(lambda: peft_model(), "lora", own_init=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "materialize's core: run_model_init calls every module's reset_parameters(), and PEFT's "
-    "LoRA layers have none (PEFT initializes adapters in LoraLayer.update_layer -> "
-    "reset_lora_parameters(adapter, init_lora_weights)); so lora_B gets nn.Linear's Kaiming "
-    "default instead of zeros, and lora_embedding_A / lora_embedding_B (ParameterDict "
-    "entries) get nothing: 'nothing initialized these tensors'. recipe='lora' works."))
 def test_peft_on_meta_materializes_with_peft_init():
     model = peft_model(device="meta")
     fastinit.materialize(model, "cpu", seed=SEED)
@@ -493,6 +487,32 @@ def test_peft_on_meta_materializes_with_peft_init():
             assert (p == 0).all(), n
         else:
             assert torch.isfinite(p).all() and p.std() > 0, n
+
+
+@pytest.mark.parametrize("init_lora_weights", [True, "gaussian"])
+def test_peft_built_under_empty_init_equals_peft_eager(init_lora_weights):
+    """get_peft_model inside fastinit.empty_init(): materialize replays PEFT's own adapter
+    init - B zeros, A from PEFT's law - and the base model's construction."""
+    peft = pytest.importorskip("peft")
+    cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["emb", "fc1", "fc2", "conv"],
+                          init_lora_weights=init_lora_weights)
+    with fastinit.empty_init():
+        model = peft.get_peft_model(LoRABase(), cfg)
+    fastinit.materialize(model, "cpu", seed=SEED)
+    torch.manual_seed(0)
+    ref = peft.get_peft_model(LoRABase(), peft.LoraConfig(
+        r=8, lora_alpha=16, target_modules=["emb", "fc1", "fc2", "conv"],
+        init_lora_weights=init_lora_weights))
+    ours, theirs = adapters(model), adapters(ref)
+    assert list(ours) == list(theirs)
+    for n, p in ours.items():
+        if (theirs[n] == 0).all():
+            assert (p == 0).all(), n
+        else:
+            assert p.std() > 0, n
+            assert same_law_errors(p.detach(), theirs[n].detach(), n) == []
+    x = torch.randint(0, 400, (2, 5))
+    assert torch.equal(model(x), model.get_base_model()(x))  # adapters start at zero
 
 
 def test_peft_on_meta_with_the_lora_recipe():
