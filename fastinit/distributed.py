@@ -388,3 +388,120 @@ def index_put_global_(dt, indices: Sequence[torch.Tensor], value: float) -> None
     with torch.no_grad():
         local.index_put_(tuple(li[keep] for li in local_idx),
                          torch.tensor(value, dtype=local.dtype, device=local.device))
+
+
+# --- parts of a DTensor: writes land on the ranks that hold them ---------------------------
+
+
+class GlobalPart(NamedTuple):
+    """A basic-indexed part of a DTensor's global tensor, as this rank holds it: per global
+    dimension, whether it is kept (False: an integer index) and the pieces this rank holds,
+    ``(local start, local stop, global start)`` - consecutive in local positions."""
+
+    dtensor: object
+    kept: tuple[bool, ...]
+    pieces: tuple[tuple[tuple[int, int, int], ...], ...]
+
+
+def _part_box(shape: Sequence[int], name: str, args: tuple) -> tuple | None:
+    """``(box, kept)`` of ``dt[index]`` / ``dt.select(d, i)`` / ``dt.narrow(d, s, n)``, or
+    None for indexing that is not a box (steps, tensors, None)."""
+    ndim = len(shape)
+    box = [(0, int(n)) for n in shape]
+    kept = [True] * ndim
+    if name == "select" or name == "narrow":
+        d = int(args[1]) % ndim
+        start = int(args[2])
+        start = start + shape[d] if start < 0 else start
+        stop = start + (int(args[3]) if name == "narrow" else 1)
+        if not 0 <= start <= stop <= shape[d]:
+            return None
+        box[d] = (start, stop)
+        kept[d] = name == "narrow"
+        return box, kept
+    index = args[1] if isinstance(args[1], tuple) else (args[1],)
+    if any(i is None for i in index) or sum(i is Ellipsis for i in index) > 1:
+        return None
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (ndim - len(index) + 1) + index[at + 1:]
+    if len(index) > ndim:
+        return None
+    for d, i in enumerate(index):
+        if isinstance(i, bool) or not isinstance(i, (int, slice)):
+            return None
+        if isinstance(i, int):
+            j = i + shape[d] if i < 0 else i
+            if not 0 <= j < shape[d]:
+                return None
+            box[d], kept[d] = (j, j + 1), False
+        else:
+            start, stop, step = i.indices(int(shape[d]))
+            if step != 1:
+                return None
+            box[d] = (start, max(start, stop))
+    return box, kept
+
+
+def local_part(dt, name: str, args: tuple) -> torch.Tensor | None:
+    """The memory this rank holds of ``dt[index]`` (``name`` ``"__getitem__"``),
+    ``dt.select(d, i)`` or ``dt.narrow(d, s, n)``: a view of the local tensor, marked
+    (attribute ``_fastinit_part``) with the :class:`GlobalPart` it is. A write to it writes
+    exactly the elements of the part this rank holds - what a write to the part of the
+    single-process tensor writes, rank by rank, with no communication. None when the
+    indexing is not a box of integers and unit-step slices."""
+    parsed = _part_box(dt.shape, name, args)
+    layout = shard_layout_of(dt)
+    if parsed is None or layout is None:
+        return None
+    box, kept = parsed
+    view = dt._local_tensor
+    pieces = []
+    dim = 0
+    for d, ((start, stop), keep) in enumerate(zip(box, kept)):
+        mine = []
+        pos = 0
+        for g, n in layout.runs[d]:
+            lo, hi = max(start, g), min(stop, g + n)
+            if hi > lo:  # runs are consecutive in local positions: so are these pieces
+                mine.append((pos + lo - g, pos + hi - g, lo))
+            pos += n
+        pieces.append(tuple(mine))
+        if not mine:  # this rank holds none of it: an empty part
+            view = view.narrow(dim, 0, 0)
+            dim += 1
+            continue
+        a, b = mine[0][0], mine[-1][1]
+        view = view.narrow(dim, a, b - a)
+        if keep:
+            dim += 1
+        else:
+            view = view.select(dim, 0)
+    view._fastinit_part = GlobalPart(dt, tuple(kept), tuple(pieces))
+    return view
+
+
+def fill_part(view: torch.Tensor, params, key: int, stream: int, draw_round: int) -> None:
+    """Fill the local ``view`` of a :class:`GlobalPart` with the DTensor's stream at the
+    global indices it holds (one small temporary per block of pieces; no communication)."""
+    from fastinit import backends
+
+    part: GlobalPart = view._fastinit_part
+    gstrides = contiguous_strides(part.dtensor.shape)
+    if any(not p for p in part.pieces):
+        return
+    full = view
+    for d, keep in enumerate(part.kept):  # the part with every dimension, as held locally
+        if not keep:
+            full = full.unsqueeze(d)
+    origin = [p[0][0] for p in part.pieces]
+    for block in itertools.product(*part.pieces):
+        shape = [hi - lo for lo, hi, _ in block]
+        offset = sum(g0 * g for (_, _, g0), g in zip(block, gstrides))
+        dims = [(n, m, g) for n, m, g in zip(shape, contiguous_strides(shape), gstrides)]
+        tmp = torch.empty(shape, dtype=view.dtype, device=view.device)
+        backends.fill(tmp, block_segments(dims, 0, offset), params, key, stream, draw_round)
+        target = full
+        for d, ((lo, hi, _), o) in enumerate(zip(block, origin)):
+            target = target.narrow(d, lo - o, hi - lo)
+        target.copy_(tmp)

@@ -106,14 +106,17 @@ class InitMode(TorchFunctionMode):
     ``accepts(tensor)`` decides which tensors' tensor-method fills are routed through
     fastinit; with ``methods=False`` only ``torch.nn.init`` functions are.
     ``on_write(tensor)`` is told of every other in-place write, and ``on_op(func, args,
-    kwargs)`` of the operation itself (``materialize``'s bookkeeping).
+    kwargs)`` of the operation itself (``materialize``'s bookkeeping). ``parts(func, args,
+    kwargs)`` may answer an indexing of a sharded tensor with its local part.
     """
 
     def __init__(self, recorder: Recorder | None = None, methods: bool = False,
                  accepts: Callable[[torch.Tensor], bool] = lambda t: True,
                  on_write: Callable[[torch.Tensor], None] | None = None,
-                 on_op: Callable[[Callable, tuple, dict], None] | None = None) -> None:
+                 on_op: Callable[[Callable, tuple, dict], None] | None = None,
+                 parts: Callable[[Callable, tuple, dict], object] | None = None) -> None:
         super().__init__()
+        self.parts = parts
         self.recorder = recorder
         self.methods = methods
         self.accepts = accepts
@@ -136,6 +139,12 @@ class InitMode(TorchFunctionMode):
                     from fastinit.init import fill_spec_
 
                     return fill_spec_(target, spec, f"Tensor.{method}")
+        if self.parts is not None and args and type(args[0]).__name__ == "DTensor":
+            part = self.parts(func, args, kwargs)
+            if part is route._HANDLED:
+                return None
+            if part is not None:
+                return part
         if _is_metadata(func, args):
             return func(*args, **kwargs)
         if self.recorder is not None and len(self.recorder):

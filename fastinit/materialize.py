@@ -817,5 +817,5 @@ def _recording(router: _Router, device: torch.device) -> Iterator[None]:
     with patched_init_functions(), route.routing(router), torch.no_grad(), \
             torch.device(device), InitMode(
                 recorder=router.recorder, methods=True, accepts=router.accepts,
-                on_write=router.mark_written, on_op=router.saw):
+                on_write=router.mark_written, on_op=router.saw, parts=router.dtensor_part):
         yield

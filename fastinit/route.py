@@ -53,6 +53,7 @@ class Keyed:
 
 SKIP = Skip()
 DRAW = Draw()
+_HANDLED = object()  # a hook's answer: done, nothing to return
 Route = Union[Skip, Draw, Keyed]
 
 
@@ -289,14 +290,48 @@ class NameRouter:
             from fastinit.distributed import is_dtensor
 
             if is_dtensor(hit[1]) and write.target is not hit[1]:
-                # part of a sharded tensor (a padding row): keep the order, write it now
-                self.recorder.flush(self.recorder.pending([write.target]))
-                if isinstance(write, Fill):
-                    write = Fill(write.target, write.target, write.params, write.key,
-                                 write.stream, write.draw_round)
-                execute(write)
+                self._write_part(write)
                 return
         self.recorder.add(write)
+
+    def _write_part(self, write: Write) -> None:
+        """A write to part of a sharded tensor (a padding row, a slice): this rank writes
+        the elements of the part it holds, now, after the writes pending on that memory."""
+        from fastinit.distributed import fill_part
+        from fastinit.kernels import contract as C
+
+        self.recorder.flush(self.recorder.pending([write.target]))
+        part = getattr(write.target, "_fastinit_part", None)
+        if not isinstance(write, Fill) or write.params.dist == C.CONSTANT:
+            execute(write if not isinstance(write, Fill) else Fill(
+                write.target, write.target, write.params, write.key, write.stream))
+        elif part is not None:
+            fill_part(write.target, write.params, write.key, write.stream, write.draw_round)
+        else:
+            raise NotImplementedError(
+                "fastinit: a random fill of part of a sharded tensor reached through an "
+                "indexing fastinit cannot place in the global tensor; index with integers "
+                "and unit-step slices (w[i], w[a:b], w.narrow, w.select)")
+
+    def dtensor_part(self, func, args: tuple, kwargs: dict):
+        """``InitMode``'s hook for indexing a named DTensor: the local part (see
+        ``fastinit.distributed.local_part``), or None to let torch index it."""
+        from fastinit.distributed import is_dtensor, local_part
+
+        target = args[0] if args else None
+        if kwargs or not is_dtensor(target) or self._lookup(target) is None:
+            return None
+        name = getattr(func, "__name__", "")
+        if name == "__setitem__":
+            part = local_part(target, "__getitem__", args[:2])
+            if part is None:
+                return None
+            part[...] = args[2].to_local() if is_dtensor(args[2]) else args[2]
+            self.mark_written(target)
+            return _HANDLED
+        if name in ("__getitem__", "select", "narrow"):
+            return local_part(target, name, args)
+        return None
 
     def flush(self) -> None:
         """Write every recorded fill."""

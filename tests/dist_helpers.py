@@ -283,6 +283,36 @@ class Llama(nn.Module):
         return self.output(self.norm(h))
 
 
+class RowInit(nn.Linear):
+    """A head whose init writes parts of its weight after the whole: a row of zeros, a
+    column of a constant, a row drawn again - on a sharded weight each lands on the ranks
+    that hold it."""
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        with torch.no_grad():
+            self.weight[0].zero_()
+            self.weight[:, 1].fill_(0.5)
+            nn.init.normal_(self.weight[2], std=3.0)
+            self.weight.narrow(0, 5, 2).fill_(-1.0)
+
+
+class RichLlama(Llama):
+    """The Llama with what torch's sharded flows lose: an embedding padding row, partial
+    writes on a sharded head, and (``constants=True``) values made only in ``__init__``."""
+
+    def __init__(self, constants: bool = False):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(VOCAB, DIM, padding_idx=5)
+        self.output = RowInit(DIM, VOCAB, bias=False)
+        if constants:
+            self.scale = nn.Parameter(torch.full((DIM,), 2.6592))
+            mix = torch.zeros(DIM, DIM)
+            mix.diagonal().fill_(1.0)
+            mix[0, 3:7] = 0.25
+            self.mix = nn.Parameter(mix)
+
+
 def init_weights(model: nn.Module, base_seed: int) -> None:
     """torchtitan-style init with fastinit; parameter ``i`` of the sorted names gets seed
     ``base_seed + i`` (explicit per-parameter seeds, until fastinit.materialize exists)."""
@@ -742,6 +772,43 @@ def check_materialize(flow: str, meshes: dict, summary: dict) -> None:
     summary.setdefault("materialize_flows", []).append(flow)
 
 
+def check_materialize_rich(flow: str, meshes: dict, summary: dict) -> None:
+    """Padding rows, partial writes of sharded parameters and construction-only values:
+    built on meta (the model's init re-run) and under fastinit.empty_init() (construction
+    replayed), sharded, materialized with no collective: every gathered parameter equals
+    the single-process materialize bitwise - what torch's own meta -> shard -> to_empty ->
+    reset_parameters flow does not give (the partial writes land on temporaries)."""
+    import fastinit
+
+    for build in ("meta", "empty_init"):
+        def make():
+            if build == "meta":
+                with torch.device("meta"):
+                    return RichLlama()
+            with fastinit.empty_init():
+                return RichLlama(constants=True)
+
+        ref = make()
+        fastinit.materialize(ref, "cpu", seed=5)
+        model = make()
+        if "tp" in meshes:
+            apply_tp(model, meshes["tp"])
+        if "dp" in meshes:
+            apply_fsdp(model, meshes["dp"])
+        with no_collectives() as calls:
+            fastinit.materialize(model, "cpu", seed=5)
+        assert not calls, calls
+        expected = dict(ref.named_parameters())
+        assert (expected["tok_embeddings.weight"][5] == 0).all()
+        head = expected["output.weight"]
+        assert head[0, 0] == 0 and (head[0, 2:] == 0).all() and (head[[0, 1, 3, 4], 1] == 0.5).all()
+        for n, p in model.named_parameters():
+            whole = p.full_tensor() if hasattr(p, "full_tensor") else p  # TP: plain if unplanned
+            assert_bitwise(whole, expected[n], f"rich {build} {flow} {n}")
+            summary["rich_params"] = summary.get("rich_params", 0) + 1
+        summary.setdefault("rich_builds", []).append(f"{build}/{flow}")
+
+
 def worker(rank: int, world_size: int) -> dict:
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -760,10 +827,14 @@ def worker(rank: int, world_size: int) -> dict:
     timed("tp", check_model, "tp", {"tp": mesh})
     timed("materialize fsdp", check_materialize, "fsdp", {"dp": mesh})
     timed("materialize tp", check_materialize, "tp", {"tp": mesh})
+    timed("rich fsdp", check_materialize_rich, "fsdp", {"dp": mesh})
+    timed("rich tp", check_materialize_rich, "tp", {"tp": mesh})
     if world_size == 4:
         mesh2 = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
         timed("tensors 2x2", check_tensors, mesh2)
         timed("fsdp_tp", check_model, "fsdp_tp", {"dp": mesh2["dp"], "tp": mesh2["tp"]})
         timed("materialize fsdp_tp", check_materialize, "fsdp_tp",
+              {"dp": mesh2["dp"], "tp": mesh2["tp"]})
+        timed("rich fsdp_tp", check_materialize_rich, "fsdp_tp",
               {"dp": mesh2["dp"], "tp": mesh2["tp"]})
     return summary

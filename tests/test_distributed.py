@@ -300,6 +300,21 @@ def test_materialize_sharded_model_equals_single_process(runs, world_size):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_sharded_partial_writes_and_construction_values_equal_single_process(runs, world_size):
+    """An embedding padding row, a head whose init zeroes a row, fills a column, draws a row
+    again and fills a narrow slice - all on sharded parameters - and (built under
+    fastinit.empty_init()) parameters made only in __init__ (torch.full, zeros with a filled
+    diagonal and a partly written row): FSDP2, TP and on 4 ranks FSDP x TP on a 2x2 mesh,
+    built on meta and under empty_init: materialize runs no collective and every gathered
+    parameter equals the single-process materialize bitwise."""
+    flows = ["fsdp", "tp"] + (["fsdp_tp"] if world_size == 4 else [])
+    for s in runs(world_size):
+        assert s["rich_builds"] == [f"{b}/{f}" for f in flows for b in ("meta", "empty_init")]
+        assert s["rich_params"] == len(flows) * (23 + 25)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
 def test_no_collective_guard_catches_collectives(runs, world_size):
     """The guard the fills run under is not vacuous: all_reduce, barrier, object
     broadcast, functional all_reduce, a ProcessGroup method called directly, full_tensor
