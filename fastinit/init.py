@@ -192,7 +192,7 @@ def _fill_constant(tensor: torch.Tensor, value: float, *, zero: bool = False) ->
             is_dtensor(tensor) or torch._debug_has_internal_overlap(tensor) != 1):
         route.constant(tensor, InitSpec.constant(value).kernel_params(tensor.dtype))
     else:  # integer, bool, complex, float8, or overlapping elements: torch's fill_
-        torch.empty((), dtype=tensor.dtype).fill_(value)  # its errors now, not when written
+        torch.empty(2, dtype=tensor.dtype).fill_(value)  # its errors now, not when written
         route.torch_write(tensor, functools.partial(tensor.fill_, value))
 
 

@@ -140,9 +140,10 @@ class InitSpec:
 @functools.lru_cache(maxsize=4096)
 def _kernel_params(spec: InitSpec, dtype: torch.dtype, _sign: float) -> KernelParams:
     if spec.dist == C.CONSTANT:
-        # the value as Tensor.fill_ rounds it to the dtype (and its range errors), so that
-        # the kernels' constant path and torch's fill_ write the same bits
-        return KernelParams(C.CONSTANT, torch.empty((), dtype=dtype).fill_(spec.a).item(), 0.0)
+        # the value as Tensor.fill_ rounds it to the dtype (and its range errors: fill_
+        # checks them for tensors of 2 elements or more), so that the kernels' constant path
+        # and torch's fill_ write the same bits
+        return KernelParams(C.CONSTANT, torch.empty(2, dtype=dtype).fill_(spec.a)[0].item(), 0.0)
     if spec.dist == C.NORMAL:
         return KernelParams(C.NORMAL, spec.a, spec.b)
     if spec.dist == C.UNIFORM:

@@ -241,3 +241,136 @@ def test_dtypes(dtype):
     assert m.weight.dtype == dtype
     assert (m.weight.double().abs() < 1 / 8).all()
     assert np.isfinite(m.weight.detach().double().numpy()).all()
+
+
+# --- eager construction, exactly: failure paths and the rules of what is kept ---------------
+
+
+def test_a_meta_device_and_lazy_parameters_are_refused_before_anything():
+    m = _on_meta(lambda: nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="not 'meta'"):
+        materialize(m, "meta", seed=1)
+    lazy = nn.Sequential(nn.LazyLinear(4))
+    with pytest.raises(ValueError, match="lazy"):
+        materialize(lazy, "cpu", seed=1)
+    assert m.weight.is_meta
+
+
+def test_a_failed_allocation_is_undone_and_a_retry_works(monkeypatch):
+    m = _on_meta(lambda: nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)))
+    real = torch.UntypedStorage
+    made = []
+
+    class Failing:
+        def __new__(cls, *args, **kwargs):
+            if len(made) == 3:
+                raise torch.OutOfMemoryError("simulated out of memory")
+            made.append(1)
+            return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "UntypedStorage", Failing)
+    with pytest.raises(torch.OutOfMemoryError):
+        materialize(m, "cpu", seed=1)
+    assert all(p.is_meta for p in m.parameters())  # nothing half-done
+    monkeypatch.setattr(torch, "UntypedStorage", real)
+    materialize(m, "cpu", seed=1)
+    assert all(not p.is_meta and p.isfinite().all() for p in m.parameters())
+
+
+def test_an_out_of_range_constant_in_init_code_raises_as_torch_does():
+    class Half(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.empty(4, dtype=torch.float16))
+
+        def reset_parameters(self):
+            self.w.data.fill_(1e10)
+
+    with pytest.raises(RuntimeError, match="overflow"):
+        Half().reset_parameters()  # eager torch
+    m = _on_meta(Half)
+    with pytest.raises(RuntimeError, match="overflow"):
+        materialize(m, "cpu", seed=1)
+    assert m.w.is_meta
+
+
+def test_partly_written_tensors_are_refused_naming_them():
+    class Diag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(6, 6))
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            with torch.no_grad():
+                self.w.diagonal().fill_(1.0)  # eager relies on the zeros of __init__
+
+    m = _on_meta(Diag)
+    with pytest.raises(ValueError, match=r"w \(partly written\).*empty_init"):
+        materialize(m, "cpu", seed=1)
+    assert m.w.is_meta
+    with fastinit.empty_init():
+        r = Diag()
+    materialize(r, "cpu", seed=1)
+    assert torch.equal(r.w.detach(), torch.eye(6))
+
+
+def test_overwrite_of_parameters_sharing_one_storage_keeps_each_stream():
+    """Two parameters carved from one flat buffer: each gets its own name's stream at its
+    own indices (not the buffer's), and they stay views of one storage."""
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            flat = torch.empty(8 * 4 + 8)
+            self.weight = nn.Parameter(flat[:32].view(8, 4))
+            self.bias = nn.Parameter(flat[32:])
+
+        def reset_parameters(self):
+            nn.init.normal_(self.weight)
+            nn.init.normal_(self.bias)
+
+    m = Flat()
+    materialize(m, "cpu", seed=SEED, overwrite=True)
+    assert m.weight.untyped_storage().data_ptr() == m.bias.untyped_storage().data_ptr()
+    assert_bitwise_equal(m.weight.detach(), _expected("weight", (8, 4), InitSpec.normal(0, 1)))
+    assert_bitwise_equal(m.bias.detach(), _expected("bias", (8,), InitSpec.normal(0, 1)))
+
+
+def test_init_code_drawing_from_torch_follows_the_seed_and_leaves_the_caller_rng():
+    class Rand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Parameter(torch.empty(64))
+
+        def reset_parameters(self):
+            with torch.no_grad():
+                self.b.copy_(torch.rand(64) * 0.1)
+
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    a = materialize(_on_meta(Rand), "cpu", seed=SEED).b.detach().clone()
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(2)
+    b = materialize(_on_meta(Rand), "cpu", seed=SEED).b.detach().clone()
+    c = materialize(_on_meta(Rand), "cpu", seed=SEED + 1).b.detach().clone()
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_real_tensors_of_a_transformers_model_are_construction_memory_unless_flagged():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.XLNetConfig(vocab_size=64, d_model=32, n_layer=1, n_head=4, d_inner=64)
+    with torch.device("meta"):
+        m = transformers.XLNetLMHeadModel(cfg)
+    q = m.transformer.layer[0].rel_attn.q
+    assert not q.is_meta  # a legacy nn.Parameter(torch.FloatTensor(...))
+    materialize(m, "cpu", seed=SEED)
+    q = m.transformer.layer[0].rel_attn.q
+    assert abs(q.std().item() - 0.02) < 0.005  # the model's normal_(std=0.02), not garbage
+    # flagged as loaded (or named in keep=): kept as it is
+    with torch.device("meta"):
+        m2 = transformers.XLNetLMHeadModel(cfg)
+    q2 = m2.transformer.layer[0].rel_attn.q
+    with torch.no_grad():
+        q2.fill_(3.0)
+    materialize(m2, "cpu", seed=SEED, keep=["*.rel_attn.q"])
+    assert (m2.transformer.layer[0].rel_attn.q == 3.0).all()
