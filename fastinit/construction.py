@@ -103,16 +103,18 @@ class Program:
     ops: list[Op] = field(default_factory=list)
     storages: dict[int, Storage] = field(default_factory=dict)
 
-    def ref(self, t: torch.Tensor) -> Ref:
-        return Ref(sid(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+    def ref(self, t: torch.Tensor, storage: int | None = None) -> Ref:
+        return Ref(sid(t) if storage is None else storage, t.storage_offset(), tuple(t.shape),
+                   t.stride(), t.dtype)
 
     def knows(self, t: torch.Tensor) -> bool:
         return _plain(t) and sid(t) in self.storages
 
     def track(self, t: torch.Tensor, *, empty: bool, legacy: bool = False) -> int:
-        s = sid(t)
+        storage = t.untyped_storage()
+        s = storage._cdata
         if s not in self.storages:
-            self.storages[s] = Storage(t.untyped_storage().nbytes(), empty, legacy, t)
+            self.storages[s] = Storage(storage.nbytes(), empty, legacy, t)
         return s
 
     def needed(self, targets: set[int]) -> list[Op]:
@@ -133,6 +135,9 @@ def sid(t: torch.Tensor) -> int:
 
 
 def _plain(t: object) -> bool:
+    tp = type(t)
+    if tp is torch.Tensor or tp is nn.Parameter:
+        return t.layout == torch.strided and not t.is_nested
     return (isinstance(t, torch.Tensor) and not hasattr(t, "_local_tensor")
             and t.layout == torch.strided and not t.is_nested)
 
@@ -148,6 +153,46 @@ def _writes_first(fname: str, args: tuple) -> bool:
 _RECORDING: ContextVar["_Recorder | None"] = ContextVar("fastinit_recording", default=None)
 
 
+# How the recorder treats a function, decided once per function (the hot path of a
+# build is one dictionary lookup per torch call).
+_OTHER, _FACTORY, _NO_VALUE, _VALUE_READ, _DEEPCOPY, _TORCH_INIT = range(6)
+_KINDS: dict = {}
+
+
+def _kind(func) -> int:
+    kind = _KINDS.get(func)
+    if kind is None:
+        from fastinit.intercept import _ORIGINAL_TO_NAME
+
+        name = getattr(func, "__name__", "")
+        kind = (_FACTORY if func in _FACTORIES else _TORCH_INIT if func in _ORIGINAL_TO_NAME
+                else _NO_VALUE if name in _NO_VALUES else _VALUE_READ if name in _VALUE_READS
+                else _DEEPCOPY if name == "__deepcopy__" else _OTHER)
+        _KINDS[func] = kind
+    return kind
+
+
+def _tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors among the arguments, and in lists and tuples among them (pytree's
+    generality is not needed by torch's signatures, and costs a build dearly)."""
+    out = []
+    for x in (*args, *kwargs.values()) if kwargs else args:
+        if isinstance(x, torch.Tensor):
+            out.append(x)
+        elif type(x) in (list, tuple):
+            out.extend(y for y in x if isinstance(y, torch.Tensor))
+    return out
+
+
+def _map(fn, x):
+    """``fn`` on the tensors of an argument structure (one level of lists and tuples)."""
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if type(x) in (list, tuple):
+        return type(x)(fn(y) if isinstance(y, torch.Tensor) else y for y in x)
+    return x
+
+
 class _Recorder(TorchFunctionMode):
     """Builds tensors on meta (like ``torch.device("meta")``) and records the program."""
 
@@ -156,80 +201,100 @@ class _Recorder(TorchFunctionMode):
         self.program = program
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if route.inside():  # fastinit's own work: recorded at its entry point
+        kwargs = kwargs or {}
+        if route._INSIDE.get():  # fastinit's own work: recorded at its entry point
             return func(*args, **kwargs)
-        from fastinit.intercept import _ORIGINAL_TO_NAME, _fastinit_fn
+        kind = _KINDS.get(func)
+        if kind is None:
+            kind = _kind(func)
+        if kind == _NO_VALUE:
+            return func(*args, **kwargs)
+        if kind == _FACTORY:
+            return self._factory(func, args, kwargs)
+        if kind == _TORCH_INIT:  # torch.nn.init via __torch_function__: fastinit's, recorded
+            from fastinit.intercept import _ORIGINAL_TO_NAME, _fastinit_fn
 
-        name = _ORIGINAL_TO_NAME.get(func)
-        if name is not None:  # torch.nn.init via __torch_function__: fastinit's, recorded
-            return _fastinit_fn(name)(*args, **kwargs)
-        if func in _FACTORIES:
-            if kwargs.get("device") is None:
-                kwargs["device"] = "meta"
-                out = func(*args, **kwargs)
-                if out.numel() == 0:
-                    # no memory either way; but code that probes the device with
-                    # torch.tensor([]) (transformers' post_init) must see a real device, so
-                    # that it runs its construction-time init as eager code does (recorded)
-                    out = func(*args, **{**kwargs, "device": None})
-            else:
-                out = func(*args, **kwargs)
-            self.record(func, args, kwargs, out, factory=True)
-            return out
-        fname = getattr(func, "__name__", "")
-        if fname in _NO_VALUES:
-            return func(*args, **kwargs)
+            return _fastinit_fn(_ORIGINAL_TO_NAME[func])(*args, **kwargs)
         program = self.program
-        tensors = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
-        known = [t for t in tensors if program.knows(t)]
-        if fname in _VALUE_READS:
+        tensors = _tensors(args, kwargs)
+        if not tensors:
+            return func(*args, **kwargs)
+        storages = program.storages
+        known = [t for t in tensors if (t.is_meta or storages) and program.knows(t)]
+        if kind == _VALUE_READ:
             meta = [t for t in known if t.is_meta]
             if not meta:
                 return func(*args, **kwargs)
             real = evaluate(program, meta)  # construction reads values: compute them
             swap = (lambda x: real.get(id(x), x))
-            return func(*tree_map(swap, args), **tree_map(swap, kwargs))
-        if fname == "__deepcopy__" and known:  # copy.deepcopy of a layer: a clone
+            return func(*[_map(swap, a) for a in args],
+                        **{k: _map(swap, v) for k, v in kwargs.items()})
+        if kind == _DEEPCOPY and known:  # copy.deepcopy of a layer: a clone
             out = func(*args, **kwargs)
             self.record(torch.Tensor.clone, (args[0],), {"memory_format": torch.preserve_format},
                         out)
             return out
         if not known:
-            if not _writes_first(fname, args) or args[0].is_meta:
+            if args[0] is not tensors[0] or args[0].is_meta or not _writes_first(
+                    func.__name__, args):
                 return func(*args, **kwargs)
             program.track(args[0], empty=True, legacy=True)  # a legacy torch.Tensor(n)
         out = func(*args, **kwargs)
         self.record(func, args, kwargs, out)
         return out
 
+    def _factory(self, func, args, kwargs):
+        if kwargs.get("device") is None:
+            kwargs = {**kwargs, "device": "meta"}
+            out = func(*args, **kwargs)
+            if out.numel() == 0:
+                # no memory either way; but code that probes the device with
+                # torch.tensor([]) (transformers' post_init) must see a real device, so
+                # that it runs its construction-time init as eager code does (recorded)
+                out = func(*args, **{**kwargs, "device": None})
+        else:
+            out = func(*args, **kwargs)
+        if _tensors(args, kwargs) or not isinstance(out, torch.Tensor):
+            self.record(func, args, kwargs, out, factory=True)
+        else:  # the common case, kept short: a new tensor from Python values
+            s = self.program.track(out, empty=func in _EMPTY)
+            self.program.ops.append(Op(func, args, kwargs, (), (s,),
+                                       (self.program.ref(out, s),), True))
+        return out
+
     def record(self, func, args, kwargs, out, factory: bool = False) -> None:
         program = self.program
         reads: list[int] = []
 
+        storages = program.storages
+
         def to_ref(x):
-            if program.knows(x):
-                reads.append(sid(x))
-                return program.ref(x)
+            if _plain(x):
+                s = sid(x)
+                if s in storages:
+                    reads.append(s)
+                    return program.ref(x, s)
             return x
 
-        rargs = tree_map(to_ref, args)
-        rkwargs = tree_map(to_ref, kwargs)
+        rargs = tuple(_map(to_ref, a) for a in args)
+        rkwargs = {k: _map(to_ref, v) for k, v in kwargs.items()}
         writes: list[int] = []
-        fname = getattr(func, "__name__", "")
-        if _writes_first(fname, args) and program.knows(args[0]):
+        if args and _writes_first(getattr(func, "__name__", ""), args) and program.knows(args[0]):
             writes.append(sid(args[0]))
         out_kw = kwargs.get("out")
         if _plain(out_kw):
             writes.append(program.track(out_kw, empty=False))
         outs = []
         empty = func in _EMPTY
-        for t in tree_flatten(out)[0]:
+        results = (out,) if isinstance(out, torch.Tensor) else (
+            out if type(out) in (list, tuple) else ())
+        for t in results:
             if not _plain(t):
                 outs.append(None)
                 continue
-            writes.append(program.track(t, empty=empty))
-            outs.append(program.ref(t))
+            s = program.track(t, empty=empty)
+            writes.append(s)
+            outs.append(program.ref(t, s))
         if writes:
             program.ops.append(Op(func, rargs, rkwargs, tuple(reads), tuple(writes),
                                   tuple(outs), factory))
@@ -380,8 +445,9 @@ class Replay:
 
     def resolve(self, ref: Ref) -> torch.Tensor:
         base = self.env[ref.storage]
-        t = torch.empty(0, dtype=ref.dtype, device=base.device)
-        return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
+        with route.internal():
+            t = torch.empty(0, dtype=ref.dtype, device=base.device)
+            return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
 
     def _real(self, x):
         return self.resolve(x) if isinstance(x, Ref) else x
@@ -417,14 +483,16 @@ class Replay:
     def _bind(self, s: int, memory: torch.Tensor) -> None:
         self.env[s] = memory
         if self.on_bind is not None:
-            self.on_bind(s)
+            with route.internal():
+                self.on_bind(s)
 
 
 def _bytes(t: torch.Tensor) -> torch.Tensor:
     """A uint8 tensor over the whole storage of ``t``."""
-    storage = t.untyped_storage()
-    return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
-        storage, 0, (storage.nbytes(),), (1,))
+    with route.internal():
+        storage = t.untyped_storage()
+        return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
+            storage, 0, (storage.nbytes(),), (1,))
 
 
 def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:

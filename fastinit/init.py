@@ -192,7 +192,7 @@ def _fill_constant(tensor: torch.Tensor, value: float, *, zero: bool = False) ->
             is_dtensor(tensor) or torch._debug_has_internal_overlap(tensor) != 1):
         route.constant(tensor, InitSpec.constant(value).kernel_params(tensor.dtype))
     else:  # integer, bool, complex, float8, or overlapping elements: torch's fill_
-        torch.empty(2, dtype=tensor.dtype).fill_(value)  # its errors now, not when written
+        torch.empty(2, dtype=tensor.dtype, device="cpu").fill_(value)  # its errors now
         route.torch_write(tensor, functools.partial(tensor.fill_, value))
 
 
@@ -501,7 +501,7 @@ def eye_(tensor: torch.Tensor) -> torch.Tensor:
     if fill_target(tensor, "eye_", elementwise=False, overlap_ok=True) is None:
         return tensor
     if is_dtensor(tensor):  # the diagonal's global positions held by this rank
-        d = torch.arange(min(tensor.shape))
+        d = torch.arange(min(tensor.shape), device="cpu")
         route.torch_write(tensor, functools.partial(_put_ones, tensor, (d, d)))
     else:
         route.torch_write(tensor, functools.partial(

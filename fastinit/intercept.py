@@ -204,13 +204,17 @@ class _PatchState:
         self.depth = 0
         self.holders: list[tuple[dict, object, str]] = []  # (holder, key, function name)
         self.seen: dict[str, object] = {}  # module name -> module object scanned
-        self.entry_modules: set[str] = set()
+        self.seen_count = -1  # len(sys.modules) at the last scan
+        self.entry_count = 0
 
     def _new_modules(self) -> list[object]:
+        if len(sys.modules) == self.seen_count:  # nothing imported since the last look
+            return []
         new = [(name, mod) for name, mod in list(sys.modules.items())
                if self.seen.get(name) is not mod and name.partition(".")[0] != "fastinit"]
         for name, mod in new:
             self.seen[name] = mod
+        self.seen_count = len(sys.modules)
         return new
 
     @staticmethod
@@ -231,7 +235,7 @@ class _PatchState:
     def install(self) -> None:
         """Replace torch's functions by trampolines wherever they are held."""
         self.holders += self._scan(self._new_modules(), _ORIGINAL_IDS)
-        self.entry_modules = set(sys.modules)
+        self.entry_count = len(sys.modules)
         for holder, key, name in self.holders:
             if holder.get(key) is ORIGINALS[name]:
                 holder[key] = _TRAMPOLINES[name]
@@ -239,8 +243,8 @@ class _PatchState:
     def restore(self) -> None:
         """Put torch's functions back, also where modules imported meanwhile copied a
         trampoline."""
-        new = [(n, m) for n, m in self._new_modules() if n not in self.entry_modules]
-        self.holders += self._scan(new, _TRAMPOLINE_TO_NAME)
+        if len(sys.modules) != self.entry_count:  # modules imported inside the block
+            self.holders += self._scan(self._new_modules(), _TRAMPOLINE_TO_NAME)
         for holder, key, name in self.holders:
             if holder.get(key) is _TRAMPOLINES[name]:
                 holder[key] = ORIGINALS[name]

@@ -111,6 +111,17 @@ def inside() -> bool:
 
 
 @contextlib.contextmanager
+def internal() -> Iterator[None]:
+    """fastinit's own bookkeeping operations (storage queries, views it makes for itself):
+    not the user's, as inside an entry point."""
+    token = _INSIDE.set(True)
+    try:
+        yield
+    finally:
+        _INSIDE.reset(token)
+
+
+@contextlib.contextmanager
 def routing(router: Router | None) -> Iterator[Router | None]:
     """Send the fills made inside the block to ``router`` (None: none, write now)."""
     token = _ROUTER.set(router)

@@ -143,7 +143,7 @@ def _kernel_params(spec: InitSpec, dtype: torch.dtype, _sign: float) -> KernelPa
         # the value as Tensor.fill_ rounds it to the dtype (and its range errors: fill_
         # checks them for tensors of 2 elements or more), so that the kernels' constant path
         # and torch's fill_ write the same bits
-        return KernelParams(C.CONSTANT, torch.empty(2, dtype=dtype).fill_(spec.a)[0].item(), 0.0)
+        return KernelParams(C.CONSTANT, torch.empty(2, dtype=dtype, device="cpu").fill_(spec.a)[0].item(), 0.0)
     if spec.dist == C.NORMAL:
         return KernelParams(C.NORMAL, spec.a, spec.b)
     if spec.dist == C.UNIFORM:
@@ -244,17 +244,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _round(x: float, dtype: torch.dtype) -> float:
     """Round-to-nearest-even of ``x`` in ``dtype``, as a Python float."""
-    return float(torch.tensor(x, dtype=torch.float64).to(dtype).item())
+    return float(torch.tensor(x, dtype=torch.float64, device="cpu").to(dtype).item())
 
 
 def _step(x: float, dtype: torch.dtype, direction: int) -> float:
     """The neighbour of ``x`` (a finite value of ``dtype``) towards +inf (1) or -inf (-1)."""
     if x == 0:
         bits = 1  # smallest subnormal
-        t = torch.tensor(bits, dtype=_INT_VIEW[dtype]).view(dtype)
+        t = torch.tensor(bits, dtype=_INT_VIEW[dtype], device="cpu").view(dtype)
         v = float(t.item())
         return v if direction > 0 else -v
-    t = torch.tensor(x, dtype=dtype).view(_INT_VIEW[dtype])
+    t = torch.tensor(x, dtype=dtype, device="cpu").view(_INT_VIEW[dtype])
     # For positive floats the bit pattern grows with the value; for negative ones it shrinks.
     delta = direction if x > 0 else -direction
     return float((t + delta).view(dtype).item())

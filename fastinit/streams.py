@@ -28,7 +28,7 @@ _MASK64 = (1 << 64) - 1
 def _draw_buffer() -> torch.Tensor:
     buf = getattr(_local, "buf", None)
     if buf is None:
-        buf = _local.buf = torch.empty((), dtype=torch.int64)
+        buf = _local.buf = torch.empty((), dtype=torch.int64, device="cpu")
     return buf
 
 

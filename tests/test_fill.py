@@ -181,3 +181,18 @@ def test_float64_truncated_normal_never_collapses_to_a_point():
     f = fastinit.trunc_normal_(torch.empty(10), 0.0, 1.0, 1.0, 1.0 + 1e-10)
     assert (f == 1.0).all()
     assert MIN_FLOAT64_TRUNC_VARIATES >= 1024
+
+
+def test_fills_inside_a_meta_device_context():
+    """Host-side work (seeds, dtype bounds, constants) never lands on the context's device:
+    fills of real tensors inside ``torch.device("meta")`` work, and so does patch()."""
+    with torch.device("meta"):
+        t = torch.empty(16, device="cpu")
+        for fn in (lambda x: fastinit.uniform_(x, -1, 1), fastinit.normal_,
+                   lambda x: fastinit.trunc_normal_(x, 0, 1, -1, 1), fastinit.ones_,
+                   lambda x: fastinit.constant_(x, 0.5)):
+            fn(t)
+            assert t.isfinite().all()
+        with fastinit.patch():
+            m = torch.nn.Linear(4, 4)
+        assert m.weight.is_meta

@@ -178,8 +178,8 @@ def fill_grouped(entries, *, block: int | None = None, num_warps: int | None = N
         if total == 0:
             continue
         device = group[0][0].device
-        table = torch.tensor(rows, dtype=torch.int64)
-        repeats = torch.tensor(counts, dtype=torch.int64)
+        table = torch.tensor(rows, dtype=torch.int64, device="cpu")
+        repeats = torch.tensor(counts, dtype=torch.int64, device="cpu")
         if device.type == "cuda":
             table = table.pin_memory().to(device, non_blocking=True)
             repeats = repeats.pin_memory().to(device, non_blocking=True)

@@ -395,7 +395,38 @@ def _build_hf_materialize(cfg, device, dtype):
     return materialize(model, device, seed=0, progress=False)
 
 
-#: (key, label, builder, needs transformers). The label is what tables show.
+def _build_hf_empty_init(cfg, device, dtype):
+    from transformers import LlamaForCausalLM
+
+    import fastinit
+    from fastinit.cli.models import hf_config
+
+    with _default_dtype(dtype), fastinit.empty_init():
+        model = LlamaForCausalLM(hf_config(cfg))
+    return fastinit.materialize(model, device, seed=0, progress=False)
+
+
+def _hf_meta_build(cfg, device, dtype):
+    from transformers import LlamaForCausalLM
+
+    from fastinit.cli.models import hf_config
+
+    with _default_dtype(dtype), torch.device("meta"):
+        return LlamaForCausalLM(hf_config(cfg))
+
+
+def _hf_recorded_build(cfg, device, dtype):
+    from transformers import LlamaForCausalLM
+
+    import fastinit
+    from fastinit.cli.models import hf_config
+
+    with _default_dtype(dtype), fastinit.empty_init():
+        return LlamaForCausalLM(hf_config(cfg))
+
+
+#: (key, label, builder, needs transformers). The label is what tables show. The last two
+#: build without materializing: what recording construction costs over a plain meta build.
 MODEL_METHODS: list[tuple[str, str, Callable, bool]] = [
     ("torch_construct", "torch: LlamaShaped(cfg) on the device", _build_torch, False),
     ("torch_to_empty", "torch: meta + to_empty + reset_parameters", _build_to_empty, False),
@@ -403,6 +434,11 @@ MODEL_METHODS: list[tuple[str, str, Callable, bool]] = [
     ("hf_construct", "transformers: LlamaForCausalLM(config)", _build_hf, True),
     ("hf_materialize", "fastinit: LlamaForCausalLM on meta + materialize",
      _build_hf_materialize, True),
+    ("hf_empty_init", "fastinit: LlamaForCausalLM in empty_init + materialize",
+     _build_hf_empty_init, True),
+    ("hf_meta_build", "build only: LlamaForCausalLM on meta", _hf_meta_build, True),
+    ("hf_recorded_build", "build only: LlamaForCausalLM in empty_init", _hf_recorded_build,
+     True),
 ]
 
 
