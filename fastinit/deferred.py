@@ -26,7 +26,7 @@ from typing import Iterable
 
 import torch
 
-from fastinit import backends
+from fastinit import backends, layout
 from fastinit.distributed import local_tensor
 from fastinit.fill import TorchWrite, Write, bump_version, execute, plan
 
@@ -34,24 +34,6 @@ from fastinit.fill import TorchWrite, Write, bump_version, execute, plan
 def storage_key(t: torch.Tensor) -> int:
     """Identity of the memory a tensor (or a DTensor's local shard) lives in."""
     return local_tensor(t).untyped_storage().data_ptr()
-
-
-def _span(t: torch.Tensor) -> tuple[int, int]:
-    """[first, last] element offsets (in the storage) that ``t`` can touch."""
-    t = local_tensor(t)
-    lo = hi = t.storage_offset()
-    for n, s in zip(t.shape, t.stride()):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
-    return lo, hi
-
-
-def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
-    a, b = local_tensor(a), local_tensor(b)
-    return (a.storage_offset() == b.storage_offset() and a.shape == b.shape
-            and a.stride() == b.stride())
 
 
 @dataclass(eq=False)
@@ -77,14 +59,14 @@ class Recorder:
         if local_tensor(target).numel() == 0:
             return
         local = local_tensor(target)
-        span = _span(local)
+        span = layout.span(local)
         covering = getattr(write, "whole", True)  # a TorchWrite may write only some
-        dense = covering and (local.is_contiguous() or _is_dense(local))
+        dense = covering and layout.is_dense(local)
         queue = self._pending.setdefault(storage_key(target), [])
         kept, wave = [], 0
         for r in queue:
             if (dense and span[0] <= r.span[0] and r.span[1] <= span[1]) or \
-                    (covering and _same_view(target, r.write.target)):
+                    (covering and layout.same_view(local, local_tensor(r.write.target))):
                 continue  # overwritten entirely before anyone could see it
             kept.append(r)
             if r.span[0] <= span[1] and span[0] <= r.span[1]:
@@ -133,13 +115,6 @@ class Recorder:
     def discard(self) -> None:
         """Forget every pending write (the memory stays as it is)."""
         self._pending = {}
-
-
-def _is_dense(t: torch.Tensor) -> bool:
-    """Whether ``t``'s elements fill its address span exactly (a permuted dense tensor,
-    e.g. channels_last or a transpose)."""
-    lo, hi = _span(t)
-    return t.numel() == hi - lo + 1 and torch._debug_has_internal_overlap(t) == 0
 
 
 def _entry(write: Write) -> backends.FillEntry | None:

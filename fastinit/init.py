@@ -1002,6 +1002,18 @@ def _std_normal_truncated_at_2() -> float:
 TRUNCATED_NORMAL_STD_AT_2 = _std_normal_truncated_at_2()
 
 
+def _variance_scaled(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
+                     fn: str, seed: int | None, generator: torch.Generator | None
+                     ) -> torch.Tensor:
+    """``variance_scaling_`` and its named cases: checks, then the routed write."""
+    _check_tensor(tensor, fn)
+    spec = _variance_scaling_spec(tensor, scale, mode, distribution, fn)
+    if spec is None:
+        check_rng(seed, generator)
+        return tensor
+    return _write(tensor, spec, fn, seed, generator)
+
+
 def _variance_scaling_spec(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
                            fn: str) -> InitSpec | None:
     """The distribution of ``variance_scaling_``, or None for a zero-element tensor (after
@@ -1019,7 +1031,7 @@ def _variance_scaling_spec(tensor: torch.Tensor, scale: float, mode: str, distri
     if tensor.dim() < 2:
         _calculate_fan_in_and_fan_out(tensor)  # torch's ValueError for < 2 dimensions
     if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)
         return None
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     denominator = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0,
@@ -1078,13 +1090,7 @@ def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan
         >>> w = torch.empty(256, 128)  # nn.Linear(128, 256).weight
         >>> fastinit.variance_scaling_(w, 2.0, "fan_in", "truncated_normal")  # He, JAX-style
     """
-    fn = "variance_scaling_"
-    _check_tensor(tensor, fn)
-    spec = _variance_scaling_spec(tensor, scale, mode, distribution, fn)
-    if spec is None:
-        check_rng(seed, generator)
-        return tensor
-    return _write(tensor, spec, fn, seed, generator)
+    return _variance_scaled(tensor, scale, mode, distribution, "variance_scaling_", seed, generator)
 
 
 @route.entry
@@ -1107,13 +1113,7 @@ def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None
         >>> w = torch.empty(3, 5)
         >>> fastinit.lecun_normal_(w)
     """
-    fn = "lecun_normal_"
-    _check_tensor(tensor, fn)
-    spec = _variance_scaling_spec(tensor, 1.0, "fan_in", "truncated_normal", fn)
-    if spec is None:
-        check_rng(seed, generator)
-        return tensor
-    return _write(tensor, spec, fn, seed, generator)
+    return _variance_scaled(tensor, 1.0, "fan_in", "truncated_normal", "lecun_normal_", seed, generator)
 
 
 @route.entry
@@ -1134,13 +1134,7 @@ def lecun_uniform_(tensor: torch.Tensor, generator: torch.Generator | None = Non
         >>> w = torch.empty(3, 5)
         >>> fastinit.lecun_uniform_(w)
     """
-    fn = "lecun_uniform_"
-    _check_tensor(tensor, fn)
-    spec = _variance_scaling_spec(tensor, 1.0, "fan_in", "uniform", fn)
-    if spec is None:
-        check_rng(seed, generator)
-        return tensor
-    return _write(tensor, spec, fn, seed, generator)
+    return _variance_scaled(tensor, 1.0, "fan_in", "uniform", "lecun_uniform_", seed, generator)
 
 
 # --- classifier bias at the class prior ---------------------------------------------------------

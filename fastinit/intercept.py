@@ -269,6 +269,26 @@ def patched_init_functions() -> Iterator[None]:
                 _state.restore()
 
 
+@contextlib.contextmanager
+def recording(router, device: torch.device | None = None) -> Iterator[None]:
+    """Run code with its fills recorded into ``router`` (a ``route.NameRouter``): its
+    ``torch.nn.init`` calls, fastinit calls and in-place fills of the router's tensors;
+    any operation on memory with pending fills runs after them; indexing a sharded tensor
+    of the router gives its local part. ``device``: where the code's factories allocate
+    by default (as eager code on that device). ``materialize`` and ``apply_recipe``."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(patched_init_functions())
+        stack.enter_context(route.routing(router))
+        stack.enter_context(torch.no_grad())
+        if device is not None:
+            stack.enter_context(torch.device(device))
+        stack.enter_context(InitMode(
+            recorder=router.recorder, methods=True, accepts=router.accepts,
+            on_write=router.mark_written, on_op=getattr(router, "saw", None),
+            parts=router.dtensor_part))
+        yield
+
+
 # --- patch(deferred=True): record every fill, flush on observation and on exit ---------
 
 

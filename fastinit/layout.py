@@ -130,3 +130,32 @@ def view_segments(view: torch.Tensor, base: torch.Tensor) -> list[Segment] | Non
     if segs is None:
         return None
     return [s._replace(g_base=s.g_base + offset) for s in segs]
+
+
+# --- memory spans: which addresses a view can touch ------------------------------------------
+
+
+def span(t: torch.Tensor) -> tuple[int, int]:
+    """``[first, last]`` element offsets (in its storage) that ``t`` can touch."""
+    lo = hi = t.storage_offset()
+    for n, s in zip(t.shape, t.stride()):
+        if s >= 0:
+            hi += (n - 1) * s
+        else:
+            lo += (n - 1) * s
+    return lo, hi
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements fill its span exactly (contiguous, or a permuted dense
+    tensor: channels_last, a transpose), each address once."""
+    if t.is_contiguous():
+        return True
+    lo, hi = span(t)
+    return t.numel() == hi - lo + 1 and torch._debug_has_internal_overlap(t) == 0
+
+
+def same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are the same view of their memory (offset, shape, strides)."""
+    return (a.storage_offset() == b.storage_offset() and a.shape == b.shape
+            and a.stride() == b.stride())

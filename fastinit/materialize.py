@@ -40,9 +40,11 @@ from torch import nn
 from fastinit import recipes as recipes_mod
 from fastinit import route
 from fastinit.construction import Construction, Program, Ref, Replay, construction_of
+from fastinit.deferred import storage_key
 from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write
-from fastinit.intercept import InitMode, patched_init_functions
+from fastinit.layout import is_dense, same_view, span
+from fastinit.intercept import recording
 from fastinit.streams import _splitmix64, draw_seed, normalize_seed
 
 #: Smaller models never show a progress bar (they take well under a second).
@@ -240,10 +242,6 @@ def _slots(module: nn.Module) -> list[tuple[dict, str, torch.Tensor]]:
             if t is not None]
 
 
-def _storage_id(t: torch.Tensor) -> int:
-    return local_tensor(t).untyped_storage()._cdata
-
-
 class _Allocation:
     """Real storage for a module's tensors to initialize; undoable until the end.
 
@@ -396,7 +394,7 @@ class Coverage:
     def add(self, name: str, t: torch.Tensor, full: bool = False) -> None:
         """Follow ``t`` (``full``: its values are already all there)."""
         if local_tensor(t).numel():
-            self._entries.setdefault(_storage_id(t), []).append([name, t, full])
+            self._entries.setdefault(storage_key(t), []).append([name, t, full])
 
     def wrote(self, view: torch.Tensor, mark: Callable[[torch.Tensor], object] | None = None
               ) -> None:
@@ -404,21 +402,21 @@ class Coverage:
         local = local_tensor(view)
         if local.is_meta or local.numel() == 0:
             return
-        key = _storage_id(view)
+        key = storage_key(view)
         entries = self._entries.get(key)
         if not entries:
             return
-        lo, hi = _span(local)
-        dense = mark is None and _is_dense(local)
+        lo, hi = span(local)
+        dense = mark is None and is_dense(local)
         pending = False
         for entry in entries:
             if entry[2]:
                 continue
             t = local_tensor(entry[1])
-            tlo, thi = _span(t)
+            tlo, thi = span(t)
             if thi < lo or hi < tlo:
                 continue
-            if mark is None and (_same_view(local, t) or (dense and lo <= tlo and thi <= hi)):
+            if mark is None and (same_view(local, t) or (dense and lo <= tlo and thi <= hi)):
                 entry[2] = True
             else:
                 pending = True
@@ -459,27 +457,6 @@ class Coverage:
                                                    local.storage_offset()).any())
                     out[name] = "partly written" if touched else "never written"
         return out
-
-
-def _span(t: torch.Tensor) -> tuple[int, int]:
-    lo = hi = t.storage_offset()
-    for n, s in zip(t.shape, t.stride()):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
-    return lo, hi
-
-
-def _is_dense(t: torch.Tensor) -> bool:
-    lo, hi = _span(t)
-    return t.numel() == hi - lo + 1 and (
-        t.is_contiguous() or torch._debug_has_internal_overlap(t) == 0)
-
-
-def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return (a.storage_offset() == b.storage_offset() and a.shape == b.shape
-            and a.stride() == b.stride())
 
 
 #: torch in-place operations that write every element of their first argument.
@@ -635,7 +612,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             coverage = Coverage(alloc.named)
             router = _Router(key, alloc.named, alloc.protected, coverage,
                              progress=progress and big and device.type == "cpu")
-            with _recording(router, device):
+            with recording(router, device):
                 run_model_init(module)
                 if recipe is not None:
                     # the model's own init has run: the recipe's rules overwrite what they match
@@ -706,25 +683,13 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
                  if not any(i == id(t) for t, _, _ in sharded)}
     else:
         plain = replayed
-    by_storage: dict[int, list[tuple[str, Ref]]] = {}
-    for name, ref in plain.values():
-        by_storage.setdefault(ref.storage, []).append((name, ref))
     total = sum(math.prod(ref.shape) for _, ref in plain.values())
-    coverage = Coverage()
-    router = _Router(key, {}, kept, coverage,
-                     progress=progress and total >= PROGRESS_MIN_ELEMENTS and device.type == "cpu")
-    replay = Replay(program, device)
-
-    def bound(s: int) -> None:  # a parameter's memory exists: name it before its fills run
-        for name, ref in by_storage.get(s, ()):
-            real = replay.resolve(ref)
-            router.track(name, real)
-            coverage.add(name, real, full=not program.storages[s].empty)
-
-    replay.on_bind = bound
+    replay, router, coverage = _named_replay(
+        program, device, key, plain.values(), kept,
+        progress=progress and total >= PROGRESS_MIN_ELEMENTS and device.type == "cpu")
     swapped: list[tuple[dict, str, torch.Tensor]] = []
     try:
-        with _recording(router, device):
+        with recording(router, device):
             replay.run(program.needed({ref.storage for _, ref in plain.values()}))
             memo: dict[int, torch.Tensor] = {}
             params: dict[str, torch.Tensor] = {}
@@ -754,23 +719,34 @@ def _replay_sharded(program: Program, device: torch.device, key: int, name: str,
     temporary of its global size), then keep the part this rank holds. No communication."""
     from fastinit.distributed import copy_from_full_
 
-    coverage = Coverage()
-    router = _Router(key, {}, (), coverage)
-    replay = Replay(program, device)
-
-    def bound(s: int) -> None:
-        if s == ref.storage:
-            real = replay.resolve(ref)
-            router.track(name, real)
-            coverage.add(name, real, full=not program.storages[s].empty)
-
-    replay.on_bind = bound
-    with _recording(router, device):
+    replay, router, coverage = _named_replay(program, device, key, [(name, ref)], ())
+    with recording(router, device):
         replay.run(program.needed({ref.storage}))
     _raise_missing(coverage.missing())
     router.flush()
     with torch.no_grad():
         copy_from_full_(dt, replay.resolve(ref))
+
+
+def _named_replay(program: Program, device: torch.device, key: int, named, kept, *,
+                  progress: bool = False) -> tuple[Replay, "_Router", Coverage]:
+    """A replay whose router names each of ``named`` (``(name, ref)`` pairs) as soon as
+    its memory exists - before its fills run - and follows what is written of it."""
+    by_storage: dict[int, list[tuple[str, Ref]]] = {}
+    for name, ref in named:
+        by_storage.setdefault(ref.storage, []).append((name, ref))
+    coverage = Coverage()
+    router = _Router(key, {}, kept, coverage, progress=progress)
+    replay = Replay(program, device)
+
+    def bound(s: int) -> None:
+        for name, ref in by_storage.get(s, ()):
+            real = replay.resolve(ref)
+            router.track(name, real)
+            coverage.add(name, real, full=not program.storages[s].empty)
+
+    replay.on_bind = bound
+    return replay, router, coverage
 
 
 def _as_like(real: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -810,12 +786,3 @@ def _check_written(module: nn.Module, alloc: _Allocation, coverage: Coverage) ->
             "under fastinit.empty_init() so that values computed at construction are "
             "recorded, give their modules a reset_parameters(), or pass a recipe that "
             "covers them")
-
-
-@contextlib.contextmanager
-def _recording(router: _Router, device: torch.device) -> Iterator[None]:
-    with patched_init_functions(), route.routing(router), torch.no_grad(), \
-            torch.device(device), InitMode(
-                recorder=router.recorder, methods=True, accepts=router.accepts,
-                on_write=router.mark_written, on_op=router.saw, parts=router.dtensor_part):
-        yield

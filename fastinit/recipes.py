@@ -52,6 +52,7 @@ from torch import nn
 from fastinit import route
 from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target, fill_tensor
+from fastinit.intercept import recording
 from fastinit.init import (
     _calculate_fan_in_and_fan_out,
     _variance_scaling_spec,
@@ -1144,18 +1145,6 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
     return list(seen.values())
 
 
-@contextlib.contextmanager
-def _recording(router: route.NameRouter) -> Iterator[None]:
-    """materialize's recording context: torch.nn.init calls, fastinit calls and in-place
-    tensor fills of the router's tensors are recorded; reads of pending memory flush it."""
-    from fastinit.intercept import InitMode, patched_init_functions
-
-    with patched_init_functions(), route.routing(router), torch.no_grad(), InitMode(
-            recorder=router.recorder, methods=True, accepts=router.accepts,
-            on_write=router.mark_written):
-        yield
-
-
 def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue],
                  seed: int | None = None, generator: torch.Generator | None = None, *,
                  progress: bool = True) -> nn.Module:
@@ -1222,7 +1211,7 @@ def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue
     kept = ([(b, b.detach().clone()) for b in model.buffers() if id(b) not in ids
              and not b.is_meta] if plan.has_procedures else [])
     try:
-        with _recording(router):
+        with recording(router):
             plan.run()
     except BaseException:
         router.recorder.discard()

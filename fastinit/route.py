@@ -350,22 +350,16 @@ class NameRouter:
 
 
 def _storage(t: torch.Tensor) -> int:
-    from fastinit.distributed import local_tensor
+    from fastinit.deferred import storage_key
 
-    return local_tensor(t).untyped_storage().data_ptr()
+    return storage_key(t)
 
 
 def _span(t: torch.Tensor) -> tuple[int, int]:
     from fastinit.distributed import local_tensor
+    from fastinit.layout import span
 
-    t = local_tensor(t)
-    lo = hi = t.storage_offset()
-    for n, s in zip(t.shape, t.stride()):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
-    return lo, hi
+    return span(local_tensor(t))
 
 
 def _is_empty(t: torch.Tensor) -> bool:
