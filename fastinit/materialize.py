@@ -648,8 +648,9 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         if id(t) in replayed or name is None:
             continue
         ref = recorded.refs.get(name)
-        same = ref is not None and (recorded.objects[name] is t or (
-            is_dtensor(t) and tuple(t.shape) == ref.shape and t.dtype == ref.dtype))
+        same = ref is not None and (
+            (recorded.objects[name] is t and (not t.is_meta or program.ref(t) == ref))
+            or (is_dtensor(t) and tuple(t.shape) == ref.shape and t.dtype == ref.dtype))
         # a real tensor the block wrote (legacy torch.Tensor(n)) is construction memory:
         # replayed unless kept explicitly (keep=, transformers' flag)
         construction_memory = same and not t.is_meta and program.storages[ref.storage].legacy

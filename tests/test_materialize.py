@@ -374,3 +374,24 @@ def test_real_tensors_of_a_transformers_model_are_construction_memory_unless_fla
         q2.fill_(3.0)
     materialize(m2, "cpu", seed=SEED, keep=["*.rel_attn.q"])
     assert (m2.transformer.layer[0].rel_attn.q == 3.0).all()
+
+
+def test_empty_init_and_a_plain_meta_build_agree_where_both_know_the_values():
+    """The same model, built both ways: the tensors a plain meta build can initialize get
+    the same bits (same init calls, same name streams), with and without a recipe."""
+    for recipe in (None, {"*.weight": fastinit.recipes.normal(std=0.05)}):
+        a = materialize(_on_meta(_stack), "cpu", seed=SEED, recipe=recipe)
+        with fastinit.empty_init():
+            b = _stack()
+        materialize(b, "cpu", seed=SEED, recipe=recipe)
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert_bitwise_equal(x, y)
+
+
+def test_a_recorded_model_changed_after_the_block_is_refused_clearly():
+    with fastinit.empty_init():
+        m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    m.to(torch.float64)  # converted outside the block: not recorded
+    with pytest.raises(ValueError, match="not made by the fastinit.empty_init"):
+        materialize(m, "cpu", seed=1)
+    assert all(p.is_meta for p in m.parameters())
