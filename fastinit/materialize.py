@@ -765,25 +765,22 @@ def _named(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from module.named_buffers(remove_duplicate=False)
 
 
-def _raise_missing(missing: Mapping[str, str]) -> None:
-    if missing:
-        listed = ", ".join(f"{n} ({w})" for n, w in sorted(missing.items()))
-        raise ValueError(
-            "materialize: these tensors would hold uninitialized memory, because the "
-            f"model's construction and init code do not write them (entirely): {listed}; "
-            "write them in the model's __init__ or reset_parameters(), or pass a recipe that "
-            "covers them")
+def _raise_missing(missing: Mapping[str, str], recorded: bool = True) -> None:
+    """Refuse uninitialized memory, naming the tensors and what to do about them."""
+    if not missing:
+        return
+    listed = ", ".join(f"{n} ({w})" for n, w in sorted(missing.items()))
+    fix = ("write them in the model's __init__ or reset_parameters(), or pass a recipe that "
+           "covers them") if recorded else (
+        "build the model under fastinit.empty_init() so that values computed at "
+        "construction are recorded, give their modules a reset_parameters(), or pass a "
+        "recipe that covers them")
+    raise ValueError("materialize: these tensors would hold uninitialized memory, because the "
+                     f"model's {'construction and ' if recorded else ''}init code does not "
+                     f"write them (entirely): {listed}; {fix}")
 
 
 def _check_written(module: nn.Module, alloc: _Allocation, coverage: Coverage) -> None:
     owned = {id(t) for t in module.parameters()} | {id(t) for t in module.buffers()}
-    missing = {name: why for name, why in coverage.missing().items()
-               if id(alloc.named[name]) in owned}
-    if missing:
-        listed = ", ".join(f"{n} ({w})" for n, w in sorted(missing.items()))
-        raise ValueError(
-            "materialize: these tensors would hold uninitialized memory, because the "
-            f"model's init code does not write them (entirely): {listed}. Build the model "
-            "under fastinit.empty_init() so that values computed at construction are "
-            "recorded, give their modules a reset_parameters(), or pass a recipe that "
-            "covers them")
+    _raise_missing({name: why for name, why in coverage.missing().items()
+                    if id(alloc.named[name]) in owned}, recorded=False)
