@@ -150,6 +150,7 @@ def _writes_first(fname: str, args: tuple) -> bool:
 
 # --- recording ---------------------------------------------------------------------------------
 
+_META = torch.device("meta")
 _RECORDING: ContextVar["_Recorder | None"] = ContextVar("fastinit_recording", default=None)
 
 
@@ -193,7 +194,7 @@ def _map(fn, x):
     return x
 
 
-class _Recorder(TorchFunctionMode):
+class _Recorder(route.OwnMode, TorchFunctionMode):
     """Builds tensors on meta (like ``torch.device("meta")``) and records the program."""
 
     def __init__(self, program: Program) -> None:
@@ -245,7 +246,7 @@ class _Recorder(TorchFunctionMode):
 
     def _factory(self, func, args, kwargs):
         if kwargs.get("device") is None:
-            kwargs = {**kwargs, "device": "meta"}
+            kwargs = {**kwargs, "device": _META}
             out = func(*args, **kwargs)
             if out.numel() == 0:
                 # no memory either way; but code that probes the device with
@@ -304,10 +305,18 @@ class _Recorder(TorchFunctionMode):
         target = args[0] if args else kwargs.get("tensor")
         if not _plain(target):
             return
-        if not self.program.knows(target):
+        program = self.program
+        if not program.knows(target):
             if target.is_meta:
                 return  # a meta tensor made outside the block: nothing to replay into
-            self.program.track(target, empty=True, legacy=True)
+            program.track(target, empty=True, legacy=True)
+        if (args and args[0] is target and _writes_first(fn.__name__, args)
+                and not _tensors(args[1:], kwargs)):
+            # the common case, kept short: an init call on one tensor, the rest Python values
+            s = sid(target)
+            program.ops.append(Op(fn, (program.ref(target, s), *args[1:]), dict(kwargs), (s,),
+                                  (s,)))
+            return
         self.record(fn, args, kwargs, None)
 
 

@@ -100,7 +100,7 @@ _METHODS = {torch.Tensor.normal_: "normal_", torch.Tensor.uniform_: "uniform_",
             torch.Tensor.zero_: "zero_", torch.Tensor.fill_: "fill_"}
 
 
-class InitMode(TorchFunctionMode):
+class InitMode(route.OwnMode, TorchFunctionMode):
     """Sends initialization calls to fastinit and keeps a recorder's pending writes exact.
 
     ``accepts(tensor)`` decides which tensors' tensor-method fills are routed through

@@ -84,17 +84,45 @@ def entry(fn: Callable) -> Callable:
     def entered(*args, **kwargs):
         if _INSIDE.get():
             return fn(*args, **kwargs)
-        token = _INSIDE.set(True)
+        popped = _pop_own_modes()
         try:
-            result = fn(*args, **kwargs)
+            token = _INSIDE.set(True)
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                _INSIDE.reset(token)
+            observer = _OBSERVER.get()
+            if observer is not None:
+                observer(entered, args, kwargs)
         finally:
-            _INSIDE.reset(token)
-        observer = _OBSERVER.get()
-        if observer is not None:
-            observer(entered, args, kwargs)
+            _push_back(popped)
         return result
 
     return entered
+
+
+class OwnMode:
+    """Marks fastinit's torch-function modes. They let every operation of an entry point
+    through unchanged, so an entry point runs with them taken off the top of the mode
+    stack: the same result, without a Python call for every tensor operation (and
+    attribute access) of the fill's own bookkeeping."""
+
+
+def _pop_own_modes() -> list:
+    """Take fastinit's modes off the top of the torch-function mode stack (stopping at the
+    first mode that is not fastinit's: the modes below it stay, so a user's mode above
+    ours keeps seeing what it sees today); returns them, innermost first."""
+    popped = []
+    n = torch._C._len_torch_function_stack()
+    while n and isinstance(torch._C._get_function_stack_at(n - 1), OwnMode):
+        popped.append(torch._C._pop_torch_function_stack())
+        n -= 1
+    return popped
+
+
+def _push_back(popped: list) -> None:
+    for mode in reversed(popped):
+        torch._C._push_on_torch_function_stack(mode)
 
 
 def observe_entries(observer: Callable | None, token=None):

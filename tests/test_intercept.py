@@ -264,3 +264,48 @@ def test_fills_of_a_saved_tensor_before_saving_are_fine():
         nn.init.normal_(w)
         (w * 2).sum().backward()
     assert torch.equal(w.grad, torch.full((4, 4), 2.0))
+
+
+class _Seen(torch.overrides.TorchFunctionMode):
+    """A user's mode: which torch functions it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.append(getattr(func, "__name__", ""))
+        return func(*args, **(kwargs or {}))
+
+
+def _stack() -> list:
+    return [torch._C._get_function_stack_at(i)
+            for i in range(torch._C._len_torch_function_stack())]
+
+
+@pytest.mark.parametrize("block", ["patch", "deferred", "empty_init"])
+def test_entry_points_leave_the_mode_stack_as_they_found_it(block):
+    """fastinit's entry points run with fastinit's own modes taken off the top of the
+    torch-function stack (they pass everything through anyway); the stack is back as it was
+    after a call and after a failing call."""
+    ctx = {"patch": patch, "deferred": lambda: patch(deferred=True),
+           "empty_init": fastinit.empty_init}[block]
+    def calls() -> None:
+        before = _stack()
+        t = torch.empty(4, 4)
+        torch.nn.init.normal_(t)
+        assert _stack() == before
+        with pytest.raises(ValueError):
+            torch.nn.init.kaiming_uniform_(t, mode="fan_sideways")
+        assert _stack() == before
+        fastinit.zeros_(t)
+        assert _stack() == before
+
+    outer = _Seen()
+    with outer, ctx():
+        calls()  # fastinit's mode on top: taken off and put back
+        inner = _Seen()
+        with inner:
+            calls()  # a user's mode on top: the stack is left alone
+        assert "empty" in inner.names  # the user's mode on top still sees the user's code
+    assert _stack() == []
