@@ -16,7 +16,10 @@ Each recorded operation keeps its tensor arguments as :class:`Ref` s (storage, o
 shape, strides, dtype at the time of the call), so the replay is exact even when a tensor
 is rebound later (``param.data = x``). Operations that touch no tensor made in the block
 are not recorded; reading a meta tensor's values during construction (``.item()``,
-``.tolist()``) evaluates it on the CPU from the program.
+``.tolist()``) evaluates it on the CPU from the program, and the value read is recorded:
+the replay checks that it computes the same values (construction went on with them), and
+stops with an error where it does not - values computed from random draws, which
+materialize draws afresh.
 """
 from __future__ import annotations
 
@@ -49,6 +52,8 @@ _VALUE_READS = frozenset({
     "item", "tolist", "__bool__", "__int__", "__float__", "__index__", "__complex__", "numpy",
     "__array__", "__repr__", "__str__", "__format__", "equal", "allclose",
 })
+#: Value reads that only show a tensor: what construction computes does not depend on them.
+_PRINTS = frozenset({"__repr__", "__str__", "__format__"})
 #: Operations that neither compute nor write values (``__set__``: ``param.data = x``
 #: rebinds; the final tensors are taken as they are at the end of the block).
 _NO_VALUES = frozenset({
@@ -83,6 +88,9 @@ class Op:
     writes: tuple[int, ...]
     outs: tuple[Ref | None, ...] = ()
     factory: bool = False
+    #: a value construction read (``.item()``...): the values the tensor ``args[0]`` held
+    #: then (on the CPU); a replay that computes other values stops with an error
+    expect: torch.Tensor | None = None
 
 
 @dataclass
@@ -93,7 +101,9 @@ class Storage:
     nbytes: int
     empty: bool
     legacy: bool
-    keepalive: object  # a tensor on it: the storage (and its id) stays alive while recorded
+    #: the storage itself (not a tensor on it: ``t.data = x`` moves a tensor to another
+    #: storage), so that it - and its id - stays alive while recorded
+    keepalive: object
 
 
 @dataclass
@@ -114,7 +124,7 @@ class Program:
         storage = t.untyped_storage()
         s = storage._cdata
         if s not in self.storages:
-            self.storages[s] = Storage(storage.nbytes(), empty, legacy, t)
+            self.storages[s] = Storage(storage.nbytes(), empty, legacy, storage)
         return s
 
     def needed(self, targets: set[int]) -> list[Op]:
@@ -122,11 +132,24 @@ class Program:
         live = set(targets)
         keep = []
         for op in reversed(self.ops):
-            if live.intersection(op.writes):
+            if op.expect is not None:
+                # what construction computed after reading a value may depend on it:
+                # every read value is recomputed and checked
+                keep.append(op)
+                live.update(op.reads)
+            elif live.intersection(op.writes):
                 keep.append(op)
                 live.update(op.reads)
         keep.reverse()
         return keep
+
+
+def fname_of(func) -> str:
+    return getattr(func, "__name__", "")
+
+
+def _read_value(t: torch.Tensor) -> None:
+    """Stands for a value read in a program (``Op.expect`` holds the value read)."""
 
 
 def sid(t: torch.Tensor) -> int:
@@ -151,6 +174,7 @@ def _writes_first(fname: str, args: tuple) -> bool:
 # --- recording ---------------------------------------------------------------------------------
 
 _META = torch.device("meta")
+_DATA = torch._C.TensorBase.data  # the descriptor of ``Tensor.data``
 _RECORDING: ContextVar["_Recorder | None"] = ContextVar("fastinit_recording", default=None)
 
 
@@ -209,6 +233,11 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         if kind is None:
             kind = _kind(func)
         if kind == _NO_VALUE:
+            if (len(args) == 2 and getattr(func, "__self__", None) is _DATA
+                    and func.__name__ == "__set__" and isinstance(args[1], torch.Tensor)
+                    and args[1].is_meta and not args[0].is_meta
+                    and self.program.knows(args[1])):
+                return self._rebind_real(func, *args)
             return func(*args, **kwargs)
         if kind == _FACTORY:
             return self._factory(func, args, kwargs)
@@ -223,26 +252,67 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         storages = program.storages
         known = [t for t in tensors if (t.is_meta or storages) and program.knows(t)]
         if kind == _VALUE_READ:
-            meta = [t for t in known if t.is_meta]
-            if not meta:
-                return func(*args, **kwargs)
-            real = evaluate(program, meta)  # construction reads values: compute them
-            swap = (lambda x: real.get(id(x), x))
-            return func(*[_map(swap, a) for a in args],
-                        **{k: _map(swap, v) for k, v in kwargs.items()})
+            return self._read(func, args, kwargs, known)
         if kind == _DEEPCOPY and known:  # copy.deepcopy of a layer: a clone
             out = func(*args, **kwargs)
             self.record(torch.Tensor.clone, (args[0],), {"memory_format": torch.preserve_format},
                         out)
             return out
+        first = args[0] if args else None
+        if (first is tensors[0] and not first.is_meta and _writes_first(func.__name__, args)
+                and not program.knows(first)):
+            program.track(first, empty=True, legacy=True)  # a legacy torch.Tensor(n)
+            known.append(first)
         if not known:
-            if args[0] is not tensors[0] or args[0].is_meta or not _writes_first(
-                    func.__name__, args):
-                return func(*args, **kwargs)
-            program.track(args[0], empty=True, legacy=True)  # a legacy torch.Tensor(n)
-        out = func(*args, **kwargs)
+            return func(*args, **kwargs)
+        meta = [t for t in known if t.is_meta]
+        if meta and len(meta) < len(known):
+            # a real tensor (legacy torch.Tensor(n)) meets tensors made on meta: compute
+            # on the device of the first argument, as eager code on one device does
+            if first is not None and isinstance(first, torch.Tensor) and first.is_meta:
+                swap = {id(t): torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
+                                                   device="meta")
+                        for t in known if not t.is_meta}
+            else:
+                swap = evaluate(program, meta)
+            out = func(*[_map(lambda x: swap.get(id(x), x), a) for a in args],
+                       **{k: _map(lambda x: swap.get(id(x), x), v) for k, v in kwargs.items()})
+        else:
+            out = func(*args, **kwargs)
         self.record(func, args, kwargs, out)
         return out
+
+    def _rebind_real(self, func, target: torch.Tensor, value: torch.Tensor):
+        """``legacy.data = t``: a real tensor (legacy ``torch.Tensor(n)``) cannot hold a
+        meta tensor's data, so it gets real memory with ``t``'s values (evaluated on the
+        CPU from the program), which the program makes as a copy of ``t``."""
+        program = self.program
+        copy = evaluate(program, [value])[id(value)].clone()
+        s = program.track(copy, empty=False, legacy=True)
+        program.ops.append(Op(torch.Tensor.clone, (program.ref(value),),
+                              {"memory_format": torch.preserve_format}, (sid(value),), (s,),
+                              (program.ref(copy, s),)))
+        return func(target, copy)
+
+    def _read(self, func, args, kwargs, known: list[torch.Tensor]):
+        """Construction reads values (``.item()``, ``bool(t)``, ``.tolist()``): meta
+        tensors are evaluated on the CPU from the program. Each value read is recorded
+        with the values found, so that materialize can check that its replay computes
+        the same (what construction computed next may depend on them)."""
+        program = self.program
+        meta = [t for t in known if t.is_meta]
+        real = evaluate(program, meta) if meta else {}
+        if fname_of(func) not in _PRINTS:
+            for t in known:
+                s = sid(t)
+                value = real[id(t)] if t.is_meta else t.detach()
+                program.ops.append(Op(_read_value, (program.ref(t, s),), {}, (s,), (),
+                                      expect=value.clone()))
+        if not meta:
+            return func(*args, **kwargs)
+        swap = (lambda x: real.get(id(x), x))
+        return func(*[_map(swap, a) for a in args],
+                    **{k: _map(swap, v) for k, v in kwargs.items()})
 
     def _factory(self, func, args, kwargs):
         if kwargs.get("device") is None:
@@ -461,13 +531,24 @@ class Replay:
     def _real(self, x):
         return self.resolve(x) if isinstance(x, Ref) else x
 
-    def run(self, ops: list[Op]) -> None:
+    def run(self, ops: list[Op], seeds: dict[int, int] | None = None) -> None:
+        """Run ``ops`` in order; with ``seeds`` (``id(op)`` -> seed), the CPU generator is
+        seeded before each operation, so that its random draws do not depend on which
+        other operations run."""
         for op in ops:
+            if seeds is not None:
+                torch.default_generator.manual_seed(seeds[id(op)])
+            # storages this op makes (a copy into a new legacy storage) get its result
+            produced = {ref.storage for ref in op.outs if ref is not None}.difference(op.reads)
             for s in op.reads + op.writes:
                 info = self.program.storages.get(s)
-                if s not in self.env and info is not None and info.legacy:
+                if (s not in self.env and info is not None and info.legacy
+                        and s not in produced):
                     self._bind(s, torch.empty(info.nbytes, dtype=torch.uint8,
                                               device=self.device))
+            if op.expect is not None:
+                self._check(op)
+                continue
             args = tree_map(self._real, op.args)
             kwargs = tree_map(self._real, op.kwargs)
             if op.factory:
@@ -489,6 +570,24 @@ class Replay:
                 if s not in self.env and isinstance(out_kw, torch.Tensor):
                     self._bind(s, _bytes(out_kw))
 
+    def _check(self, op: Op) -> None:
+        """Construction read the values of a tensor (``.item()``, ``bool(t)``...) and
+        computed on with them; the replay must find the same values."""
+        # read as the user's code reads (pending fills are written first)
+        actual = self.resolve(op.args[0]).detach().cpu().contiguous().reshape(-1)
+        expect = op.expect.contiguous().reshape(-1)
+        if not torch.equal(actual.view(torch.uint8), expect.view(torch.uint8)):
+            ref = op.args[0]
+            raise ValueError(
+                "materialize: the model's construction (in fastinit.empty_init()) read the "
+                f"values of a tensor computed from random draws (shape {tuple(ref.shape)}, "
+                f"{ref.dtype}; e.g. `.item()` of a sum of random weights) and went on with "
+                "them; materialize draws the random values afresh (from its seed), so what "
+                "construction computed from the values read would not match. Read values "
+                "that do not depend on random draws in __init__, or build this model on its "
+                "device (eagerly) or under torch.device('meta') (materialize then runs its "
+                "init code)")
+
     def _bind(self, s: int, memory: torch.Tensor) -> None:
         self.env[s] = memory
         if self.on_bind is not None:
@@ -506,13 +605,20 @@ def _bytes(t: torch.Tensor) -> torch.Tensor:
 
 def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
     """Real CPU values of recorded meta ``tensors`` (by ``id``), computed from the program
-    (construction read them: ``.item()``, ``.tolist()``, ``bool(...)``)."""
+    (construction read them: ``.item()``, ``.tolist()``, ``bool(...)``).
+
+    A random draw gives the same values in every evaluation of one program (each operation
+    draws from the CPU generator seeded with its place in the program; the caller's
+    generator is left as it was), so values read twice agree, as in eager code. Values
+    computed from random draws cannot survive materialize, which draws afresh: the
+    replay there checks every value read (``Op.expect``) and stops at a difference."""
     replay = Replay(program, torch.device("cpu"))
+    seeds = {id(op): i for i, op in enumerate(program.ops)}
     token = _RECORDING.set(None)
     entries = route.observe_entries(None)
     try:
-        with torch.no_grad():
-            replay.run(program.needed({sid(t) for t in tensors}))
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            replay.run(program.needed({sid(t) for t in tensors}), seeds)
     finally:
         route.observe_entries(None, entries)
         _RECORDING.reset(token)

@@ -1,0 +1,453 @@
+"""Randomized construction programs: ``empty_init`` + ``materialize`` against eager code.
+
+A seeded generator writes modules whose ``__init__`` makes parameters and buffers with
+factories (``zeros``, ``full``, ``arange``, ``eye``, ``linspace``, ``empty`` or a legacy
+``torch.Tensor(n)`` + an init, ``randn``...), adds torch layers, copies them
+(``copy.deepcopy``), ties weights and then runs random steps on them: init
+functions and tensor-method fills on whole tensors and on views (rows, diagonals,
+transposed columns, narrowed and strided slices, ``[..., 0]``), arithmetic (``mul_``,
+``add_``, ``copy_``, ``clamp_``, ``masked_fill_``, ``index_fill_``), ``.data`` rebinding,
+and value reads that feed later steps (``fill_(t.sum().item())``). Each program is built
+eagerly and under ``fastinit.empty_init()`` + ``materialize``, and compared two ways:
+
+* **by element class** (``LAW_PROGRAMS``): each program runs eagerly from two torch seeds
+  and materializes from two seeds; the elements equal in both runs (the deterministic
+  ones) must be the same elements on both sides and bitwise equal; the others (drawn)
+  must be finite;
+* **bitwise** (``BITWISE_PROGRAMS``): every random fill is pinned to write one value, a
+  function of its distribution's parameters, and the eager build routes ``torch.nn.init``
+  and the tensor-method fills through fastinit too: every parameter and buffer must be
+  bitwise equal - which elements each write reaches, and in which order, exactly. Programs here
+  use no ``torch.rand``/``randn`` factories (those draw from torch's generators, seeded
+  differently by materialize).
+
+A program whose construction reads a value computed from random draws must be refused with
+the documented error (materialize draws afresh, so the rest of construction would not
+match); under the bitwise tier the draws are pinned, so it must replay exactly.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import fastinit
+from fastinit.backends import cpu as cpu_backend
+from fastinit.intercept import InitMode
+from fastinit.kernels.contract import CONSTANT
+from fastinit.spec import KernelParams
+
+#: Programs per tier (CI). Each is a few milliseconds of construction and four builds.
+LAW_PROGRAMS = 300
+BITWISE_PROGRAMS = 300
+
+SHAPES = [(4, 6), (6,), (3, 4, 5), (5, 5), (2, 3, 2, 2)]
+
+
+class ProgramWriter:
+    """Writes the body of a random ``__init__`` (a list of Python statements)."""
+
+    def __init__(self, rng: random.Random, torch_random: bool) -> None:
+        self.rng = rng
+        self.torch_random = torch_random  # torch.rand/randn factories allowed
+        self.lines: list[str] = []
+        self.tensors: list[tuple[str, tuple[int, ...]]] = []  # expression, shape
+        self.layers: list[tuple[str, str]] = []  # attribute, kind
+        self.count = 0
+
+    def _name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def _pick(self) -> tuple[str, tuple[int, ...]]:
+        return self.rng.choice(self.tensors)
+
+    def _same_shape(self, path: str, shape) -> str | None:
+        others = [p for p, s in self.tensors if s == shape and p != path]
+        return self.rng.choice(others) if others else None
+
+    def whole_write(self, path: str, shape) -> str:
+        r = self.rng
+        options = [
+            f"nn.init.normal_({path}, {r.choice([0.0, 1.0])}, {r.choice([0.02, 1.0])})",
+            f"nn.init.uniform_({path}, -0.5, 0.5)", f"nn.init.zeros_({path})",
+            f"nn.init.ones_({path})", f"nn.init.constant_({path}, {r.choice([0.5, -2.0])})",
+            f"nn.init.trunc_normal_({path}, std=0.02)", f"fastinit.normal_({path}, std=0.5)",
+            f"fastinit.zeros_({path})", f"{path}.normal_()", f"{path}.uniform_(-1, 1)",
+            f"{path}.fill_({r.choice([0.0, 1.5, -7.0])})", f"{path}.zero_()",
+        ]
+        if len(shape) >= 2:
+            options += [f"nn.init.xavier_uniform_({path})", f"nn.init.kaiming_normal_({path})",
+                        f"nn.init.kaiming_uniform_({path}, a=math.sqrt(5))"]
+        if len(shape) == 2:
+            options += [f"nn.init.eye_({path})", f"nn.init.orthogonal_({path})"]
+        if len(shape) in (3, 4):
+            options.append(f"nn.init.dirac_({path})")
+        return r.choice(options)
+
+    def factory(self, shape) -> str:
+        r = self.rng
+        n = math.prod(shape)
+        options = [f"torch.zeros{shape!r}", f"torch.ones{shape!r}",
+                   f"torch.full({shape!r}, {r.choice([0.25, -1.0])})",
+                   f"torch.arange({n}, dtype=torch.float32).reshape({shape!r})",
+                   f"torch.linspace(-1, 1, {n}).reshape({shape!r})", f"torch.empty{shape!r}",
+                   f"torch.Tensor{shape!r}"]  # legacy: real memory, even on meta
+        if self.torch_random:
+            options += [f"torch.randn{shape!r}", f"torch.rand{shape!r}"]
+        if len(shape) == 2:
+            options.append(f"torch.eye({shape[0]}, {shape[1]})")
+        return r.choice(options)
+
+    def new_tensor(self) -> None:
+        shape = self.rng.choice(SHAPES)
+        made = self.factory(shape)
+        if self.rng.random() < 0.65:
+            name = self._name("p")
+            self.lines.append(f"self.{name} = nn.Parameter({made})")
+        else:
+            name = self._name("b")
+            self.lines.append(f"self.register_buffer({name!r}, {made})")
+        if made.startswith(("torch.empty", "torch.Tensor")):
+            self.lines.append(self.whole_write(f"self.{name}", shape))
+        self.tensors.append((f"self.{name}", shape))
+
+    def new_layer(self) -> None:
+        r = self.rng
+        name = self._name("m")
+        kind = r.choice(["linear", "embedding", "layernorm", "conv"])
+        if kind == "linear":
+            i, o = r.choice([(4, 6), (6, 3), (5, 5)])
+            bias = r.random() < 0.7
+            self.lines.append(f"self.{name} = nn.Linear({i}, {o}, bias={bias})")
+            self.tensors.append((f"self.{name}.weight", (o, i)))
+            if bias:
+                self.tensors.append((f"self.{name}.bias", (o,)))
+            kind = f"linear{i}x{o}"
+        elif kind == "embedding":
+            pad = r.choice([None, 0, 3])
+            self.lines.append(f"self.{name} = nn.Embedding(7, 4, padding_idx={pad})")
+            self.tensors.append((f"self.{name}.weight", (7, 4)))
+        elif kind == "layernorm":
+            self.lines.append(f"self.{name} = nn.LayerNorm(6)")
+            self.tensors += [(f"self.{name}.weight", (6,)), (f"self.{name}.bias", (6,))]
+        else:
+            groups = r.choice([1, 2])
+            self.lines.append(f"self.{name} = nn.Conv1d(4, 6, 3, groups={groups})")
+            self.tensors += [(f"self.{name}.weight", (6, 4 // groups, 3)),
+                             (f"self.{name}.bias", (6,))]
+        self.layers.append((f"self.{name}", kind))
+
+    def copy_layer(self) -> None:
+        if not self.layers:
+            return
+        path, kind = self.rng.choice(self.layers)
+        name = self._name("m")
+        self.lines.append(f"self.{name} = copy.deepcopy({path})")
+        self.layers.append((f"self.{name}", kind))
+        self.tensors += [(p.replace(path + ".", f"self.{name}."), s) for p, s in self.tensors
+                         if p.startswith(path + ".")]
+
+    def tie(self) -> None:
+        kinds: dict[str, list[str]] = {}
+        for path, kind in self.layers:
+            kinds.setdefault(kind, []).append(path)
+        pairs = [v for k, v in kinds.items() if len(v) >= 2 and k in ("embedding", "linear5x5")]
+        if pairs:
+            a, b = self.rng.sample(self.rng.choice(pairs), 2)
+            self.lines.append(f"{b}.weight = {a}.weight")
+
+    def step(self) -> None:
+        r = self.rng
+        path, shape = self._pick()
+        n = math.prod(shape)
+        other = self._same_shape(path, shape)
+        choice = r.randrange(15)
+        if choice == 0:
+            line = self.whole_write(path, shape)
+        elif choice == 1:
+            line = f"{path}[{r.randrange(shape[0])}].fill_({r.choice([2.0, -0.5])})"
+        elif choice == 2 and len(shape) == 2:
+            line = f"{path}.diagonal().fill_(1.0)"
+        elif choice == 3 and len(shape) == 2:
+            line = f"{path}.t()[:, {r.randrange(shape[0])}].zero_()"
+        elif choice == 3 and len(shape) > 2:
+            line = f"{path}.transpose(0, 1)[0].normal_()"
+        elif choice == 4:
+            a = r.randrange(shape[0])
+            line = f"nn.init.normal_({path}.narrow(0, {a}, {shape[0] - a}), std=0.1)"
+        elif choice == 5:
+            line = f"{path}.mul_({r.choice([2.0, -0.5])})"
+        elif choice == 6:
+            line = f"{path}.add_({other})" if other else f"{path}.add_(1.0)"
+        elif choice == 7:
+            line = f"{path}.copy_({other})" if other else f"{path}.clamp_(-3.5, 3.5)"
+        elif choice == 8:
+            made = self.factory(shape).replace("torch.empty", "torch.ones").replace(
+                "torch.Tensor", "torch.ones")
+            line = f"{path}.data = {made}"
+        elif choice == 9:
+            line = f"{path}.view(-1)[{r.randrange(n)}::{r.choice([2, 3])}] = {r.choice([9.0, -3.0])}"
+        elif choice == 10:
+            line = (f"{path}.masked_fill_(torch.arange({n}).reshape({shape!r}) % 3 == 0, 0.5)")
+        elif choice == 11 and r.random() < 0.4:  # rarer: a read of drawn values is refused
+            src, _ = self._pick()
+            line = f"{path}.fill_({src}.abs().sum().item() % 5)"
+        elif choice in (11, 12):
+            line = f"{path}.index_fill_(0, torch.tensor([0]), 4.0)"
+        elif choice == 13:
+            line = f"nn.init.uniform_({path}[..., 0], 2.0, 3.0)"
+        else:
+            line = f"nn.init.zeros_({path}.view(-1)[1::2])"
+        self.lines.append(line)
+
+    def write(self) -> list[str]:
+        for _ in range(self.rng.randint(1, 3)):
+            self.new_tensor() if self.rng.random() < 0.6 else self.new_layer()
+        for _ in range(self.rng.randint(3, 14)):
+            x = self.rng.random()
+            if x < 0.15:
+                self.new_tensor()
+            elif x < 0.25:
+                self.new_layer()
+            elif x < 0.3:
+                self.tie()
+            elif x < 0.34:
+                self.copy_layer()
+            else:
+                self.step()
+        return self.lines
+
+
+def module_class(lines: list[str]) -> type[nn.Module]:
+    body = "\n".join("            " + line for line in lines)
+    source = ("class Program(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+              f"        with torch.no_grad():\n{body}\n")
+    namespace = {"nn": nn, "torch": torch, "math": math, "fastinit": fastinit, "copy": copy}
+    exec(compile(source, "<program>", "exec"), namespace)
+    cls = namespace["Program"]
+    cls.source = source
+    return cls
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    named = list(model.named_parameters(remove_duplicate=False))
+    named += list(model.named_buffers(remove_duplicate=False))
+    return {name: t.detach().clone() for name, t in named}
+
+
+def _ties(model: nn.Module) -> list[set[str]]:
+    groups: dict[int, set[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), set()).add(name)
+    return sorted((g for g in groups.values() if len(g) > 1), key=sorted)
+
+
+def _materialized(cls, seed: int) -> nn.Module:
+    with fastinit.empty_init():
+        model = cls()
+    return fastinit.materialize(model, "cpu", seed=seed, progress=False)
+
+
+_REFUSED = "read the values of a tensor computed from random draws"
+
+
+def _differences(a: dict, b: dict, where: dict | None = None) -> list[str]:
+    out = []
+    for name in a:
+        x, y = a[name], b[name]
+        mask = where[name] if where is not None else torch.ones_like(x, dtype=torch.bool)
+        if not torch.equal(torch.where(mask, x, 0).view(torch.int32),
+                           torch.where(mask, y, 0).view(torch.int32)):
+            out.append(f"{name}: eager {x.tolist()} vs materialize {y.tolist()}")
+    return out
+
+
+@pytest.mark.parametrize("chunk", range(6))
+def test_programs_deterministic_elements_exact_drawn_elements_drawn(chunk):
+    per = LAW_PROGRAMS // 6
+    failures, refused = [], 0
+    for index in range(chunk * per, (chunk + 1) * per):
+        cls = module_class(ProgramWriter(random.Random(index), torch_random=True).write())
+        eager = []
+        for s in (11, 12):
+            torch.manual_seed(s)
+            eager.append(_state(cls()))
+        try:
+            mats = [_state(_materialized(cls, s)) for s in (11, 12)]
+        except ValueError as e:
+            assert _REFUSED in str(e), f"program {index}:\n{cls.source}\n{e}"
+            refused += 1
+            continue
+        problems = []
+        for name in eager[0]:
+            e0, e1, m0, m1 = eager[0][name], eager[1][name], mats[0][name], mats[1][name]
+            fixed_e, fixed_m = e0 == e1, m0 == m1
+            if not torch.equal(fixed_e, fixed_m):
+                problems.append(f"{name}: deterministic elements {fixed_e.tolist()} eagerly, "
+                                f"{fixed_m.tolist()} materialized")
+            if not m0.isfinite().all():
+                problems.append(f"{name}: not finite: {m0.tolist()}")
+        fixed = {n: (eager[0][n] == eager[1][n]) for n in eager[0]}
+        problems += _differences(eager[0], mats[0], fixed)
+        if problems:
+            failures.append(f"program {index}:\n{cls.source}" + "\n".join(problems))
+    assert not failures, "\n\n".join(failures[:3]) + f"\n({len(failures)} programs differ)"
+    assert refused < per // 4, f"{refused} of {per} programs refused: the generator is off"
+
+
+@pytest.fixture
+def pinned_draws(monkeypatch):
+    """Every random fill writes one value, a function of its distribution's parameters:
+    where eager code and materialize write, and in which order, then shows bit for bit,
+    whatever the keys, streams and element numbering of the draws (materialize numbers a
+    view's elements in its named tensor, eager code in the view)."""
+    fill, grouped = cpu_backend.fill, cpu_backend.fill_grouped
+
+    def pinned(params: KernelParams) -> KernelParams:
+        if params.dist == CONSTANT:
+            return params
+        return KernelParams(CONSTANT, (hash(params) % 9973) / 997.0 - 5.0, 0.0)
+
+    def pinned_fill(out, segments, params, key, stream, draw_round=0):
+        return fill(out, segments, pinned(params), key, stream, draw_round)
+
+    def pinned_grouped(entries, **kwargs):
+        return grouped([(e[0], e[1], pinned(e[2]), *e[3:]) for e in entries], **kwargs)
+
+    monkeypatch.setattr(cpu_backend, "fill", pinned_fill)
+    monkeypatch.setattr(cpu_backend, "fill_grouped", pinned_grouped)
+
+
+@pytest.mark.parametrize("chunk", range(6))
+def test_programs_bitwise_with_pinned_draws(chunk, pinned_draws):
+    per = BITWISE_PROGRAMS // 6
+    failures, refused = [], 0
+    for index in range(chunk * per, (chunk + 1) * per):
+        rng = random.Random(10_000 + index)
+        cls = module_class(ProgramWriter(rng, torch_random=False).write())
+        with fastinit.patch(), InitMode(methods=True):
+            eager_model = cls()
+        eager = _state(eager_model)
+        try:
+            model = _materialized(cls, 5)
+        except ValueError as e:
+            # a tensor method's draw on a legacy tensor during construction is torch's own
+            # (not pinned): a value read of it is refused, rightly
+            assert _REFUSED in str(e), f"program {index}:\n{cls.source}\n{e}"
+            refused += 1
+            continue
+        got = _state(model)
+        problems = _differences(eager, got)
+        if _ties(eager_model) != _ties(model):
+            problems.append(f"ties {_ties(eager_model)} eagerly, {_ties(model)} materialized")
+        if problems:
+            failures.append(f"program {index}:\n{cls.source}" + "\n".join(problems))
+    assert not failures, "\n\n".join(failures[:3]) + f"\n({len(failures)} programs differ)"
+    assert refused < per // 10, f"{refused} of {per} programs refused: the generator is off"
+
+
+class _ReadsRandomValues(nn.Module):
+    def __init__(self, random_source: bool) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.w = nn.Parameter(torch.empty(4, 6))
+            nn.init.normal_(self.w) if random_source else nn.init.ones_(self.w)
+            self.register_buffer("total", torch.zeros(3))
+            self.total.fill_(self.w.abs().sum().item())
+            assert torch.isfinite(self.w).all()  # a second read: the same values
+
+
+def test_a_value_read_during_construction_is_replayed_exactly():
+    with fastinit.empty_init():
+        model = _ReadsRandomValues(random_source=False)
+    fastinit.materialize(model, "cpu", seed=3)
+    assert model.total.tolist() == [24.0] * 3
+
+
+def test_a_value_read_of_random_draws_is_refused_not_replayed_wrong():
+    """Eager code gives total == sum(|w|); materialize draws w afresh, so the total read
+    at construction would not match: a clear error, the model left on meta."""
+    torch.manual_seed(0)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    with fastinit.empty_init():
+        model = _ReadsRandomValues(random_source=True)
+    assert torch.equal(torch.rand(3), after)  # construction's reads leave the generator be
+    with pytest.raises(ValueError, match=_REFUSED):
+        fastinit.materialize(model, "cpu", seed=3)
+    assert model.w.is_meta and model.total.is_meta
+
+
+def test_rebinding_data_then_making_tensors_keeps_each_value():
+    """``b.data = x`` frees the storage ``b`` was made with; a tensor made after it may get
+    the same address. The recording must keep telling the two apart."""
+
+    class Rebinds(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            with torch.no_grad():
+                self.w = nn.Parameter(torch.zeros(2, 3))
+                for i in range(8):
+                    self.register_buffer(f"b{i}", torch.full((6,), -1.0))
+                    getattr(self, f"b{i}").data = torch.arange(6.0) + i
+                    self.w.index_fill_(0, torch.tensor([i % 2]), float(i))
+
+    eager = Rebinds()
+    with fastinit.empty_init():
+        model = Rebinds()
+    fastinit.materialize(model, "cpu", seed=0)
+    for name, t in _state(eager).items():
+        assert torch.equal(_state(model)[name], t), name
+
+
+def test_values_read_twice_during_construction_agree():
+    """Eager code reading one random tensor twice sees the same values; so does
+    construction under empty_init, whatever else each read needs evaluated."""
+
+    class ReadsTwice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Parameter(torch.empty(3))
+            self.b = nn.Parameter(torch.empty(3))
+            nn.init.normal_(self.a)
+            nn.init.normal_(self.b)
+            self.first = self.b.sum().item()  # evaluates b's draw alone
+            self.total = (self.a.sum() + self.b.sum()).item()  # a's and b's draws
+            self.again = self.b.sum().item()
+
+    with fastinit.empty_init():
+        model = ReadsTwice()
+    assert model.first == model.again
+    with pytest.raises(ValueError, match=_REFUSED):  # the values read were drawn
+        fastinit.materialize(model, "cpu", seed=1)
+
+
+def test_legacy_tensors_meet_tensors_made_on_meta_as_in_eager_code():
+    """A legacy ``torch.Tensor(n)`` is real memory even inside empty_init; operations
+    mixing it with tensors made in the block (copies, arithmetic, ``.data =``) compute
+    what eager code computes."""
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            with torch.no_grad():
+                self.legacy = nn.Parameter(torch.Tensor(2, 3))
+                self.legacy.copy_(torch.arange(6.0).reshape(2, 3))  # meta into real
+                self.made = nn.Parameter(torch.ones(2, 3))
+                self.made.add_(self.legacy)  # real into meta
+                self.other = nn.Parameter(torch.Tensor(4))
+                self.other.data = torch.full((4,), 0.5)  # real rebound to meta data
+                self.other.mul_(self.legacy.sum())
+                self.register_buffer("count", torch.tensor(float(self.legacy.sum().item())))
+
+    eager = _state(Mixed())
+    with fastinit.empty_init():
+        model = Mixed()
+    got = _state(fastinit.materialize(model, "cpu", seed=0))
+    assert not _differences(eager, got)
+    assert got["other"].tolist() == [7.5] * 4 and got["count"].item() == 15.0
