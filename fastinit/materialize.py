@@ -649,11 +649,12 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
             continue
         ref = recorded.refs.get(name)
         same = ref is not None and (
-            (recorded.objects[name] is t and (not t.is_meta or program.ref(t) == ref))
+            (recorded.objects[name] is t and program.ref(t) == ref)
             or (is_dtensor(t) and tuple(t.shape) == ref.shape and t.dtype == ref.dtype))
-        # a real tensor the block wrote (legacy torch.Tensor(n)) is construction memory:
-        # replayed unless kept explicitly (keep=, transformers' flag)
-        construction_memory = same and not t.is_meta and program.storages[ref.storage].legacy
+        # a real tensor the block made or wrote (legacy torch.Tensor(n), a copy of one) is
+        # construction memory: replayed unless kept explicitly (keep=, transformers' flag);
+        # one given other memory after the block (a loaded weight) is kept
+        construction_memory = same and not t.is_meta
         if not t.is_meta and not is_dtensor(t) and (
                 _kept(t, name, hf or construction_memory, overwrite, keep)):
             kept.append(t)

@@ -40,6 +40,7 @@ from fastinit.backends import cpu as cpu_backend
 from fastinit.intercept import InitMode
 from fastinit.kernels.contract import CONSTANT
 from fastinit.spec import KernelParams
+from tests.conftest import bits
 
 #: Programs per tier (CI). Each is a few milliseconds of construction and four builds.
 LAW_PROGRAMS = 300
@@ -103,23 +104,44 @@ class ProgramWriter:
             options.append(f"torch.eye({shape[0]}, {shape[1]})")
         return r.choice(options)
 
+    def derived(self) -> tuple[str, tuple[int, ...]]:
+        """A tensor made from another one, or in another layout or dtype."""
+        r = self.rng
+        path, shape = self._pick()
+        choice = r.randrange(5)
+        if choice == 0:
+            return f"{path}.detach().clone()", shape
+        if choice == 1 and len(shape) == 2:
+            return f"{path}.detach().t().contiguous()", (shape[1], shape[0])
+        if choice == 2 and len(shape) == 4:
+            return (f"{path}.detach().contiguous(memory_format=torch.channels_last)", shape)
+        if choice == 3:
+            n = shape[-1]
+            return f"torch.linspace(0, 1, {n}).expand({shape!r}).clone()", shape
+        shape = r.choice(SHAPES)
+        dtype = r.choice(["torch.bfloat16", "torch.float16", "torch.float64"])
+        return r.choice([f"torch.ones({shape!r}, dtype={dtype})",
+                         f"torch.empty({shape!r}, dtype={dtype})"]), shape
+
     def new_tensor(self) -> None:
         shape = self.rng.choice(SHAPES)
         made = self.factory(shape)
+        if self.tensors and self.rng.random() < 0.3:
+            made, shape = self.derived()
         if self.rng.random() < 0.65:
             name = self._name("p")
             self.lines.append(f"self.{name} = nn.Parameter({made})")
         else:
             name = self._name("b")
             self.lines.append(f"self.register_buffer({name!r}, {made})")
-        if made.startswith(("torch.empty", "torch.Tensor")):
+        if made.startswith(("torch.empty", "torch.Tensor")) and len(shape) <= 4:
             self.lines.append(self.whole_write(f"self.{name}", shape))
         self.tensors.append((f"self.{name}", shape))
 
     def new_layer(self) -> None:
         r = self.rng
         name = self._name("m")
-        kind = r.choice(["linear", "embedding", "layernorm", "conv"])
+        kind = r.choice(["linear", "embedding", "layernorm", "conv", "weight_norm"])
         if kind == "linear":
             i, o = r.choice([(4, 6), (6, 3), (5, 5)])
             bias = r.random() < 0.7
@@ -135,6 +157,12 @@ class ProgramWriter:
         elif kind == "layernorm":
             self.lines.append(f"self.{name} = nn.LayerNorm(6)")
             self.tensors += [(f"self.{name}.weight", (6,)), (f"self.{name}.bias", (6,))]
+        elif kind == "weight_norm":
+            self.lines.append(
+                f"self.{name} = nn.utils.parametrizations.weight_norm(nn.Linear(4, 6))")
+            weight = f"self.{name}.parametrizations.weight"
+            self.tensors += [(f"{weight}.original0", (6, 1)), (f"{weight}.original1", (6, 4)),
+                             (f"self.{name}.bias", (6,))]
         else:
             groups = r.choice([1, 2])
             self.lines.append(f"self.{name} = nn.Conv1d(4, 6, 3, groups={groups})")
@@ -261,8 +289,8 @@ def _differences(a: dict, b: dict, where: dict | None = None) -> list[str]:
     for name in a:
         x, y = a[name], b[name]
         mask = where[name] if where is not None else torch.ones_like(x, dtype=torch.bool)
-        if not torch.equal(torch.where(mask, x, 0).view(torch.int32),
-                           torch.where(mask, y, 0).view(torch.int32)):
+        if x.dtype != y.dtype or not torch.equal(bits(torch.where(mask, x, 0)),
+                                                 bits(torch.where(mask, y, 0))):
             out.append(f"{name}: eager {x.tolist()} vs materialize {y.tolist()}")
     return out
 
@@ -270,13 +298,17 @@ def _differences(a: dict, b: dict, where: dict | None = None) -> list[str]:
 @pytest.mark.parametrize("chunk", range(6))
 def test_programs_deterministic_elements_exact_drawn_elements_drawn(chunk):
     per = LAW_PROGRAMS // 6
-    failures, refused = [], 0
+    failures, refused, invalid = [], 0, 0
     for index in range(chunk * per, (chunk + 1) * per):
         cls = module_class(ProgramWriter(random.Random(index), torch_random=True).write())
         eager = []
-        for s in (11, 12):
-            torch.manual_seed(s)
-            eager.append(_state(cls()))
+        try:
+            for s in (11, 12):
+                torch.manual_seed(s)
+                eager.append(_state(cls()))
+        except (RuntimeError, NotImplementedError):
+            invalid += 1  # eager code fails too (a view of a channels_last tensor...)
+            continue
         try:
             mats = [_state(_materialized(cls, s)) for s in (11, 12)]
         except ValueError as e:
@@ -298,10 +330,15 @@ def test_programs_deterministic_elements_exact_drawn_elements_drawn(chunk):
             failures.append(f"program {index}:\n{cls.source}" + "\n".join(problems))
     assert not failures, "\n\n".join(failures[:3]) + f"\n({len(failures)} programs differ)"
     assert refused < per // 4, f"{refused} of {per} programs refused: the generator is off"
+    assert invalid < per // 10, f"{invalid} of {per} programs fail eagerly: the generator is off"
 
 
 @pytest.fixture
 def pinned_draws(monkeypatch):
+    pin_draws(monkeypatch)
+
+
+def pin_draws(monkeypatch) -> None:
     """Every random fill writes one value, a function of its distribution's parameters:
     where eager code and materialize write, and in which order, then shows bit for bit,
     whatever the keys, streams and element numbering of the draws (materialize numbers a
@@ -326,12 +363,16 @@ def pinned_draws(monkeypatch):
 @pytest.mark.parametrize("chunk", range(6))
 def test_programs_bitwise_with_pinned_draws(chunk, pinned_draws):
     per = BITWISE_PROGRAMS // 6
-    failures, refused = [], 0
+    failures, refused, invalid = [], 0, 0
     for index in range(chunk * per, (chunk + 1) * per):
         rng = random.Random(10_000 + index)
         cls = module_class(ProgramWriter(rng, torch_random=False).write())
-        with fastinit.patch(), InitMode(methods=True):
-            eager_model = cls()
+        try:
+            with fastinit.patch(), InitMode(methods=True):
+                eager_model = cls()
+        except (RuntimeError, NotImplementedError):
+            invalid += 1  # eager code fails too
+            continue
         eager = _state(eager_model)
         try:
             model = _materialized(cls, 5)
@@ -349,6 +390,7 @@ def test_programs_bitwise_with_pinned_draws(chunk, pinned_draws):
             failures.append(f"program {index}:\n{cls.source}" + "\n".join(problems))
     assert not failures, "\n\n".join(failures[:3]) + f"\n({len(failures)} programs differ)"
     assert refused < per // 10, f"{refused} of {per} programs refused: the generator is off"
+    assert invalid < per // 10, f"{invalid} of {per} programs fail eagerly: the generator is off"
 
 
 class _ReadsRandomValues(nn.Module):
@@ -451,3 +493,32 @@ def test_legacy_tensors_meet_tensors_made_on_meta_as_in_eager_code():
     got = _state(fastinit.materialize(model, "cpu", seed=0))
     assert not _differences(eager, got)
     assert got["other"].tolist() == [7.5] * 4 and got["count"].item() == 15.0
+
+
+def test_real_tensors_made_in_the_block_are_replayed_and_loaded_ones_kept():
+    """A copy of a legacy tensor is construction memory like the legacy tensor itself:
+    both follow materialize's draws, so the copy stays equal to its source as in eager
+    code (kept as it was made, it would hold construction's draw from torch's generator).
+    A real tensor given other memory after the block - a loaded weight - is kept."""
+
+    class Copies(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            with torch.no_grad():
+                self.legacy = nn.Parameter(torch.Tensor(3, 4))
+                self.legacy.normal_()
+                self.copy = nn.Parameter(self.legacy.detach().clone())
+                self.loaded = nn.Parameter(torch.Tensor(2))
+                self.loaded.zero_()
+
+    with fastinit.empty_init():
+        model = Copies()
+    loaded = torch.tensor([5.0, 6.0])
+    model.loaded.data = loaded
+    fastinit.materialize(model, "cpu", seed=7)
+    assert torch.equal(model.copy, model.legacy)
+    assert model.loaded.data_ptr() == loaded.data_ptr() and model.loaded.tolist() == [5, 6]
+    with fastinit.empty_init():
+        again = Copies()
+    fastinit.materialize(again, "cpu", seed=7)
+    assert torch.equal(again.legacy, model.legacy)  # the seed decides, not torch's generator
