@@ -602,9 +602,8 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
     keep = None if keep is None else list(keep)
     recorded = construction_of(module)
     with _seeded_generators(device, key):
-        if recorded is not None:
-            _replay_construction(module, recorded, device, key, recipe, overwrite, keep,
-                                 progress)
+        if recorded is not None and _replay_construction(
+                module, recorded, device, key, recipe, overwrite, keep, progress):
             return module
         alloc = _Allocation(module, device, overwrite, keep)
         try:
@@ -629,10 +628,15 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
 
 
 def _replay_construction(module: nn.Module, recorded: Construction, device: torch.device,
-                         key: int, recipe, overwrite: bool, keep, progress: bool) -> None:
+                         key: int, recipe, overwrite: bool, keep, progress: bool) -> bool:
     """materialize for a model built inside ``empty_init()``: replay what its tensors
     depend on (see ``fastinit.construction``), with the same routing, recording, grouped
-    writes and coverage as the meta path."""
+    writes and coverage as the meta path.
+
+    Returns False, having done nothing, when the recording no longer describes any of the
+    model's tensors (all were replaced: a model materialized before) and ``overwrite``
+    asks for re-initialization: the caller then runs the model's init code on them, as
+    for any real model."""
     slots = _slots(module)
     _refuse_uninitialized_parameters(slots)
     hf = _is_hf_model(module)
@@ -666,6 +670,8 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
                 kept.append(t)
             continue
         replayed[id(t)] = (name, ref)
+    if overwrite and not replayed and not changed:
+        return False
     if changed:
         raise ValueError(
             "materialize: these tensors were not made by the fastinit.empty_init() block "
@@ -713,6 +719,7 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         for table, attr, t in reversed(swapped):
             table[attr] = t
         raise
+    return True
 
 
 def _replay_sharded(program: Program, device: torch.device, key: int, name: str, ref: Ref,

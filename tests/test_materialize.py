@@ -395,3 +395,23 @@ def test_a_recorded_model_changed_after_the_block_is_refused_clearly():
     with pytest.raises(ValueError, match="not made by the fastinit.empty_init"):
         materialize(m, "cpu", seed=1)
     assert all(p.is_meta for p in m.parameters())
+
+
+def test_overwrite_reinitializes_a_materialized_recorded_model_in_place():
+    """After materialize, a recorded model's tensors are real: materialize(overwrite=True)
+    re-initializes them (the model's init code, in place) like any real model's; without
+    overwrite it leaves them be."""
+    with fastinit.empty_init():
+        m = _stack()
+    materialize(m, "cpu", seed=1)
+    before = {n: t.detach().clone() for n, t in m.state_dict().items()}
+    ptrs = {n: t.data_ptr() for n, t in m.state_dict().items()}
+    materialize(m, "cpu", seed=1)
+    for n, t in m.state_dict().items():
+        assert_bitwise_equal(t, before[n])
+    materialize(m, "cpu", seed=2, overwrite=True)
+    assert {n: t.data_ptr() for n, t in m.state_dict().items()} == ptrs
+    assert not torch.equal(m[1].weight, before["1.weight"])
+    reference = materialize(_on_meta(_stack), "cpu", seed=2)
+    for (name, x), y in zip(reference.state_dict().items(), m.state_dict().values()):
+        assert_bitwise_equal(x, y)
