@@ -35,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from fastinit import route
+from fastinit.streams import _splitmix64
 
 try:
     from torch.utils._device import _device_constructors
@@ -516,11 +517,18 @@ class Replay:
     """
 
     def __init__(self, program: Program, device: torch.device,
-                 on_bind: Callable[[int], None] | None = None) -> None:
+                 on_bind: Callable[[int], None] | None = None, key: int | None = None) -> None:
         self.program = program
         self.device = device
         self.on_bind = on_bind
+        self.key = key
         self.env: dict[int, torch.Tensor] = {}
+
+    def _seeds(self) -> dict[int, int] | None:
+        if self.key is None:
+            return None
+        return {id(op): _splitmix64(self.key ^ _splitmix64(i))
+                for i, op in enumerate(self.program.ops)}
 
     def resolve(self, ref: Ref) -> torch.Tensor:
         base = self.env[ref.storage]
@@ -531,13 +539,21 @@ class Replay:
     def _real(self, x):
         return self.resolve(x) if isinstance(x, Ref) else x
 
-    def run(self, ops: list[Op], seeds: dict[int, int] | None = None) -> None:
-        """Run ``ops`` in order; with ``seeds`` (``id(op)`` -> seed), the CPU generator is
-        seeded before each operation, so that its random draws do not depend on which
-        other operations run."""
+    def run(self, ops: list[Op]) -> None:
+        """Run ``ops`` (a part of the program, in its order). With a ``key``, torch's
+        generators (the CPU's, and the device's) are seeded before each operation from the
+        key and the operation's place in the program: what ``torch.rand`` and the like draw
+        depends on neither which other operations run (a model replayed parameter by
+        parameter, as sharded models are, or with some weights loaded) nor their number."""
+        seeds = self._seeds()
         for op in ops:
             if seeds is not None:
-                torch.default_generator.manual_seed(seeds[id(op)])
+                seed = seeds[id(op)]
+                torch.default_generator.manual_seed(seed)
+                if self.device.type == "cuda":
+                    index = self.device.index
+                    torch.cuda.default_generators[
+                        torch.cuda.current_device() if index is None else index].manual_seed(seed)
             # storages this op makes (a copy into a new legacy storage) get its result
             produced = {ref.storage for ref in op.outs if ref is not None}.difference(op.reads)
             for s in op.reads + op.writes:
@@ -608,17 +624,17 @@ def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.T
     (construction read them: ``.item()``, ``.tolist()``, ``bool(...)``).
 
     A random draw gives the same values in every evaluation of one program (each operation
-    draws from the CPU generator seeded with its place in the program; the caller's
-    generator is left as it was), so values read twice agree, as in eager code. Values
+    draws from the CPU generator seeded from its place in the program, see
+    :meth:`Replay.run`; the caller's generator is left as it was), so values read twice
+    agree, as in eager code. Values
     computed from random draws cannot survive materialize, which draws afresh: the
     replay there checks every value read (``Op.expect``) and stops at a difference."""
-    replay = Replay(program, torch.device("cpu"))
-    seeds = {id(op): i for i, op in enumerate(program.ops)}
+    replay = Replay(program, torch.device("cpu"), key=0)
     token = _RECORDING.set(None)
     entries = route.observe_entries(None)
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            replay.run(program.needed({sid(t) for t in tensors}), seeds)
+            replay.run(program.needed({sid(t) for t in tensors}))
     finally:
         route.observe_entries(None, entries)
         _RECORDING.reset(token)

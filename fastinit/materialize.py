@@ -746,7 +746,7 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
         by_storage.setdefault(ref.storage, []).append((name, ref))
     coverage = Coverage()
     router = _Router(key, {}, kept, coverage, progress=progress)
-    replay = Replay(program, device)
+    replay = Replay(program, device, key=key)
 
     def bound(s: int) -> None:
         for name, ref in by_storage.get(s, ()):

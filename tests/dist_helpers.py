@@ -299,7 +299,8 @@ class RowInit(nn.Linear):
 
 class RichLlama(Llama):
     """The Llama with what torch's sharded flows lose: an embedding padding row, partial
-    writes on a sharded head, and (``constants=True``) values made only in ``__init__``."""
+    writes on a sharded head, and (``constants=True``) values made only in ``__init__``,
+    constants and draws from torch's generator."""
 
     def __init__(self, constants: bool = False):
         super().__init__()
@@ -311,6 +312,12 @@ class RichLlama(Llama):
             mix.diagonal().fill_(1.0)
             mix[0, 3:7] = 0.25
             self.mix = nn.Parameter(mix)
+            # init code drawing from torch's generator (Mamba's dt_bias): replayed
+            # parameter by parameter on the ranks (the unsharded buffer after them), the
+            # draws must not depend on that
+            self.register_buffer("noise", torch.rand(DIM))
+            self.dt_bias = nn.Parameter(torch.rand(DIM) * 0.5 - 0.25)
+            self.proj = nn.Parameter(torch.randn(DIM, DIM) * 0.02)
 
 
 def init_weights(model: nn.Module, base_seed: int) -> None:

@@ -43,8 +43,8 @@ from fastinit.spec import KernelParams
 from tests.conftest import bits
 
 #: Programs per tier (CI). Each is a few milliseconds of construction and four builds.
-LAW_PROGRAMS = 300
-BITWISE_PROGRAMS = 300
+LAW_PROGRAMS = 600
+BITWISE_PROGRAMS = 600
 
 SHAPES = [(4, 6), (6,), (3, 4, 5), (5, 5), (2, 3, 2, 2)]
 
@@ -537,3 +537,28 @@ def test_real_tensors_made_in_the_block_are_replayed_and_loaded_ones_kept():
         again = Copies()
     fastinit.materialize(again, "cpu", seed=7)
     assert torch.equal(again.legacy, model.legacy)  # the seed decides, not torch's generator
+
+
+def test_draws_from_torch_generators_do_not_depend_on_what_else_is_replayed():
+    """Init code drawing with ``torch.rand`` (Mamba's ``dt_bias``) gets the same values
+    whether or not the tensors made before it are replayed too (a loaded weight is not; a
+    sharded model is replayed parameter by parameter)."""
+
+    class Draws(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = nn.Parameter(torch.randn(4))
+            self.dt_bias = nn.Parameter(torch.rand(4) * 2)
+
+    with fastinit.empty_init():
+        whole = Draws()
+    fastinit.materialize(whole, "cpu", seed=3)
+    with fastinit.empty_init():
+        loaded = Draws()
+    loaded.first = nn.Parameter(torch.zeros(4))  # a loaded weight: kept, not replayed
+    fastinit.materialize(loaded, "cpu", seed=3)
+    assert torch.equal(loaded.dt_bias, whole.dt_bias)
+    with fastinit.empty_init():
+        other = Draws()
+    fastinit.materialize(other, "cpu", seed=4)
+    assert not torch.equal(other.dt_bias, whole.dt_bias)
