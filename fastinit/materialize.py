@@ -26,6 +26,13 @@ on the real device would have given, with fastinit's streams instead of torch's.
   written by the init code (partial writes are tracked element by element) or kept from
   a real tensor; otherwise materialize raises naming the tensors, and leaves the model as
   it was - as on every other failure.
+* **What a meta build cannot know.** A model built under ``torch.device("meta")`` keeps
+  nothing of its construction, so what ``__init__`` did beyond the init code is not seen:
+  where the init code writes a tensor whole, it holds what the init code writes (a row
+  ``__init__`` zeroed after ``reset_parameters()`` is drawn again; ``deepcopy``-ed layers
+  are drawn independently, where eager copies are equal). A model built under
+  ``fastinit.empty_init()`` has its construction recorded and replayed: exact
+  (``fastinit.construction``).
 """
 from __future__ import annotations
 

@@ -415,3 +415,25 @@ def test_overwrite_reinitializes_a_materialized_recorded_model_in_place():
     reference = materialize(_on_meta(_stack), "cpu", seed=2)
     for (name, x), y in zip(reference.state_dict().items(), m.state_dict().values()):
         assert_bitwise_equal(x, y)
+
+
+def test_what_a_meta_build_cannot_see_and_empty_init_replays():
+    """As documented: on a plain meta build the init code writes the linear layer whole, so
+    a row __init__ zeroed after it is drawn again (nothing of __init__ is left to see);
+    recorded under empty_init, the row is zero as after eager construction."""
+
+    class ZeroedRow(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            with torch.no_grad():
+                self.lin.weight[0].zero_()
+
+    assert (ZeroedRow().lin.weight[0] == 0).all()  # eager
+    meta_built = materialize(_on_meta(ZeroedRow), "cpu", seed=1)
+    assert (meta_built.lin.weight[0] != 0).all()
+    with fastinit.empty_init():
+        recorded = ZeroedRow()
+    materialize(recorded, "cpu", seed=1)
+    assert (recorded.lin.weight[0] == 0).all()
+    assert_bitwise_equal(recorded.lin.weight[1:], meta_built.lin.weight[1:])
