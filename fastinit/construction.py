@@ -595,10 +595,10 @@ class Replay:
         if not torch.equal(actual.view(torch.uint8), expect.view(torch.uint8)):
             ref = op.args[0]
             raise ValueError(
-                "materialize: the model's construction (in fastinit.empty_init()) read the "
-                f"values of a tensor computed from random draws (shape {tuple(ref.shape)}, "
-                f"{ref.dtype}; e.g. `.item()` of a sum of random weights) and went on with "
-                "them; materialize draws the random values afresh (from its seed), so what "
+                "fastinit.empty_init(): the model's construction read the values of a "
+                f"tensor computed from random draws (shape {tuple(ref.shape)}, {ref.dtype}; "
+                "e.g. `.item()` of a sum of random weights) and went on with them; "
+                "materialize draws the random values afresh (from its seed), so what "
                 "construction computed from the values read would not match. Read values "
                 "that do not depend on random draws in __init__, or build this model on its "
                 "device (eagerly) or under torch.device('meta') (materialize then runs its "

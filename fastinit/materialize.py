@@ -693,14 +693,15 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
             alloc.module, alloc.replaced, alloc.emptied = module, [], False
             alloc._to_empty(device)
         for t, name, ref in {id(t): (t, n, r) for t, n, r in sharded}.values():
-            _replay_sharded(program, device, key, name, ref, t)
+            _replay_sharded(program, device, key, name, ref, t, replayed.values())
         plain = {i: v for i, v in replayed.items()
                  if not any(i == id(t) for t, _, _ in sharded)}
     else:
         plain = replayed
     total = sum(math.prod(ref.shape) for _, ref in plain.values())
     replay, router, coverage = _named_replay(
-        program, device, key, plain.values(), kept,
+        program, device, key, replayed.values(), kept,
+        checked={name for name, _ in plain.values()},
         progress=progress and total >= PROGRESS_MIN_ELEMENTS and device.type == "cpu")
     swapped: list[tuple[dict, str, torch.Tensor]] = []
     try:
@@ -730,12 +731,14 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
 
 
 def _replay_sharded(program: Program, device: torch.device, key: int, name: str, ref: Ref,
-                    dt) -> None:
+                    dt, named) -> None:
     """A DTensor parameter of a recorded model: replay it whole on this rank (one
-    temporary of its global size), then keep the part this rank holds. No communication."""
+    temporary of its global size), then keep the part this rank holds. No communication.
+    ``named``: every replayed tensor of the model (``(name, ref)``): what this one is
+    computed from draws from the same streams as in the whole model's replay."""
     from fastinit.distributed import copy_from_full_
 
-    replay, router, coverage = _named_replay(program, device, key, [(name, ref)], ())
+    replay, router, coverage = _named_replay(program, device, key, named, (), checked={name})
     with recording(router, device):
         replay.run(program.needed({ref.storage}))
     _raise_missing(coverage.missing())
@@ -745,9 +748,12 @@ def _replay_sharded(program: Program, device: torch.device, key: int, name: str,
 
 
 def _named_replay(program: Program, device: torch.device, key: int, named, kept, *,
-                  progress: bool = False) -> tuple[Replay, "_Router", Coverage]:
+                  checked=None, progress: bool = False) -> tuple[Replay, "_Router", Coverage]:
     """A replay whose router names each of ``named`` (``(name, ref)`` pairs) as soon as
-    its memory exists - before its fills run - and follows what is written of it."""
+    its memory exists - before its fills run - and follows what is written of those in
+    ``checked`` (names; default: all). A part of the program replayed on its own (one
+    sharded parameter) names every tensor, so that each fill draws from the stream it
+    draws from in the whole replay."""
     by_storage: dict[int, list[tuple[str, Ref]]] = {}
     for name, ref in named:
         by_storage.setdefault(ref.storage, []).append((name, ref))
@@ -759,7 +765,8 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
         for name, ref in by_storage.get(s, ()):
             real = replay.resolve(ref)
             router.track(name, real)
-            coverage.add(name, real, full=not program.storages[s].empty)
+            if checked is None or name in checked:
+                coverage.add(name, real, full=not program.storages[s].empty)
 
     replay.on_bind = bound
     return replay, router, coverage

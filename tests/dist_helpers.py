@@ -835,6 +835,7 @@ def worker(rank: int, world_size: int) -> dict:
     timed("materialize fsdp", check_materialize, "fsdp", {"dp": mesh})
     timed("materialize tp", check_materialize, "tp", {"tp": mesh})
     timed("rich fsdp", check_materialize_rich, "fsdp", {"dp": mesh})
+    timed("programs", check_programs, mesh)
     timed("rich tp", check_materialize_rich, "tp", {"tp": mesh})
     if world_size == 4:
         mesh2 = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
@@ -844,4 +845,67 @@ def worker(rank: int, world_size: int) -> dict:
               {"dp": mesh2["dp"], "tp": mesh2["tp"]})
         timed("rich fsdp_tp", check_materialize_rich, "fsdp_tp",
               {"dp": mesh2["dp"], "tp": mesh2["tp"]})
+    return summary
+
+
+def check_programs(mesh, summary: dict, count: int = 40, start: int = 0) -> None:
+    """Randomized construction programs (tests/test_construction_programs.py's generator)
+    built under fastinit.empty_init(), every parameter sharded on dim 0 (FSDP2's
+    fully_shard on the root), materialized with no collective: each gathered parameter
+    equals the single-process materialize bitwise, and every buffer too. A program the
+    single process refuses (a value read of random draws) must be refused alike."""
+    import random
+
+    import fastinit
+    from torch.distributed.fsdp import fully_shard
+    from tests.test_construction_programs import ProgramWriter, module_class
+
+    checked = refused = unshardable = 0
+    for index in range(start, start + count):
+        cls = module_class(ProgramWriter(random.Random(20_000 + index), torch_random=True).write())
+        try:
+            cls()
+        except (RuntimeError, NotImplementedError):
+            continue  # eager code fails too (a view of a channels_last tensor...)
+        try:
+            with fastinit.empty_init():
+                ref = cls()
+            fastinit.materialize(ref, "cpu", seed=9)
+        except ValueError as e:
+            assert "random draws" in str(e), (index, cls.source, e)
+            refused += 1
+            continue
+        with fastinit.empty_init():
+            model = cls()
+        try:
+            fully_shard(model, mesh=mesh)
+        except NotImplementedError:  # FSDP2 refuses non-contiguous (channels_last) params
+            unshardable += 1
+            continue
+        with no_collectives() as calls:
+            try:
+                fastinit.materialize(model, "cpu", seed=9)
+            except NotImplementedError as e:  # legacy real tensors beside meta DTensors
+                assert "entirely on meta" in str(e), (index, cls.source, e)
+                unshardable += 1
+                continue
+        assert not calls, calls
+        expected = dict(ref.named_parameters())
+        for n, p in model.named_parameters():
+            whole = p.full_tensor() if hasattr(p, "full_tensor") else p
+            assert_bitwise(whole, expected[n], f"program {index} {n}\n{cls.source}")
+        expected = dict(ref.named_buffers())
+        for n, b in model.named_buffers():
+            assert_bitwise(b, expected[n], f"program {index} buffer {n}\n{cls.source}")
+        checked += 1
+    summary["programs_checked"] = summary.get("programs_checked", 0) + checked
+    summary["programs_refused"] = summary.get("programs_refused", 0) + refused
+    summary["programs_unshardable"] = summary.get("programs_unshardable", 0) + unshardable
+
+
+def programs_worker(rank: int, world_size: int, count: int = 40, start: int = 0) -> dict:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    summary: dict = {}
+    check_programs(init_device_mesh("cpu", (world_size,)), summary, count, start)
     return summary

@@ -316,6 +316,19 @@ def test_sharded_partial_writes_and_construction_values_equal_single_process(run
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_sharded_construction_programs_equal_single_process(runs, world_size):
+    """Randomized construction programs (the generator of test_construction_programs.py:
+    factories, layers, ties, copies, weight_norm, partial and strided writes, value reads,
+    torch.rand draws, conversions) built under empty_init and sharded with FSDP2 on every
+    parameter: materialize runs no collective, and every gathered parameter and every
+    buffer equals the single-process materialize bitwise."""
+    for s in runs(world_size):
+        assert s["programs_checked"] >= 25, s
+        assert s["programs_unshardable"] + s["programs_refused"] <= 15, s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
 def test_no_collective_guard_catches_collectives(runs, world_size):
     """The guard the fills run under is not vacuous: all_reduce, barrier, object
     broadcast, functional all_reduce, a ProcessGroup method called directly, full_tensor
