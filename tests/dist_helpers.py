@@ -835,7 +835,8 @@ def worker(rank: int, world_size: int) -> dict:
     timed("materialize fsdp", check_materialize, "fsdp", {"dp": mesh})
     timed("materialize tp", check_materialize, "tp", {"tp": mesh})
     timed("rich fsdp", check_materialize_rich, "fsdp", {"dp": mesh})
-    timed("programs", check_programs, mesh)
+    timed("programs fsdp", check_programs, mesh)
+    timed("programs last dim", lambda m, s: check_programs(m, s, shard="last"), mesh)
     timed("rich tp", check_materialize_rich, "tp", {"tp": mesh})
     if world_size == 4:
         mesh2 = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
@@ -848,10 +849,27 @@ def worker(rank: int, world_size: int) -> dict:
     return summary
 
 
-def check_programs(mesh, summary: dict, count: int = 40, start: int = 0) -> None:
+def _shard_last_dim(model: nn.Module, mesh) -> None:
+    """Every parameter of two or more dimensions sharded on its last dimension, the rest
+    replicated (as tensor parallelism shards linear layers' inputs)."""
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    done: dict[int, nn.Parameter] = {}  # tied parameters stay tied
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if id(p) not in done:
+                placement = Shard(p.dim() - 1) if p.dim() >= 2 else Replicate()
+                done[id(p)] = nn.Parameter(distribute_tensor(p.detach(), mesh, [placement]),
+                                           requires_grad=p.requires_grad)
+            module.register_parameter(name, done[id(p)])
+
+
+def check_programs(mesh, summary: dict, count: int = 40, start: int = 0,
+                   shard: str = "fsdp") -> None:
     """Randomized construction programs (tests/test_construction_programs.py's generator)
-    built under fastinit.empty_init(), every parameter sharded on dim 0 (FSDP2's
-    fully_shard on the root), materialized with no collective: each gathered parameter
+    built under fastinit.empty_init(), every parameter sharded on dim 0 (``shard="fsdp"``:
+    FSDP2's fully_shard on the root) or on its last dim (``"last"``, 1-d ones
+    replicated), materialized with no collective: each gathered parameter
     equals the single-process materialize bitwise, and every buffer too. A program the
     single process refuses (a value read of random draws) must be refused alike."""
     import random
@@ -878,7 +896,10 @@ def check_programs(mesh, summary: dict, count: int = 40, start: int = 0) -> None
         with fastinit.empty_init():
             model = cls()
         try:
-            fully_shard(model, mesh=mesh)
+            if shard == "fsdp":
+                fully_shard(model, mesh=mesh)
+            else:
+                _shard_last_dim(model, mesh)
         except NotImplementedError:  # FSDP2 refuses non-contiguous (channels_last) params
             unshardable += 1
             continue
@@ -903,9 +924,10 @@ def check_programs(mesh, summary: dict, count: int = 40, start: int = 0) -> None
     summary["programs_unshardable"] = summary.get("programs_unshardable", 0) + unshardable
 
 
-def programs_worker(rank: int, world_size: int, count: int = 40, start: int = 0) -> dict:
+def programs_worker(rank: int, world_size: int, count: int = 40, start: int = 0,
+                    shard: str = "fsdp") -> dict:
     from torch.distributed.device_mesh import init_device_mesh
 
     summary: dict = {}
-    check_programs(init_device_mesh("cpu", (world_size,)), summary, count, start)
+    check_programs(init_device_mesh("cpu", (world_size,)), summary, count, start, shard)
     return summary
