@@ -835,6 +835,7 @@ def worker(rank: int, world_size: int) -> dict:
     timed("materialize fsdp", check_materialize, "fsdp", {"dp": mesh})
     timed("materialize tp", check_materialize, "tp", {"tp": mesh})
     timed("rich fsdp", check_materialize_rich, "fsdp", {"dp": mesh})
+    timed("apply_recipe fsdp", check_apply_recipe, mesh)
     timed("programs fsdp", check_programs, mesh)
     timed("programs last dim", lambda m, s: check_programs(m, s, shard="last"), mesh)
     timed("rich tp", check_materialize_rich, "tp", {"tp": mesh})
@@ -847,6 +848,30 @@ def worker(rank: int, world_size: int) -> dict:
         timed("rich fsdp_tp", check_materialize_rich, "fsdp_tp",
               {"dp": mesh2["dp"], "tp": mesh2["tp"]})
     return summary
+
+
+def check_apply_recipe(mesh, summary: dict) -> None:
+    """apply_recipe on a real model sharded with FSDP2 (built on the CPU from the same torch
+    seed): built-in recipes and a mapping, no collective, every gathered parameter equal to
+    the single-process apply_recipe bitwise (those a mapping does not match keep their
+    construction values)."""
+    import fastinit
+    from torch.distributed.fsdp import fully_shard
+
+    for recipe in ("llama", "torchtitan_llama", {"*.weight": fastinit.recipes.normal(std=0.05)}):
+        torch.manual_seed(0)
+        ref = RichLlama()
+        fastinit.apply_recipe(ref, recipe, seed=4)
+        torch.manual_seed(0)
+        model = RichLlama()
+        fully_shard(model, mesh=mesh)
+        with no_collectives() as calls:
+            fastinit.apply_recipe(model, recipe, seed=4)
+        assert not calls, calls
+        expected = dict(ref.named_parameters())
+        for n, p in model.named_parameters():
+            assert_bitwise(p.full_tensor(), expected[n], f"apply_recipe {recipe} {n}")
+            summary["recipe_params"] = summary.get("recipe_params", 0) + 1
 
 
 def _shard_last_dim(model: nn.Module, mesh) -> None:

@@ -316,6 +316,15 @@ def test_sharded_partial_writes_and_construction_values_equal_single_process(run
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_apply_recipe_on_a_sharded_model_equals_single_process(runs, world_size):
+    """apply_recipe ("llama", "torchtitan_llama", a mapping) on an FSDP2-sharded real model:
+    no collective, every gathered parameter equal to the single-process call bitwise."""
+    for s in runs(world_size):
+        assert s["recipe_params"] == 3 * 23, s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
 def test_sharded_construction_programs_equal_single_process(runs, world_size):
     """Randomized construction programs (the generator of test_construction_programs.py:
     factories, layers, ties, copies, weight_norm, partial and strided writes, value reads,
