@@ -113,6 +113,16 @@ class Program:
 
     ops: list[Op] = field(default_factory=list)
     storages: dict[int, Storage] = field(default_factory=dict)
+    _seeds: dict = field(default_factory=dict, repr=False)  # key -> (len(ops), seeds)
+
+    def op_seeds(self, key: int) -> dict[int, int]:
+        """``id(op)`` -> the seed of torch's generators for that operation in a replay
+        with ``key`` (from the key and the operation's place; see ``Replay.run``)."""
+        cached = self._seeds.get(key)
+        if cached is None or cached[0] != len(self.ops):
+            cached = self._seeds[key] = (len(self.ops), {
+                id(op): _splitmix64(key ^ _splitmix64(i)) for i, op in enumerate(self.ops)})
+        return cached[1]
 
     def ref(self, t: torch.Tensor, storage: int | None = None) -> Ref:
         return Ref(sid(t) if storage is None else storage, t.storage_offset(), tuple(t.shape),
@@ -525,10 +535,7 @@ class Replay:
         self.env: dict[int, torch.Tensor] = {}
 
     def _seeds(self) -> dict[int, int] | None:
-        if self.key is None:
-            return None
-        return {id(op): _splitmix64(self.key ^ _splitmix64(i))
-                for i, op in enumerate(self.program.ops)}
+        return None if self.key is None else self.program.op_seeds(self.key)
 
     def resolve(self, ref: Ref) -> torch.Tensor:
         base = self.env[ref.storage]
