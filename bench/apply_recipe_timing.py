@@ -19,6 +19,7 @@ import statistics
 import time
 
 import torch
+from torch import nn
 
 import fastinit
 from fastinit import route
@@ -57,30 +58,29 @@ def main() -> None:
         rows.append({"what": what, "seconds": round(seconds, 3), "fill_seconds": round(fill, 3)})
         print(json.dumps(rows[-1]), flush=True)
 
-    model = None
-    for _ in range(args.rounds):
+    def materialized(what: str, recipe) -> nn.Module:
+        """Materialize a fresh meta model ``args.rounds`` times (the previous one freed
+        first); returns the last."""
         model = None
-        gc.collect()
-        meta = _meta(cfg, dtype)
-        _flushes.clear()
-        t0 = time.perf_counter()
-        fastinit.materialize(meta, "cpu", seed=0, progress=False)
-        record("materialize", time.perf_counter() - t0, _flushes[-1])
-        model = meta
+        for _ in range(args.rounds):
+            model = None
+            gc.collect()
+            meta = _meta(cfg, dtype)
+            _flushes.clear()
+            t0 = time.perf_counter()
+            fastinit.materialize(meta, "cpu", seed=0, recipe=recipe, progress=False)
+            record(what, time.perf_counter() - t0, _flushes[-1])
+            model = meta
+        return model
+
+    model = materialized("materialize", None)
     for _ in range(args.rounds):
         _flushes.clear()
         t0 = time.perf_counter()
         fastinit.apply_recipe(model, args.recipe, seed=1, progress=False)
         record(f"apply_recipe {args.recipe}", time.perf_counter() - t0, _flushes[-1])
-    for _ in range(args.rounds):
-        model = None
-        gc.collect()
-        meta = _meta(cfg, dtype)
-        _flushes.clear()
-        t0 = time.perf_counter()
-        fastinit.materialize(meta, "cpu", seed=0, recipe=args.recipe, progress=False)
-        record(f"materialize recipe={args.recipe}", time.perf_counter() - t0, _flushes[-1])
-        model = meta
+    model = None
+    materialized(f"materialize recipe={args.recipe}", args.recipe)
 
     def med(what, key):
         return statistics.median(r[key] for r in rows if r["what"] == what)

@@ -55,8 +55,9 @@ from fastinit.fill import fill_target, fill_tensor
 from fastinit.intercept import recording
 from fastinit.init import (
     _calculate_fan_in_and_fan_out,
+    _check_mode,
+    _kaiming_gain,
     _variance_scaling_spec,
-    calculate_gain,
     fill_spec_,
 )
 from fastinit.kernels import contract as C
@@ -210,17 +211,11 @@ def _fan_spec(make: Callable[[torch.Tensor], InitSpec]) -> Callable[[torch.Tenso
     return spec
 
 
-def _check_mode(mode: str) -> str:
-    if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"Mode {mode} not supported, please use one of ['fan_in', 'fan_out']")
-    return mode
-
-
 def kaiming_normal(a: float = 0.0, mode: str = "fan_in",
                    nonlinearity: str = "leaky_relu") -> Init:
     """He normal, as ``fastinit.kaiming_normal_``: N(0, (gain / sqrt(fan))^2)."""
     mode = _check_mode(mode)
-    gain = calculate_gain(nonlinearity, a)
+    gain = _kaiming_gain(a, nonlinearity, "recipes.kaiming_normal")
 
     def make(t: torch.Tensor) -> InitSpec:
         fan_in, fan_out = _fans(t)
@@ -234,7 +229,7 @@ def kaiming_uniform(a: float = 0.0, mode: str = "fan_in",
                     nonlinearity: str = "leaky_relu") -> Init:
     """He uniform, as ``fastinit.kaiming_uniform_``: U(-b, b), b = gain sqrt(3 / fan)."""
     mode = _check_mode(mode)
-    gain = calculate_gain(nonlinearity, a)
+    gain = _kaiming_gain(a, nonlinearity, "recipes.kaiming_uniform")
 
     def make(t: torch.Tensor) -> InitSpec:
         fan_in, fan_out = _fans(t)

@@ -39,3 +39,19 @@ def assert_bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> None:
         f"{diff.shape[0]} of {a.numel()} elements differ; first at {diff[0].tolist()}: "
         f"{a.cpu()[tuple(diff[0])].item()!r} vs {b.cpu()[tuple(diff[0])].item()!r}"
     )
+
+
+def count_grouped_fills(monkeypatch) -> list[int]:
+    """Count ``fastinit.backends.fill_grouped`` calls: returns a list that gets the number
+    of entries of each call."""
+    from fastinit import backends
+
+    calls: list[int] = []
+    original = backends.fill_grouped
+
+    def counting(entries, **kw):
+        calls.append(len(entries))
+        return original(entries, **kw)
+
+    monkeypatch.setattr(backends, "fill_grouped", counting)
+    return calls

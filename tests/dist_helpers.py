@@ -388,6 +388,26 @@ def apply_fsdp(model: nn.Module, dp_mesh) -> None:
 # --- checks run on every rank ------------------------------------------------------------------
 
 
+def shard_model(model: nn.Module, meshes: dict) -> None:
+    """Tensor parallelism on ``meshes["tp"]`` and FSDP2 on ``meshes["dp"]``, where given."""
+    if "tp" in meshes:
+        apply_tp(model, meshes["tp"])
+    if "dp" in meshes:
+        apply_fsdp(model, meshes["dp"])
+
+
+def assert_gathered_equal(model: nn.Module, ref: nn.Module, what: str) -> int:
+    """Every parameter of ``model`` (DTensors gathered; TP leaves unplanned ones plain)
+    bitwise equal to ``ref``'s of the same name; returns how many were compared."""
+    expected = dict(ref.named_parameters())
+    n = 0
+    for name, p in model.named_parameters():
+        whole = p.full_tensor() if hasattr(p, "full_tensor") else p
+        assert_bitwise(whole, expected[name], f"{what} {name}")
+        n += 1
+    return n
+
+
 def assert_bitwise(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     from tests.conftest import assert_bitwise_equal
 
@@ -696,10 +716,7 @@ def check_model(flow: str, meshes: dict, summary: dict) -> None:
     expected = {n: p.detach().clone() for n, p in ref.named_parameters()}
 
     def shard(model):
-        if "tp" in meshes:
-            apply_tp(model, meshes["tp"])
-        if "dp" in meshes:
-            apply_fsdp(model, meshes["dp"])
+        shard_model(model, meshes)
 
     oracle = Llama()
     oracle.load_state_dict(ref.state_dict())
@@ -764,18 +781,13 @@ def check_materialize(flow: str, meshes: dict, summary: dict) -> None:
         materialize(ref, "cpu", seed=77, recipe=recipe)
         with torch.device("meta"):
             model = Llama()
-        if "tp" in meshes:
-            apply_tp(model, meshes["tp"])
-        if "dp" in meshes:
-            apply_fsdp(model, meshes["dp"])
+        shard_model(model, meshes)
         with no_collectives() as calls:
             materialize(model, "cpu", seed=77, recipe=recipe)
         assert not calls, calls
-        expected = dict(ref.named_parameters())
-        for n, p in model.named_parameters():
-            assert not p._local_tensor.is_meta
-            assert_bitwise(p.full_tensor(), expected[n], f"materialize {flow} {recipe} {n}")
-            summary["materialized_params"] = summary.get("materialized_params", 0) + 1
+        assert not any(p._local_tensor.is_meta for p in model.parameters())
+        summary["materialized_params"] = summary.get("materialized_params", 0) + (
+            assert_gathered_equal(model, ref, f"materialize {flow} {recipe}"))
     summary.setdefault("materialize_flows", []).append(flow)
 
 
@@ -798,21 +810,15 @@ def check_materialize_rich(flow: str, meshes: dict, summary: dict) -> None:
         ref = make()
         fastinit.materialize(ref, "cpu", seed=5)
         model = make()
-        if "tp" in meshes:
-            apply_tp(model, meshes["tp"])
-        if "dp" in meshes:
-            apply_fsdp(model, meshes["dp"])
+        shard_model(model, meshes)
         with no_collectives() as calls:
             fastinit.materialize(model, "cpu", seed=5)
         assert not calls, calls
-        expected = dict(ref.named_parameters())
-        assert (expected["tok_embeddings.weight"][5] == 0).all()
-        head = expected["output.weight"]
+        assert (ref.tok_embeddings.weight[5] == 0).all()
+        head = ref.output.weight
         assert head[0, 0] == 0 and (head[0, 2:] == 0).all() and (head[[0, 1, 3, 4], 1] == 0.5).all()
-        for n, p in model.named_parameters():
-            whole = p.full_tensor() if hasattr(p, "full_tensor") else p  # TP: plain if unplanned
-            assert_bitwise(whole, expected[n], f"rich {build} {flow} {n}")
-            summary["rich_params"] = summary.get("rich_params", 0) + 1
+        summary["rich_params"] = summary.get("rich_params", 0) + (
+            assert_gathered_equal(model, ref, f"rich {build} {flow}"))
         summary.setdefault("rich_builds", []).append(f"{build}/{flow}")
 
 
@@ -868,10 +874,9 @@ def check_apply_recipe(mesh, summary: dict) -> None:
         with no_collectives() as calls:
             fastinit.apply_recipe(model, recipe, seed=4)
         assert not calls, calls
-        expected = dict(ref.named_parameters())
-        for n, p in model.named_parameters():
-            assert_bitwise(p.full_tensor(), expected[n], f"apply_recipe {recipe} {n}")
-            summary["recipe_params"] = summary.get("recipe_params", 0) + 1
+        assert all(hasattr(p, "full_tensor") for p in model.parameters())  # all sharded
+        summary["recipe_params"] = summary.get("recipe_params", 0) + (
+            assert_gathered_equal(model, ref, f"apply_recipe {recipe}"))
 
 
 def _shard_last_dim(model: nn.Module, mesh) -> None:
@@ -936,10 +941,7 @@ def check_programs(mesh, summary: dict, count: int = 40, start: int = 0,
                 unshardable += 1
                 continue
         assert not calls, calls
-        expected = dict(ref.named_parameters())
-        for n, p in model.named_parameters():
-            whole = p.full_tensor() if hasattr(p, "full_tensor") else p
-            assert_bitwise(whole, expected[n], f"program {index} {n}\n{cls.source}")
+        assert_gathered_equal(model, ref, f"program {index}\n{cls.source}\n")
         expected = dict(ref.named_buffers())
         for n, b in model.named_buffers():
             assert_bitwise(b, expected[n], f"program {index} buffer {n}\n{cls.source}")

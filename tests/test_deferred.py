@@ -25,11 +25,10 @@ import torch
 from torch import nn
 
 import fastinit
-from fastinit import backends
 from fastinit.deferred import Recorder
 from fastinit.fill import Fill, TorchWrite
 from fastinit.spec import InitSpec
-from tests.conftest import assert_bitwise_equal, bits
+from tests.conftest import assert_bitwise_equal, bits, count_grouped_fills
 
 #: Randomized deferred-vs-eager programs run in CI.
 PROGRAMS = 600
@@ -39,20 +38,8 @@ def _fill(t, spec=InitSpec.normal(0.0, 1.0), key=7, stream=0, base=None):
     return Fill(t, t if base is None else base, spec.kernel_params(t.dtype), key, stream)
 
 
-def _counting(monkeypatch):
-    calls = []
-    original = backends.fill_grouped
-
-    def counting(entries, **kw):
-        calls.append(len(entries))
-        return original(entries, **kw)
-
-    monkeypatch.setattr(backends, "fill_grouped", counting)
-    return calls
-
-
 def test_disjoint_writes_share_a_wave(monkeypatch):
-    calls = _counting(monkeypatch)
+    calls = count_grouped_fills(monkeypatch)
     w = torch.full((6, 8), math.nan)
     rec = Recorder()
     rec.add(_fill(w[0:2]))
@@ -64,7 +51,7 @@ def test_disjoint_writes_share_a_wave(monkeypatch):
 
 
 def test_overlapping_writes_keep_their_order(monkeypatch):
-    calls = _counting(monkeypatch)
+    calls = count_grouped_fills(monkeypatch)
     w = torch.full((8, 8), math.nan)
     rec = Recorder()
     rec.add(_fill(w.t()))  # a transposed view: through a temporary, in its wave
@@ -82,7 +69,7 @@ def test_overlapping_writes_keep_their_order(monkeypatch):
 
 
 def test_a_covering_write_drops_the_covered_ones(monkeypatch):
-    calls = _counting(monkeypatch)
+    calls = count_grouped_fills(monkeypatch)
     w = torch.full((4, 4), math.nan)
     rec = Recorder()
     rec.add(_fill(w[1]))

@@ -13,12 +13,11 @@ from scipy import stats
 from torch import nn
 
 import fastinit
-from fastinit import backends
 from fastinit.fill import fill_tensor
 from fastinit.materialize import materialize
 from fastinit.spec import InitSpec
 from fastinit.streams import stream_for_name
-from tests.conftest import assert_bitwise_equal
+from tests.conftest import assert_bitwise_equal, count_grouped_fills
 
 SEED = 1234
 
@@ -127,14 +126,7 @@ def test_same_seed_same_bytes_in_a_fresh_process():
 def test_one_grouped_fill_per_wave(monkeypatch):
     """All of a model's fills go through one grouped fill (per dtype on a GPU); a partial
     overwrite (an embedding's padding row) takes a second, tiny wave."""
-    calls = []
-    original = backends.fill_grouped
-
-    def counting(entries, **kw):
-        calls.append(len(entries))
-        return original(entries, **kw)
-
-    monkeypatch.setattr(backends, "fill_grouped", counting)
+    calls = count_grouped_fills(monkeypatch)
     materialize(_on_meta(lambda: nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8),
                                                nn.Linear(8, 4).to(torch.bfloat16))), "cpu", seed=1)
     assert calls == [6]
