@@ -5,6 +5,38 @@ element index, distribution, dtype), identical on the CPU and on any GPU.
 ``materialize`` initializes a whole meta-device model in grouped launches, and ``patch``
 routes unmodified ``torch.nn.init`` calls through fastinit.
 """
+import importlib.machinery as _machinery
+import importlib.util as _util
+import os as _os
+import sys as _sys
+
+
+def _source_kernels() -> None:
+    """Make ``fastinit.kernels`` the repository's ``kernels/`` folder in a source checkout.
+
+    An installed wheel has the device code in ``fastinit/kernels/`` (pyproject's
+    ``package-dir`` puts it there). A source checkout (an editable install, or the
+    repository root on ``sys.path``) keeps it in the top-level ``kernels/`` folder, which
+    has no ``__init__.py`` on purpose: a regular package there would shadow the PyPI
+    package ``kernels`` (a dependency of transformers) for anything run from the root.
+    setuptools' editable finder cannot map a package without ``__init__.py`` under a
+    regular one, so this binds the name here, once, before anything imports it.
+    """
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    if "fastinit.kernels" in _sys.modules or _os.path.isdir(_os.path.join(here, "kernels")):
+        return
+    spec = _machinery.PathFinder.find_spec("fastinit.kernels", [_os.path.dirname(here)])
+    if spec is None or spec.submodule_search_locations is None:
+        return  # neither layout: the import below fails with Python's own message
+    module = _util.module_from_spec(spec)
+    _sys.modules["fastinit.kernels"] = module
+    spec.loader.exec_module(module)
+    globals()["kernels"] = module  # as the import system binds a submodule on its parent
+
+
+_source_kernels()
+del _source_kernels, _machinery, _util, _os, _sys
+
 from fastinit import recipes
 from fastinit.init import (
     calculate_gain,

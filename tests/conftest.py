@@ -23,35 +23,3 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    """The raw bit patterns of a floating-point tensor (for bitwise comparisons)."""
-    view = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
-    return t.contiguous().view(view)
-
-
-def assert_bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> None:
-    assert a.shape == b.shape and a.dtype == b.dtype
-    ba, bb = bits(a.cpu()), bits(b.cpu())
-    diff = (ba != bb).nonzero()
-    assert diff.numel() == 0, (
-        f"{diff.shape[0]} of {a.numel()} elements differ; first at {diff[0].tolist()}: "
-        f"{a.cpu()[tuple(diff[0])].item()!r} vs {b.cpu()[tuple(diff[0])].item()!r}"
-    )
-
-
-def count_grouped_fills(monkeypatch) -> list[int]:
-    """Count ``fastinit.backends.fill_grouped`` calls: returns a list that gets the number
-    of entries of each call."""
-    from fastinit import backends
-
-    calls: list[int] = []
-    original = backends.fill_grouped
-
-    def counting(entries, **kw):
-        calls.append(len(entries))
-        return original(entries, **kw)
-
-    monkeypatch.setattr(backends, "fill_grouped", counting)
-    return calls

@@ -409,7 +409,7 @@ def assert_gathered_equal(model: nn.Module, ref: nn.Module, what: str) -> int:
 
 
 def assert_bitwise(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
-    from tests.conftest import assert_bitwise_equal
+    from tests.common import assert_bitwise_equal
 
     try:
         assert_bitwise_equal(a, b)
@@ -648,7 +648,7 @@ def check_structured(mesh, summary: dict) -> None:
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
-    from tests.conftest import bits as _bits
+    from tests.common import bits as _bits
 
     return _bits(t)
 

@@ -40,7 +40,7 @@ from fastinit.backends import cpu as cpu_backend
 from fastinit.intercept import InitMode
 from fastinit.kernels.contract import CONSTANT
 from fastinit.spec import KernelParams
-from tests.conftest import bits
+from tests.common import bits
 
 #: Programs per tier (CI). Each is a few milliseconds of construction and four builds.
 LAW_PROGRAMS = 600

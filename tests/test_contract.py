@@ -17,7 +17,7 @@ import fastinit
 from fastinit.backends import triton as triton_backend
 from fastinit.layout import Segment
 from fastinit.spec import InitSpec
-from tests.conftest import bits
+from tests.common import bits
 
 SEED = 20241123
 N = 1031

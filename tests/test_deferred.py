@@ -28,7 +28,7 @@ import fastinit
 from fastinit.deferred import Recorder
 from fastinit.fill import Fill, TorchWrite
 from fastinit.spec import InitSpec
-from tests.conftest import assert_bitwise_equal, bits, count_grouped_fills
+from tests.common import assert_bitwise_equal, bits, count_grouped_fills
 
 #: Randomized deferred-vs-eager programs run in CI.
 PROGRAMS = 600

@@ -35,7 +35,7 @@ from fastinit.backends import cpu  # noqa: E402
 from fastinit.distributed import layout_segments, shard_layout  # noqa: E402
 from fastinit.layout import Segment, contiguous_strides  # noqa: E402
 from fastinit.spec import InitSpec  # noqa: E402
-from tests.conftest import assert_bitwise_equal  # noqa: E402
+from tests.common import assert_bitwise_equal  # noqa: E402
 
 # --- the map, in process --------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from fastinit.backends import triton as triton_backend
 from fastinit.layout import Segment
 from fastinit.spec import InitSpec
 from tests import reference
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 SPECS = {

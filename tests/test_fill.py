@@ -24,7 +24,7 @@ import torch
 import fastinit
 from fastinit.fill import Fill, execute, fill_tensor
 from fastinit.spec import MIN_FLOAT64_TRUNC_VARIATES, InitSpec
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 RANDOM = {
     "uniform_": lambda t: fastinit.uniform_(t, -1, 1),

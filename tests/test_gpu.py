@@ -23,7 +23,7 @@ from fastinit.backends import triton as triton_backend  # noqa: E402
 from fastinit.kernels.philox import group_words  # noqa: E402
 from fastinit.layout import Segment  # noqa: E402
 from fastinit.spec import InitSpec  # noqa: E402
-from tests.conftest import assert_bitwise_equal  # noqa: E402
+from tests.common import assert_bitwise_equal  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

@@ -16,7 +16,7 @@ from fastinit.backends import cpu
 from fastinit.backends import triton as triton_backend
 from fastinit.layout import Segment
 from fastinit.spec import InitSpec
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 SPECS = [
     InitSpec.uniform(-0.5, 0.25),

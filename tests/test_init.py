@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fastinit
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 FNS = [
     (fastinit.uniform_, {}),

@@ -24,7 +24,7 @@ import torch
 
 import fastinit
 from fastinit import recipes
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 from tests.sample_checks import law_errors, same_law_errors
 from tests.stats_helpers import Z_MAX, normal_law, trunc_normal_law, uniform_law
 

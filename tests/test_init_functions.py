@@ -38,7 +38,7 @@ import torch.nn.init as tinit
 import fastinit
 from fastinit.fill import fill_tensor
 from fastinit.spec import InitSpec
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 NAN = math.nan
 from tests.stats_helpers import KS_ALPHA, Z_MAX  # the thresholds, defined once

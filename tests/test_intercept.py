@@ -24,7 +24,7 @@ from torch import nn
 import fastinit
 from fastinit import backends
 from fastinit.intercept import INIT_NAMES, ORIGINALS, patch
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 
 def _holders_of_originals() -> dict[tuple[str, str], object]:

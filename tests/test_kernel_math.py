@@ -135,7 +135,7 @@ def test_rows_past_one_launch_are_split(monkeypatch):
     import math as _m
 
     from fastinit.layout import Segment
-    from tests.conftest import assert_bitwise_equal
+    from tests.common import assert_bitwise_equal
 
     monkeypatch.setattr(triton_backend, "MAX_GRID_ROWS", 2)
     seg = [Segment(1, 9, 2**32 + 3, 13, 5, 7)]

@@ -17,7 +17,7 @@ from fastinit.backends import triton as triton_backend
 from fastinit.layout import Segment, segments, tensor_segments
 from fastinit.spec import InitSpec
 from tests import reference
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 BACKENDS = {
     "cpu": lambda out, segs, params, key, stream: cpu.fill(out, segs, params, key, stream),

@@ -17,7 +17,7 @@ from fastinit.fill import fill_tensor
 from fastinit.materialize import materialize
 from fastinit.spec import InitSpec
 from fastinit.streams import stream_for_name
-from tests.conftest import assert_bitwise_equal, count_grouped_fills
+from tests.common import assert_bitwise_equal, count_grouped_fills
 
 SEED = 1234
 

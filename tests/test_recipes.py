@@ -14,7 +14,7 @@ import torch
 
 import fastinit
 from fastinit import recipes
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 INITS = [
     (recipes.normal(std=0.02), lambda t, **kw: fastinit.normal_(t, 0.0, 0.02, **kw)),

@@ -26,7 +26,7 @@ from torch import nn
 
 import fastinit
 from fastinit import recipes
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 from tests.sample_checks import law_errors, same_law_errors
 from tests.stats_helpers import normal_law, uniform_law
 

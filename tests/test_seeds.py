@@ -25,7 +25,7 @@ import torch
 
 import fastinit
 from fastinit import streams
-from tests.conftest import assert_bitwise_equal
+from tests.common import assert_bitwise_equal
 
 #: Every random function with arguments (tensor shape, positional args).
 RANDOM_CALLS = [
