@@ -426,7 +426,7 @@ def _function_lines(files: Sequence[str] | None = None) -> dict[str, list[tuple[
     try:
         import fastinit.kernels as K
 
-        here = os.path.dirname(os.path.abspath(K.__file__))
+        here = os.path.abspath(list(K.__path__)[0])  # a namespace portion has no __file__
     except ImportError:  # pragma: no cover
         pass
     out: dict[str, list[tuple[str, int, int]]] = {}
