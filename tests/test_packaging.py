@@ -76,3 +76,64 @@ def test_check_install_hint_names_the_distribution():
     from fastinit.cli.parser import DISTRIBUTION_NAME
 
     assert metadata.metadata(DISTRIBUTION_NAME)["Name"] == DISTRIBUTION_NAME
+
+
+# Top-level folders of the repository and PyPI names they must never shadow: from the root
+# (``python -m pytest``, a script or notebook run there) each is at most a namespace portion,
+# which any installed regular package of the same name takes precedence over.
+_TOP_LEVEL_FOLDERS = ("kernels", "tests", "bench", "tools")
+
+
+def test_no_top_level_folder_is_a_regular_package():
+    for name in _TOP_LEVEL_FOLDERS:
+        if os.path.isdir(os.path.join(ROOT, name)):
+            assert not os.path.exists(os.path.join(ROOT, name, "__init__.py")), name
+
+
+def test_installed_packages_win_over_the_repository_folders(tmp_path):
+    """From the repository root, an installed package named like one of our folders is the
+    one ``import`` finds (stand-ins on ``PYTHONPATH``: regular packages, as on PyPI), while
+    ``fastinit.kernels`` stays the project's device code."""
+    import subprocess
+
+    for name in _TOP_LEVEL_FOLDERS:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"STAND_IN = {name!r}\n")
+    code = ("import importlib, os\n"
+            f"for name in {_TOP_LEVEL_FOLDERS!r}:\n"
+            "    assert importlib.import_module(name).STAND_IN == name, name\n"
+            "import fastinit.kernels, fastinit.kernels.philox as P\n"
+            "print(os.path.dirname(os.path.abspath(P.__file__)))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(tmp_path)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    where = res.stdout.strip()
+    assert os.path.samefile(where, os.path.join(ROOT, "kernels")) or \
+        os.path.samefile(where, os.path.join(os.path.dirname(fastinit.__file__), "kernels")), where
+
+
+def test_transformers_loads_its_hub_kernels_from_the_repository_root():
+    """transformers imports the PyPI package ``kernels`` when its model modules load; from the
+    root that must be the installed package, and the test suite must collect."""
+    import subprocess
+    from importlib import metadata
+
+    try:
+        metadata.version("kernels")
+        metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        pytest.skip("needs transformers and Hugging Face's kernels installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import kernels, transformers.models.bert.modeling_bert\n"
+            "import fastinit.kernels.contract\n"
+            "print(kernels.__file__)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert not res.stdout.strip().startswith(ROOT + os.sep), res.stdout
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "--collect-only", "tests/test_hf_models.py"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
