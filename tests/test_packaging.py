@@ -137,3 +137,23 @@ def test_transformers_loads_its_hub_kernels_from_the_repository_root():
                           "--collect-only", "tests/test_hf_models.py"],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def _readme_command(prefix: str) -> str:
+    """The README's set-up line that starts with ``prefix`` (one line, in a bash block)."""
+    lines = [line.strip() for line in open(os.path.join(ROOT, "README.md")).read().splitlines()
+             if line.strip().startswith(prefix)]
+    assert len(lines) >= 1, f"the README has no line starting with {prefix!r}"
+    return lines[0]
+
+
+def test_ci_runs_the_readme_test_command_verbatim_in_a_venv_of_its_own():
+    readme = _readme_command('pip install torch==2.13.0 -e ".[test]"')
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    commands = [line.split("#")[0].strip() for line in ci.splitlines()]
+    assert readme in commands, "CI must run the README's test command exactly as written"
+    # Its own environment: made from nothing and activated before the README's command runs.
+    made = next(i for i, c in enumerate(commands) if "-m venv" in c)
+    activated = next(i for i, c in enumerate(commands) if c.startswith("source") and "activate" in c)
+    assert made < activated < commands.index(readme)
+    assert "--system-site-packages" not in ci
