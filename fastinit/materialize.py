@@ -167,6 +167,11 @@ def run_model_init(module: nn.Module) -> None:
                 model.initialize_weights()
             else:
                 model.init_weights()
+        # Eager construction ends by tying (post_init); transformers 5.0 does not tie a
+        # model built on meta, later versions do, and tying twice is a no-op.
+        tie = getattr(model, "tie_weights", None)
+        if callable(tie) and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+            tie()
     if not hf_models:
         init_weights = getattr(module, "init_weights", None)
         if callable(init_weights):

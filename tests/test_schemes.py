@@ -211,9 +211,11 @@ def test_resnet_residual_norm_errors_and_warnings():
     with pytest.raises(ValueError, match="'2'.*ReLU.*no weight"):
         fastinit.apply_recipe(model, recipes.resnet(True, residual_norms="2"))
     assert all(torch.equal(before[n], t) for n, t in snapshot(model).items())
-    with pytest.warns(UserWarning, match="no residual block was found"):
-        with pytest.warns(UserWarning, match="'nothing.*' matched no module"):
-            fastinit.apply_recipe(model, recipes.resnet(True, residual_norms="nothing.*"), seed=0)
+    with pytest.warns(UserWarning) as caught:  # one record: nested warns differ across pytest
+        fastinit.apply_recipe(model, recipes.resnet(True, residual_norms="nothing.*"), seed=0)
+    messages = [str(w.message) for w in caught]
+    assert any("no residual block was found" in m for m in messages), messages
+    assert any("'nothing.*' matched no module" in m for m in messages), messages
     with pytest.raises(ValueError, match="zero_init_residual=True"):
         recipes.resnet(residual_norms="*.bn2")
 
