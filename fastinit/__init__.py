@@ -73,7 +73,7 @@ from fastinit.init import (
     zeros_,
 )
 from fastinit.construction import empty_init
-from fastinit.intercept import patch
+from fastinit.intercept import TorchRNGWarning, patch
 from fastinit.materialize import materialize
 from fastinit.recipes import apply_recipe
 
@@ -118,5 +118,6 @@ __all__ = [
     "empty_init",
     "apply_recipe",
     "patch",
+    "TorchRNGWarning",
     "recipes",
 ]

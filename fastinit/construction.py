@@ -235,6 +235,7 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
     def __init__(self, program: Program) -> None:
         super().__init__()
         self.program = program
+        self.seed_at_entry = torch.default_generator.initial_seed()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -381,11 +382,45 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
             program.ops.append(Op(func, rargs, rkwargs, tuple(reads), tuple(writes),
                                   tuple(outs), factory))
 
+    def _own_key(self, fn: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """A call with an explicit generator, or made after the construction code called
+        ``torch.manual_seed``, takes its key from that generator now, in eager order, as
+        an eager call does; it is recorded with that key (``seed=``), so that every replay
+        - a whole model, one sharded parameter - draws the same values."""
+        has = [p for p in ("seed", "generator") if p in _signature(fn).parameters]
+        if len(has) < 2:
+            return args, kwargs
+        try:
+            bound = _signature(fn).bind(*args, **kwargs)
+        except TypeError:
+            return args, kwargs  # the call itself raises; nothing to record
+        seed = bound.arguments.get("seed")
+        generator = bound.arguments.get("generator")
+        if generator is None and (seed is not None or
+                                  torch.default_generator.initial_seed() == self.seed_at_entry):
+            return args, kwargs
+        from fastinit.streams import call_key
+
+        bound.arguments["seed"] = call_key(seed, generator)
+        bound.arguments.pop("generator", None)
+        return bound.args, bound.kwargs
+
     def record_entry(self, fn: Callable, args: tuple, kwargs: dict) -> None:
-        """A fastinit function was called (``route.entry``): a write of its tensor."""
-        target = args[0] if args else kwargs.get("tensor")
+        """A fastinit function was called (``route.entry``): a write of its tensor.
+
+        The call is recorded bound to the function's signature, with the tensor first
+        (``trunc_normal_(tensor=w, std=0.02)``, a ``functools.partial`` that passes it by
+        keyword): the replay makes the same call, and the write is seen as one."""
+        if not args:
+            first = _first_parameter(fn)
+            if first not in kwargs:
+                return
+            kwargs = dict(kwargs)
+            args = (kwargs.pop(first),)
+        target = args[0]
         if not _plain(target):
             return
+        args, kwargs = self._own_key(fn, args, kwargs)
         program = self.program
         if not program.knows(target):
             if target.is_meta:
@@ -399,6 +434,30 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
                                   (s,)))
             return
         self.record(fn, args, kwargs, None)
+
+
+_FIRST: dict = {}
+_SIGNATURES: dict = {}
+
+
+def _signature(fn: Callable):
+    sig = _SIGNATURES.get(fn)
+    if sig is None:
+        import inspect
+
+        sig = _SIGNATURES[fn] = inspect.signature(fn)
+    return sig
+
+
+def _first_parameter(fn: Callable) -> str:
+    """The name of ``fn``'s first parameter (the tensor of an init function)."""
+    name = _FIRST.get(fn)
+    if name is None:
+        import inspect
+
+        params = list(inspect.signature(fn).parameters)
+        name = _FIRST[fn] = params[0] if params else ""
+    return name
 
 
 def recording() -> _Recorder | None:

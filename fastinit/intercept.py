@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
+import inspect
 import threading
+import types
 from typing import Callable, Iterator
 
 import torch
@@ -41,9 +42,6 @@ from fastinit.spec import SUPPORTED_DTYPES, InitSpec
 INIT_NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_",
               "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
               "kaiming_normal_", "orthogonal_", "sparse_")
-#: torch's own functions, captured before anything can replace them.
-ORIGINALS: dict[str, Callable] = {n: getattr(torch.nn.init, n) for n in INIT_NAMES}
-_ORIGINAL_TO_NAME = {fn: n for n, fn in ORIGINALS.items()}
 
 # Tensor operations that neither read nor write element values, nor expose the memory
 # (``untyped_storage``, ``data_ptr`` and friends are *not* here: they hand it out).
@@ -75,9 +73,8 @@ def _is_metadata(func, args) -> bool:
 
 
 def _method_fill(name: str, args, kwargs) -> InitSpec | None:
-    """The distribution a tensor method call asks for, or None if it is not a plain fill."""
-    if kwargs.get("generator") is not None:
-        return None  # an explicit torch generator: the caller wants torch's stream
+    """The distribution a tensor method call asks for, or None if it is not a plain fill.
+    (An explicit ``generator=`` is kept by the caller: the fill takes its key from it.)"""
     if name == "normal_":
         mean = args[1] if len(args) > 1 else kwargs.get("mean", 0.0)
         std = args[2] if len(args) > 2 else kwargs.get("std", 1.0)
@@ -95,6 +92,15 @@ def _method_fill(name: str, args, kwargs) -> InitSpec | None:
         return InitSpec.constant(value)
     return None
 
+
+#: torch operations that draw from torch's generators (the ones ``patch()`` reports)
+_TORCH_DRAWS = frozenset({
+    "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like",
+    "normal", "bernoulli", "multinomial", "poisson", "binomial", "normal_", "uniform_",
+    "random_", "exponential_", "cauchy_", "log_normal_", "geometric_", "bernoulli_",
+    "dropout", "dropout_", "alpha_dropout", "feature_alpha_dropout", "dropout1d",
+    "dropout2d", "dropout3d", "rrelu", "rrelu_", "native_dropout",
+})
 
 _METHODS = {torch.Tensor.normal_: "normal_", torch.Tensor.uniform_: "uniform_",
             torch.Tensor.zero_: "zero_", torch.Tensor.fill_: "fill_"}
@@ -114,9 +120,13 @@ class InitMode(route.OwnMode, TorchFunctionMode):
                  accepts: Callable[[torch.Tensor], bool] = lambda t: True,
                  on_write: Callable[[torch.Tensor], None] | None = None,
                  on_op: Callable[[Callable, tuple, dict], None] | None = None,
-                 parts: Callable[[Callable, tuple, dict], object] | None = None) -> None:
+                 parts: Callable[[Callable, tuple, dict], object] | None = None,
+                 methods_routed: frozenset = frozenset(), on_draw: Callable | None = None
+                 ) -> None:
         super().__init__()
         self.parts = parts
+        self.methods_routed = methods_routed
+        self.on_draw = on_draw
         self.recorder = recorder
         self.methods = methods
         self.accepts = accepts
@@ -130,7 +140,9 @@ class InitMode(route.OwnMode, TorchFunctionMode):
         name = _ORIGINAL_TO_NAME.get(func)
         if name is not None:
             return _fastinit_fn(name)(*args, **kwargs)
-        method = _METHODS.get(func) if self.methods else None
+        method = _METHODS.get(func)
+        if not self.methods and method not in self.methods_routed:
+            method = None
         if method is not None and args and isinstance(args[0], torch.Tensor):
             target = args[0]
             if target.dtype in SUPPORTED_DTYPES and self.accepts(target):
@@ -138,7 +150,14 @@ class InitMode(route.OwnMode, TorchFunctionMode):
                 if spec is not None:
                     from fastinit.init import fill_spec_
 
-                    return fill_spec_(target, spec, f"Tensor.{method}")
+                    return fill_spec_(target, spec, f"Tensor.{method}",
+                                      generator=kwargs.get("generator"))
+        if self.on_draw is not None and getattr(func, "__name__", "") in _TORCH_DRAWS:
+            out = func(*args, **kwargs)
+            first = args[0] if args and isinstance(args[0], torch.Tensor) else out
+            if not (isinstance(first, torch.Tensor) and first.is_meta):
+                self.on_draw(func)
+            return out
         if self.parts is not None and args and type(args[0]).__name__ == "DTensor":
             part = self.parts(func, args, kwargs)
             if part is route._HANDLED:
@@ -170,84 +189,114 @@ class InitMode(route.OwnMode, TorchFunctionMode):
         return out
 
 
-# --- replacing torch.nn.init's functions wherever they are held ---------------------------
+# --- routing torch.nn.init's functions at the function objects themselves ------------------
+#
+# Code holds torch's init functions in every way Python allows: looked up as module
+# attributes, bound at import (``from torch.nn.init import trunc_normal_``), inside
+# ``functools.partial`` objects made at import, in dicts, in closures (torch's deprecated
+# aliases), in other processes' modules. Replacing references cannot find most of them;
+# the function objects are what every one of them shares. So each of torch's init functions
+# gets, once, a code object of the same signature that hands its bound arguments to
+# :func:`_route`: fastinit's function of the same name while a ``patch()`` block (or a
+# recording) is open, torch's own code (kept in :data:`ORIGINALS`) otherwise. Identities
+# never change: ``nn.init.normal_ is normal_`` holds everywhere, before, inside and after.
+
+#: torch.nn.init's public function objects (their identity never changes).
+PUBLIC: dict[str, Callable] = {n: getattr(torch.nn.init, n) for n in INIT_NAMES}
+#: torch's own behaviour: functions running the original code of each init function.
+ORIGINALS: dict[str, Callable] = {}
+_ORIGINAL_TO_NAME = {fn: n for n, fn in PUBLIC.items()}
+_ROUTE_NAME = "__fastinit_route__"
 
 
-def _make_trampoline(name: str) -> Callable:
-    original = ORIGINALS[name]
-
-    @functools.wraps(original)
-    def trampoline(*args, **kwargs):
-        if _state.depth:
-            return _fastinit_fn(name)(*args, **kwargs)
-        return original(*args, **kwargs)
-
-    trampoline.__fastinit_trampoline__ = name
-    return trampoline
+def _copy_function(fn: Callable) -> Callable:
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__, copy.__module__, copy.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    copy.__annotations__ = dict(getattr(fn, "__annotations__", {}))
+    return copy
 
 
-_TRAMPOLINES: dict[str, Callable] = {n: _make_trampoline(n) for n in INIT_NAMES}
-_TRAMPOLINE_TO_NAME = {id(fn): n for n, fn in _TRAMPOLINES.items()}
-_ORIGINAL_IDS = {id(fn): n for n, fn in ORIGINALS.items()}
+def _routing_code(fn: Callable, index: int) -> types.CodeType | None:
+    """A code object with ``fn``'s parameters that passes them to ``_route(index, ...)``,
+    or None for a signature this does not handle (then the mode catches the calls)."""
+    params = list(inspect.signature(fn).parameters.values())
+    kinds = {p.kind for p in params}
+    if kinds - {inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY}:
+        return None
+    if fn.__closure__ or fn.__code__.co_freevars:
+        return None
+    pos = [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    kw = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    head = ", ".join(pos + (["*"] + kw if kw else []))
+    call_kw = "{" + ", ".join(f"{k!r}: {k}" for k in kw) + "}"
+    call_pos = "(" + "".join(f"{p}, " for p in pos) + ")"
+    src = f"def {fn.__name__}({head}):\n    return {_ROUTE_NAME}({index}, {call_pos}, {call_kw})\n"
+    scope: dict = {}
+    exec(compile(src, fn.__code__.co_filename, "exec"), scope)
+    code = scope[fn.__name__].__code__
+    return code.replace(co_firstlineno=fn.__code__.co_firstlineno, co_name=fn.__code__.co_name,
+                        co_qualname=getattr(fn.__code__, "co_qualname", fn.__name__))
+
+
+_INDEX_TO_NAME = list(INIT_NAMES)
+
+
+def _route(index: int, args: tuple, kwargs: dict):
+    """Where every call of a torch.nn.init function lands (see above)."""
+    name = _INDEX_TO_NAME[index]
+    if _state.depth and not route.inside():
+        return _fastinit_fn(name)(*args, **kwargs)
+    return ORIGINALS[name](*args, **kwargs)
+
+
+def _install() -> None:
+    """Give torch's init functions their routing code (once per process)."""
+    for i, name in enumerate(INIT_NAMES):
+        fn = PUBLIC[name]
+        ORIGINALS[name] = _copy_function(fn)
+        code = _routing_code(fn, i)
+        if code is not None:
+            fn.__globals__[_ROUTE_NAME] = _route
+            fn.__code__ = code
+
+
+def opaque(fn: Callable) -> Callable:
+    """Make ``fn`` opaque to ``torch.compile``: Dynamo neither inlines it (a graph break:
+    the call runs as plain Python, with the values eager code gets) nor traces the frames
+    it calls. Done with the flags ``torch.compiler.disable`` sets, without importing Dynamo
+    (seconds) in processes that never compile."""
+    eval_frame = getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None)
+    set_eval_frame = getattr(eval_frame, "set_eval_frame", None)
+    if set_eval_frame is None:  # pragma: no cover - a torch without Dynamo
+        return fn
+
+    @functools.wraps(fn)
+    def run_plain(*args, **kwargs):
+        prior = set_eval_frame(None)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            set_eval_frame(prior)
+
+    run_plain._torchdynamo_disable = True
+    skip = getattr(eval_frame, "skip_code", None)
+    if skip is not None:
+        skip(run_plain.__code__)
+    return run_plain
+
+
+_route = opaque(_route)
+_install()
 
 
 class _PatchState:
-    """Process-wide: the replacement is in place while any ``patch()`` block is open.
-
-    ``holders`` remembers where torch's init functions were found (module globals, or
-    dicts held in module globals), so that only modules not seen before are scanned
-    again: a full scan of a large process takes a fraction of a second, once.
-    """
+    """Process-wide: fastinit's functions answer torch's while any block is open."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.depth = 0
-        self.holders: list[tuple[dict, object, str]] = []  # (holder, key, function name)
-        self.seen: dict[str, object] = {}  # module name -> module object scanned
-        self.seen_count = -1  # len(sys.modules) at the last scan
-        self.entry_count = 0
-
-    def _new_modules(self) -> list[object]:
-        if len(sys.modules) == self.seen_count:  # nothing imported since the last look
-            return []
-        new = [(name, mod) for name, mod in list(sys.modules.items())
-               if self.seen.get(name) is not mod and name.partition(".")[0] != "fastinit"]
-        for name, mod in new:
-            self.seen[name] = mod
-        self.seen_count = len(sys.modules)
-        return new
-
-    @staticmethod
-    def _scan(modules, table: dict[int, str]) -> list[tuple[dict, object, str]]:
-        found = []
-        for _, mod in modules:
-            d = getattr(mod, "__dict__", None)
-            if type(d) is not dict:
-                continue
-            for holder in (d, *(v for v in list(d.values()) if type(v) is dict and v is not d
-                                 and v is not ORIGINALS and v is not _TRAMPOLINES)):
-                for key, value in list(holder.items()):
-                    name = table.get(id(value))
-                    if name is not None:
-                        found.append((holder, key, name))
-        return found
-
-    def install(self) -> None:
-        """Replace torch's functions by trampolines wherever they are held."""
-        self.holders += self._scan(self._new_modules(), _ORIGINAL_IDS)
-        self.entry_count = len(sys.modules)
-        for holder, key, name in self.holders:
-            if holder.get(key) is ORIGINALS[name]:
-                holder[key] = _TRAMPOLINES[name]
-
-    def restore(self) -> None:
-        """Put torch's functions back, also where modules imported meanwhile copied a
-        trampoline."""
-        if len(sys.modules) != self.entry_count:  # modules imported inside the block
-            self.holders += self._scan(self._new_modules(), _TRAMPOLINE_TO_NAME)
-        for holder, key, name in self.holders:
-            if holder.get(key) is _TRAMPOLINES[name]:
-                holder[key] = ORIGINALS[name]
 
 
 _state = _PatchState()
@@ -255,18 +304,14 @@ _state = _PatchState()
 
 @contextlib.contextmanager
 def patched_init_functions() -> Iterator[None]:
-    """Route torch.nn.init's functions to fastinit's inside the block, wherever held."""
+    """Route torch.nn.init's functions to fastinit's inside the block, however held."""
     with _state.lock:
-        if _state.depth == 0:
-            _state.install()
         _state.depth += 1
     try:
         yield
     finally:
         with _state.lock:
             _state.depth -= 1
-            if _state.depth == 0:
-                _state.restore()
 
 
 @contextlib.contextmanager
@@ -306,8 +351,55 @@ class DeferredRouter:
         self.recorder.add(write)
 
 
+#: the tensor methods ``patch()`` routes: the random fills init code makes with them
+_PATCH_METHODS = frozenset({"normal_", "uniform_"})
+
+
+class TorchRNGWarning(UserWarning):
+    """Code inside ``fastinit.patch()`` drew values from torch's own generator."""
+
+
+_OWN_DIRS = (str(__import__("pathlib").Path(torch.__file__).parent),
+             str(__import__("pathlib").Path(__file__).parent))
+
+
+def _call_site() -> tuple[str, int]:
+    """The innermost frame outside torch and fastinit: the user's call."""
+    import sys
+
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIRS):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>", 0
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+class _DrawReporter:
+    """Says once per call site that code drew from torch's generator; or raises."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.seen: set[tuple[str, int]] = set()
+
+    def __call__(self, func) -> None:
+        filename, line = _call_site()
+        what = getattr(func, "__name__", str(func))
+        message = (f"fastinit.patch(): {what} at {filename}:{line} drew from torch's own "
+                   "generator, so these values are torch's, not fastinit's, and are not "
+                   "independent of sharding; use a torch.nn.init or fastinit function "
+                   "(or Tensor.normal_ / uniform_, which patch() routes)")
+        if self.strict:
+            raise RuntimeError(message + " (patch(strict=True))")
+        if (filename, line) not in self.seen:
+            self.seen.add((filename, line))
+            import warnings
+
+            warnings.warn_explicit(message, TorchRNGWarning, filename, line)
+
+
 @contextlib.contextmanager
-def patch(deferred: bool = False) -> Iterator[None]:
+def patch(deferred: bool = False, strict: bool = False) -> Iterator[None]:
     """Route ``torch.nn.init`` through fastinit inside the block, for unmodified code.
 
     Every ``torch.nn.init`` function - including the calls torch's own layers make in
@@ -316,6 +408,13 @@ def patch(deferred: bool = False) -> Iterator[None]:
     values are those of calling fastinit directly. The replacement is process-wide while
     the block runs; on exit every module (also one first imported inside the block) holds
     torch's functions again. Blocks nest.
+
+    In-place ``Tensor.normal_`` and ``Tensor.uniform_`` (the random fills model code
+    makes with tensor methods - timm's ``trunc_normal_`` starts with ``uniform_``) are
+    routed too, so what is computed from them elementwise is sharding-invariant as well.
+    Every other draw from torch's generators (``torch.randn``, ``bernoulli_``, dropout...)
+    keeps torch's values and is reported once per call site with a
+    :class:`TorchRNGWarning` naming the file and line; ``strict=True`` raises there.
 
     Args:
         deferred: record the fills instead of running them, and write them in grouped
@@ -328,6 +427,8 @@ def patch(deferred: bool = False) -> Iterator[None]:
             eager code would have written them. Observations from other threads are not
             seen: do not share tensors being initialized with other threads inside
             the block.
+        strict: raise ``RuntimeError`` at a draw from torch's generator instead of
+            warning (see above)
 
     Examples:
         >>> with fastinit.patch():
@@ -341,5 +442,6 @@ def patch(deferred: bool = False) -> Iterator[None]:
         if recorder is not None:
             stack.enter_context(route.routing(DeferredRouter(recorder)))
             stack.callback(recorder.flush)  # on every exit, an exception's too
-        stack.enter_context(InitMode(recorder=recorder))
+        stack.enter_context(InitMode(recorder=recorder, methods_routed=_PATCH_METHODS,
+                                     on_draw=_DrawReporter(strict)))
         yield

@@ -47,6 +47,7 @@ from torch import nn
 from fastinit import recipes as recipes_mod
 from fastinit import route
 from fastinit.construction import Construction, Program, Ref, Replay, construction_of
+from fastinit.dataflow import unwritten
 from fastinit.deferred import storage_key
 from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write
@@ -400,6 +401,7 @@ class Coverage:
     def __init__(self, named: Mapping[str, torch.Tensor] = {}) -> None:
         self._entries: dict[int, list[list]] = {}  # storage -> [[name, tensor, full]]
         self._maps: dict[int, torch.Tensor] = {}  # storage -> bool map of its elements
+        self.why: dict[str, str] = {}  # name -> where its garbage came from
         for name, t in named.items():
             self.add(name, t)
 
@@ -445,6 +447,23 @@ class Coverage:
             else:
                 mark(target)
 
+    def restrict(self, name: str, valid: torch.Tensor | None, why: str) -> None:
+        """Only the elements ``valid`` marks of tensor ``name`` hold values (None: none);
+        the others were computed from memory nobody wrote (``why``: from where)."""
+        for key, entries in self._entries.items():
+            for entry in entries:
+                if entry[0] != name:
+                    continue
+                entry[2] = False
+                self.why[name] = why
+                local = local_tensor(entry[1])
+                bmap = self._maps.get(key)
+                if bmap is None:
+                    n = local.untyped_storage().nbytes() // local.element_size()
+                    bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
+                view = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
+                view.copy_(valid) if valid is not None else view.fill_(False)
+
     def rebound(self, t: torch.Tensor) -> None:
         """``t`` now lives in memory something else computed (``param.data = x``)."""
         for entries in self._entries.values():
@@ -468,6 +487,9 @@ class Coverage:
                     touched = bool(bmap.as_strided(local.shape, local.stride(),
                                                    local.storage_offset()).any())
                     out[name] = "partly written" if touched else "never written"
+                if name in out and name in self.why:
+                    out[name] = ("partly " if out[name].startswith("partly") else "") + (
+                        f"computed from {self.why[name]}")
         return out
 
 
@@ -623,6 +645,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             coverage = Coverage(alloc.named)
             router = _Router(key, alloc.named, alloc.protected, coverage,
                              progress=progress and big and device.type == "cpu")
+            router.generator_seed = torch.default_generator.initial_seed()
             with recording(router, device):
                 run_model_init(module)
                 if recipe is not None:
@@ -709,9 +732,13 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         checked={name for name, _ in plain.values()},
         progress=progress and total >= PROGRESS_MIN_ELEMENTS and device.type == "cpu")
     swapped: list[tuple[dict, str, torch.Tensor]] = []
+    ops = program.needed({ref.storage for _, ref in plain.values()})
+    garbage = unwritten(program, ops, {name: ref for name, ref in plain.values()})
     try:
         with recording(router, device):
-            replay.run(program.needed({ref.storage for _, ref in plain.values()}))
+            replay.run(ops)
+            for name, (valid, why) in garbage.items():
+                coverage.restrict(name, valid, why)
             memo: dict[int, torch.Tensor] = {}
             params: dict[str, torch.Tensor] = {}
             for table, attr, t in slots:
@@ -744,8 +771,11 @@ def _replay_sharded(program: Program, device: torch.device, key: int, name: str,
     from fastinit.distributed import copy_from_full_
 
     replay, router, coverage = _named_replay(program, device, key, named, (), checked={name})
+    ops = program.needed({ref.storage})
     with recording(router, device):
-        replay.run(program.needed({ref.storage}))
+        replay.run(ops)
+        for n, (valid, why) in unwritten(program, ops, {name: ref}).items():
+            coverage.restrict(n, valid, why)
     _raise_missing(coverage.missing())
     router.flush()
     with torch.no_grad():
@@ -797,8 +827,9 @@ def _raise_missing(missing: Mapping[str, str], recorded: bool = True) -> None:
     if not missing:
         return
     listed = ", ".join(f"{n} ({w})" for n, w in sorted(missing.items()))
-    fix = ("write them in the model's __init__ or reset_parameters(), or pass a recipe that "
-           "covers them") if recorded else (
+    fix = ("write them in the model's __init__ or reset_parameters() - and write a "
+           "temporary (torch.empty, new_empty) before its values are used - or pass a "
+           "recipe that covers them") if recorded else (
         "build the model under fastinit.empty_init() so that values computed at "
         "construction are recorded, give their modules a reset_parameters(), or pass a "
         "recipe that covers them")

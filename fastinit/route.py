@@ -174,10 +174,19 @@ def decide(tensor: torch.Tensor, seed: int | None, generator: torch.Generator | 
     router = _ROUTER.get()
     decision = DRAW if router is None else router.route(tensor)
     if isinstance(decision, Keyed):
+        if seed is not None or generator is not None or getattr(router, "reseeded", _no)():
+            # a knob the init code set (an explicit seed or generator, torch.manual_seed
+            # in __init__): the call's own key, the tensor's stream - values follow the
+            # user's seed and still do not depend on how the tensor is sharded
+            return call_key(seed, generator), decision.stream, decision.base
         return decision.key, decision.stream, decision.base
     if isinstance(decision, Skip):
         return None
     return call_key(seed, generator), 0, tensor
+
+
+def _no() -> bool:
+    return False
 
 
 def fill(tensor: torch.Tensor, params: KernelParams, seed: int | None = None,
@@ -264,6 +273,15 @@ class NameRouter:
             self.track(name, t)
         self.protected = {_storage(t) for t in protected if not _is_empty(t)}
         self.written: set[str] = set()
+        #: the seed of torch's default generator while the init code runs; None: not
+        #: watched (a replay, whose recording already holds such calls' keys)
+        self.generator_seed: int | None = None
+
+    def reseeded(self) -> bool:
+        """Whether the init code has called ``torch.manual_seed`` (its calls then take
+        their keys from torch's generator, as eager code's values follow that seed)."""
+        return (self.generator_seed is not None
+                and torch.default_generator.initial_seed() != self.generator_seed)
 
     def track(self, name: str, t: torch.Tensor) -> None:
         """Name ``t`` (a tensor that now has memory): its fills take its name's stream."""

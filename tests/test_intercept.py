@@ -27,33 +27,31 @@ from fastinit.intercept import INIT_NAMES, ORIGINALS, patch
 from tests.common import assert_bitwise_equal
 
 
-def _holders_of_originals() -> dict[tuple[str, str], object]:
-    """(module, attribute) -> value, for every module global that is a torch init function
-    or a trampoline (a patch left behind would show as one)."""
-    originals = {id(f) for f in ORIGINALS.values()}
-    from fastinit.intercept import _TRAMPOLINE_TO_NAME
-
+def _holders_of_init_functions() -> dict[tuple[str, str], object]:
+    """(module, attribute) -> value, for every module global that is one of torch's init
+    functions (by identity)."""
+    public = {id(getattr(torch.nn.init, n)) for n in INIT_NAMES}
     found = {}
     for modname, mod in list(sys.modules.items()):
         d = getattr(mod, "__dict__", None)
         if type(d) is not dict:
             continue
         for k, v in list(d.items()):
-            if id(v) in originals or id(v) in _TRAMPOLINE_TO_NAME:
+            if id(v) in public:
                 found[(modname, k)] = v
     return found
 
 
-def _assert_restored(before: dict) -> None:
-    after = _holders_of_originals()
+def _assert_torch_values_outside(before: dict) -> None:
+    """Outside any block: no reference was replaced, and every one gives torch's values."""
+    after = _holders_of_init_functions()
     for where, value in before.items():
-        assert after[where] is value, f"{where} not restored"
-    from fastinit.intercept import _TRAMPOLINE_TO_NAME
-
-    leaked = [w for w, v in after.items() if id(v) in _TRAMPOLINE_TO_NAME]
-    assert not leaked, f"trampolines left behind in {leaked}"
-    for name in INIT_NAMES:
-        assert getattr(torch.nn.init, name) is ORIGINALS[name]
+        assert after[where] is value, f"{where} changed"
+    for name in ("normal_", "uniform_", "kaiming_uniform_"):
+        torch.manual_seed(4)
+        got = getattr(torch.nn.init, name)(torch.empty(16, 8))
+        torch.manual_seed(4)
+        assert_bitwise_equal(got, ORIGINALS[name](torch.empty(16, 8)))
 
 
 def test_patch_routes_torch_layers_through_fastinit():
@@ -67,44 +65,58 @@ def test_patch_routes_torch_layers_through_fastinit():
     assert_bitwise_equal(lin.bias.detach(), b)
 
 
+def test_identities_never_change_and_signatures_and_sources_are_torchs():
+    import inspect
+
+    before = _holders_of_init_functions()
+    assert before, "expected torch's own modules to hold init functions"
+    with patch():
+        inside = _holders_of_init_functions()
+    assert inside == before
+    for name in INIT_NAMES:
+        fn = getattr(torch.nn.init, name)
+        assert inspect.signature(fn) == inspect.signature(ORIGINALS[name])
+        assert inspect.getsource(fn) == inspect.getsource(ORIGINALS[name])
+        assert fn.__module__ == "torch.nn.init" and fn.__name__ == name
+
+
 def test_patch_covers_copies_held_by_torch_layers_and_transformers():
     import transformers.initialization as hf_init
 
     table = hf_init.TORCH_INIT_FUNCTIONS
     with patch():
-        assert torch.nn.modules.activation.xavier_uniform_ is not ORIGINALS["xavier_uniform_"]
-        assert table["normal_"] is not ORIGINALS["normal_"]
         torch.manual_seed(3)
         a = table["normal_"](torch.empty(40))
     torch.manual_seed(3)
     assert_bitwise_equal(a, fastinit.normal_(torch.empty(40)))
-    assert table["normal_"] is ORIGINALS["normal_"]
+    torch.manual_seed(3)
+    outside = table["normal_"](torch.empty(40))
+    torch.manual_seed(3)
+    assert_bitwise_equal(outside, ORIGINALS["normal_"](torch.empty(40)))
 
 
-def test_restored_after_exit_exception_and_nesting():
-    before = _holders_of_originals()
-    assert before, "expected torch's own modules to hold init functions"
+def test_torch_values_after_exit_exception_and_nesting():
+    before = _holders_of_init_functions()
     with patch():
         pass
-    _assert_restored(before)
+    _assert_torch_values_outside(before)
     with pytest.raises(KeyError):
         with patch(deferred=True):
             raise KeyError("x")
-    _assert_restored(before)
+    _assert_torch_values_outside(before)
     with patch():
         with patch(deferred=True):
-            assert torch.nn.init.normal_ is not ORIGINALS["normal_"]
+            pass
         # the inner block's exit must not undo the outer one
-        assert torch.nn.init.normal_ is not ORIGINALS["normal_"]
         torch.manual_seed(1)
         a = nn.Linear(8, 8).weight.detach().clone()
     torch.manual_seed(1)
     expected = fastinit.kaiming_uniform_(torch.empty(8, 8), a=math.sqrt(5))
     assert_bitwise_equal(a, expected)
-    _assert_restored(before)
+    _assert_torch_values_outside(before)
 
 
-def test_modules_first_imported_inside_the_block_are_restored(tmp_path, monkeypatch):
+def test_modules_first_imported_inside_the_block_give_torch_values_after(tmp_path, monkeypatch):
     (tmp_path / "late_model_code.py").write_text(textwrap.dedent("""
         from torch.nn.init import xavier_uniform_, normal_ as my_normal
         import torch.nn.init as I
@@ -119,17 +131,19 @@ def test_modules_first_imported_inside_the_block_are_restored(tmp_path, monkeypa
         torch.manual_seed(2)
         inside = mod.build(torch.empty(10))
     try:
-        assert mod.xavier_uniform_ is ORIGINALS["xavier_uniform_"]
-        assert mod.my_normal is ORIGINALS["normal_"]
-        assert mod.TABLE["kaiming"] is ORIGINALS["kaiming_uniform_"]
-        assert mod.TABLE["zeros"] is ORIGINALS["zeros_"]
+        assert mod.xavier_uniform_ is torch.nn.init.xavier_uniform_
+        assert mod.TABLE["kaiming"] is torch.nn.init.kaiming_uniform_
         torch.manual_seed(2)
         assert_bitwise_equal(inside, fastinit.normal_(torch.empty(10)))
+        torch.manual_seed(2)
+        after = mod.build(torch.empty(10))
+        torch.manual_seed(2)
+        assert_bitwise_equal(after, ORIGINALS["normal_"](torch.empty(10)))
     finally:
         sys.modules.pop("late_model_code", None)
 
 
-def test_transformers_first_imported_inside_the_block_is_restored():
+def test_transformers_first_imported_inside_the_block_keeps_torchs_functions():
     code = textwrap.dedent("""
         import sys, torch, fastinit
         assert "transformers" not in sys.modules
@@ -138,11 +152,6 @@ def test_transformers_first_imported_inside_the_block_is_restored():
             import transformers.modeling_utils
         bad = [n for n, f in I.TORCH_INIT_FUNCTIONS.items() if f is not getattr(torch.nn.init, n)]
         assert not bad, bad
-        from fastinit.intercept import _TRAMPOLINE_TO_NAME
-        leaked = [(m, k) for m, mod in list(sys.modules.items())
-                  for k, v in list(getattr(mod, "__dict__", {}).items())
-                  if id(v) in _TRAMPOLINE_TO_NAME]
-        assert not leaked, leaked
         print("ok")
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
