@@ -370,7 +370,8 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         outs = []
         empty = func in _EMPTY
         results = (out,) if isinstance(out, torch.Tensor) else (
-            out if type(out) in (list, tuple) else ())
+            out if isinstance(out, (list, tuple)) else
+            [x for x in tree_flatten(out)[0] if isinstance(x, torch.Tensor)])
         for t in results:
             if not _plain(t):
                 outs.append(None)
@@ -519,6 +520,18 @@ class _Block:
 def _named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from module.named_parameters(remove_duplicate=False)
     yield from module.named_buffers(remove_duplicate=False)
+    for name, _, _, t in tensor_attributes(module):
+        yield name, t
+
+
+def tensor_attributes(module: nn.Module) -> Iterator[tuple[str, dict, str, torch.Tensor]]:
+    """Tensors modules keep as plain attributes (``self.scale = torch.full(...)``, not a
+    parameter or buffer): (qualified name, the module's ``__dict__``, attribute, tensor).
+    Eager construction gives them values like any other tensor."""
+    for prefix, mod in module.named_modules(remove_duplicate=False):
+        for attr, t in list(vars(mod).items()):
+            if type(t) is torch.Tensor:
+                yield (f"{prefix}.{attr}" if prefix else attr), vars(mod), attr, t
 
 
 @contextlib.contextmanager
@@ -705,3 +718,12 @@ def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.T
         route.observe_entries(None, entries)
         _RECORDING.reset(token)
     return {id(t): replay.resolve(program.ref(t)) for t in tensors}
+
+
+def _make_opaque() -> None:
+    from fastinit.intercept import opaque
+
+    opaque(_Recorder, "__torch_function__")
+
+
+_make_opaque()

@@ -24,8 +24,11 @@ with pending writes - a read, a write, ``untyped_storage()``, ``data_ptr()``, pi
 from __future__ import annotations
 
 import contextlib
-import functools
+import importlib.abc
+import importlib.util
 import inspect
+import os
+import sys
 import threading
 import types
 from typing import Callable, Iterator
@@ -258,37 +261,72 @@ def _install() -> None:
         ORIGINALS[name] = _copy_function(fn)
         code = _routing_code(fn, i)
         if code is not None:
-            fn.__globals__[_ROUTE_NAME] = _route
+            fn.__globals__[_ROUTE_NAME] = _route_call
             fn.__code__ = code
 
 
-def opaque(fn: Callable) -> Callable:
-    """Make ``fn`` opaque to ``torch.compile``: Dynamo neither inlines it (a graph break:
-    the call runs as plain Python, with the values eager code gets) nor traces the frames
-    it calls. Done with the flags ``torch.compiler.disable`` sets, without importing Dynamo
-    (seconds) in processes that never compile."""
-    eval_frame = getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None)
-    set_eval_frame = getattr(eval_frame, "set_eval_frame", None)
-    if set_eval_frame is None:  # pragma: no cover - a torch without Dynamo
-        return fn
-
-    @functools.wraps(fn)
-    def run_plain(*args, **kwargs):
-        prior = set_eval_frame(None)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            set_eval_frame(prior)
-
-    run_plain._torchdynamo_disable = True
-    skip = getattr(eval_frame, "skip_code", None)
-    if skip is not None:
-        skip(run_plain.__code__)
-    return run_plain
+_OPAQUE: list[tuple[object, str]] = []  # (owner, attribute) made opaque to torch.compile
 
 
-_route = opaque(_route)
+def opaque(owner: object, attribute: str) -> None:
+    """Make ``owner.attribute`` (fastinit's machinery: the routing function, its modes'
+    ``__torch_function__``) opaque to ``torch.compile``: Dynamo neither inlines nor traces
+    it - the call runs as plain Python, with the values eager code gets. Done when Dynamo
+    is imported (it takes a second or more: processes that never compile never pay it)."""
+    _OPAQUE.append((owner, attribute))
+    if "torch._dynamo" in sys.modules:
+        _disable(owner, attribute)
+
+
+def _disable(owner: object, attribute: str) -> None:
+    import torch._dynamo
+
+    value = owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute)
+    if not getattr(value, "_fastinit_opaque", False):
+        wrapped = torch._dynamo.disable(value)
+        wrapped._fastinit_opaque = True
+        setattr(owner, attribute, wrapped)
+
+
+class _DynamoWatch(importlib.abc.MetaPathFinder):
+    """Runs :func:`_disable` on everything registered once ``torch._dynamo`` is loaded."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch._dynamo":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            for owner, attribute in _OPAQUE:
+                _disable(owner, attribute)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if "torch._dynamo" not in sys.modules:
+    sys.meta_path.insert(0, _DynamoWatch())
+
+
+class _Routing:
+    """Holds the routing function, so that it can be swapped for its opaque form."""
+
+    route = staticmethod(_route)
+
+
+def _route_call(index: int, args: tuple, kwargs: dict):
+    return _Routing.route(index, args, kwargs)
+
+
 _install()
+opaque(_Routing, "route")
+opaque(InitMode, "__torch_function__")
 
 
 class _PatchState:
@@ -359,14 +397,11 @@ class TorchRNGWarning(UserWarning):
     """Code inside ``fastinit.patch()`` drew values from torch's own generator."""
 
 
-_OWN_DIRS = (str(__import__("pathlib").Path(torch.__file__).parent),
-             str(__import__("pathlib").Path(__file__).parent))
+_OWN_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
 
 
 def _call_site() -> tuple[str, int]:
     """The innermost frame outside torch and fastinit: the user's call."""
-    import sys
-
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIRS):
         frame = frame.f_back

@@ -46,7 +46,8 @@ from torch import nn
 
 from fastinit import recipes as recipes_mod
 from fastinit import route
-from fastinit.construction import Construction, Program, Ref, Replay, construction_of
+from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
+                                   tensor_attributes)
 from fastinit.dataflow import unwritten
 from fastinit.deferred import storage_key
 from fastinit.distributed import is_dtensor, local_tensor
@@ -674,6 +675,9 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
     for any real model."""
     slots = _slots(module)
     _refuse_uninitialized_parameters(slots)
+    # tensors kept as plain attributes, made in the block (on meta): replayed like the rest
+    slots += [(table, attr, t) for _, table, attr, t in tensor_attributes(module)
+              if t.is_meta and recorded.program.knows(t)]
     hf = _is_hf_model(module)
     names: dict[int, str] = {}
     for name, t in _named(module):
@@ -709,10 +713,12 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         return False
     if changed:
         raise ValueError(
-            "materialize: these tensors were not made by the fastinit.empty_init() block "
-            f"that built the model (replaced or converted after it): {', '.join(changed)}; "
-            "do that inside the block, or build the model under torch.device('meta') to "
-            "have materialize run its init code instead")
+            "materialize: these tensors were not made by operations the "
+            "fastinit.empty_init() block that built the model recorded: "
+            f"{', '.join(changed)} (made outside the block, replaced or converted after "
+            "it, or computed by an operation whose result the recording does not follow); "
+            "make them inside the block from torch operations on tensors, or build the "
+            "model under torch.device('meta') to have materialize run its init code instead")
     sharded = [(t, n, r) for t, (n, r) in ((t, replayed[id(t)]) for _, _, t in slots
                                            if id(t) in replayed) if is_dtensor(t)]
     if sharded:
@@ -820,6 +826,8 @@ def _as_like(real: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
 def _named(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from module.named_parameters(remove_duplicate=False)
     yield from module.named_buffers(remove_duplicate=False)
+    for name, _, _, t in tensor_attributes(module):
+        yield name, t
 
 
 def _raise_missing(missing: Mapping[str, str], recorded: bool = True) -> None:
