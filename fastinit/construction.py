@@ -235,7 +235,7 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
     def __init__(self, program: Program) -> None:
         super().__init__()
         self.program = program
-        self.seed_at_entry = torch.default_generator.initial_seed()
+        self.state_at_entry = torch.default_generator.get_state()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -397,8 +397,10 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
             return args, kwargs  # the call itself raises; nothing to record
         seed = bound.arguments.get("seed")
         generator = bound.arguments.get("generator")
-        if generator is None and (seed is not None or
-                                  torch.default_generator.initial_seed() == self.seed_at_entry):
+        if generator is None and (seed is not None or torch.equal(
+                torch.default_generator.get_state(), self.state_at_entry)):
+            # (a meta build draws nothing from the CPU generator: a state other than the
+            # one at the block's entry means the construction code seeded it)
             return args, kwargs
         from fastinit.streams import call_key
 
