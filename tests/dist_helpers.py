@@ -958,3 +958,60 @@ def programs_worker(rank: int, world_size: int, count: int = 40, start: int = 0,
     summary: dict = {}
     check_programs(init_device_mesh("cpu", (world_size,)), summary, count, start, shard)
     return summary
+
+
+# --- every way in, sharded -------------------------------------------------------------------
+
+
+def ways_worker(rank: int, world_size: int) -> dict:
+    """Each way code reaches an init function (tests/ways_in.py), on DTensors Shard(0) and
+    Shard(1) of an uneven shape under patch() and patch(deferred=True), and in a model
+    fully_shard-ed after a meta build or an empty_init build and then materialized: the
+    gathered values equal the single-process values bitwise, with no collective during
+    init. Every rank computes the single-process values itself."""
+    import warnings
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor import empty as dt_empty
+
+    import fastinit
+    from tests.ways_in import SHAPE, WAYS, Model, call
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    summary: dict = {"patch": 0, "materialize": 0}
+    for way in sorted(WAYS):
+        for deferred in (False, True):
+            torch.manual_seed(0)
+            ref = torch.empty(SHAPE)
+            with fastinit.patch(deferred=deferred):
+                call(way, ref)
+            for dim in (0, 1):
+                dt = dt_empty(SHAPE, device_mesh=mesh, placements=[Shard(dim)])
+                torch.manual_seed(0)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", fastinit.TorchRNGWarning)
+                    with no_collectives() as calls, fastinit.patch(deferred=deferred):
+                        call(way, dt)
+                assert not calls, (way, calls)
+                assert_bitwise(dt.full_tensor(), ref, f"patch {way} Shard({dim}) {deferred}")
+                summary["patch"] += 1
+        for build in ("meta", "empty_init"):
+            def make():
+                if build == "meta":
+                    with torch.device("meta"):
+                        return Model(way)
+                with fastinit.empty_init():
+                    return Model(way)
+
+            single = fastinit.materialize(make(), "cpu", seed=0).lm_head.weight.detach()
+            model = make()
+            fully_shard(model, mesh=mesh)
+            with no_collectives() as calls:
+                fastinit.materialize(model, "cpu", seed=0)
+            assert not calls, (way, calls)
+            assert_bitwise(model.lm_head.weight.full_tensor(), single,
+                           f"materialize {build} FSDP2 {way}")
+            summary["materialize"] += 1
+    return summary

@@ -354,3 +354,17 @@ def test_public_structured_fills_on_dtensors(runs, name):
         pytest.skip(f"fastinit.{name} does not exist")
     outcomes = {s["public_structured"].get(name) for s in runs(2)}
     assert outcomes == {"ok"}, outcomes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_every_way_in_sharded_equals_single_process(tmp_path, world_size):
+    """Bound imports, partials made at import, tables, getattr, aliases, keyword tensor=,
+    tensor methods and a library helper built from them: under patch() and
+    patch(deferred=True) on DTensor Shard(0) / Shard(1) (uneven), and materialized under
+    FSDP2 after a meta or an empty_init build, the gathered values equal one process's."""
+    from tests.dist_helpers import run_workers
+    from tests.ways_in import WAYS
+
+    for s in run_workers(world_size, "ways_worker", tmp_path):
+        assert s["patch"] == len(WAYS) * 4 and s["materialize"] == len(WAYS) * 2, s
