@@ -1,25 +1,27 @@
 """Routing unmodified code through fastinit: ``patch()`` and the mode behind it.
 
-Code reaches weight initialization in three ways, and all three are covered:
+Code reaches weight initialization in every way Python allows, and one mechanism serves
+``patch()``, ``empty_init`` and ``materialize`` alike:
 
-* ``torch.nn.init.<fn>(...)`` looked up at call time (torch's own layers), and references
-  bound at import time (``from torch.nn.init import xavier_uniform_`` in
-  ``torch.nn.modules.activation``, transformers' ``TORCH_INIT_FUNCTIONS`` table, user
-  modules): on entry, every module global (and every value of a module-level dict) that
-  *is* one of torch's init functions is replaced by a trampoline of the same name. A
-  trampoline calls fastinit's function while a ``patch()`` block is active and torch's
-  otherwise, so a copy taken inside the block (a module first imported there) is harmless
-  after it; on exit, every trampoline found in any module - including modules imported
-  inside the block - is put back to torch's function, so identities are as they were;
-* calls torch dispatches through ``__torch_function__`` (``uniform_``, ``normal_``,
-  ``constant_``, ``kaiming_uniform_``) from references nobody could replace (closures):
-  caught by :class:`InitMode`;
-* in-place tensor methods (``w.data.normal_()``, ``b.zero_()``, ``w.fill_(1)``): routed
-  by :class:`InitMode` when ``methods=True`` (``materialize``), for the tensors it accepts.
+* ``torch.nn.init``'s functions, however they are held - looked up as module attributes,
+  bound at import (``from torch.nn.init import trunc_normal_``), in a ``functools.partial``
+  or a dict made at import, through ``getattr``, behind a deprecated alias, called with
+  ``tensor=`` - are one set of function objects. Replacing references (what monkeypatching
+  does) cannot find a partial's or a closure's, nor a worker process's; so the function
+  objects themselves get, once, code of the same signature that passes their arguments to
+  :func:`_route`: fastinit's function of the same name while a block is open in the
+  process, torch's own code (:data:`ORIGINALS`) otherwise. Identities, signatures and
+  sources stay torch's, and nothing has to be put back on exit;
+* calls torch dispatches through ``__torch_function__`` reach :class:`InitMode` (or
+  ``empty_init``'s recorder) too, and are sent the same way;
+* in-place tensor methods: ``Tensor.normal_`` / ``uniform_`` under ``patch()``, and also
+  ``zero_`` / ``fill_`` of the tensors ``materialize`` initializes, are routed by
+  :class:`InitMode`; other draws from torch's generators under ``patch()`` are reported.
 
 :class:`InitMode` also keeps deferred execution exact: an operation that touches memory
 with pending writes - a read, a write, ``untyped_storage()``, ``data_ptr()``, pickling,
-``numpy()``, anything but pure metadata - flushes those writes first.
+``numpy()``, anything but pure metadata - flushes those writes first. All of this is opaque
+to ``torch.compile`` (:func:`opaque`).
 """
 from __future__ import annotations
 
