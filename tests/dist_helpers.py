@@ -966,7 +966,8 @@ def programs_worker(rank: int, world_size: int, count: int = 40, start: int = 0,
 def ways_worker(rank: int, world_size: int) -> dict:
     """Each way code reaches an init function (tests/ways_in.py), on DTensors Shard(0) and
     Shard(1) of an uneven shape under patch() and patch(deferred=True), and in a model
-    fully_shard-ed after a meta build or an empty_init build and then materialized: the
+    fully_shard-ed or tensor-parallel (colwise) after a meta build or an empty_init build
+    and then materialized: the
     gathered values equal the single-process values bitwise, with no collective during
     init. Every rank computes the single-process values itself."""
     import warnings
@@ -1006,12 +1007,18 @@ def ways_worker(rank: int, world_size: int) -> dict:
                     return Model(way)
 
             single = fastinit.materialize(make(), "cpu", seed=0).lm_head.weight.detach()
-            model = make()
-            fully_shard(model, mesh=mesh)
-            with no_collectives() as calls:
-                fastinit.materialize(model, "cpu", seed=0)
-            assert not calls, (way, calls)
-            assert_bitwise(model.lm_head.weight.full_tensor(), single,
-                           f"materialize {build} FSDP2 {way}")
-            summary["materialize"] += 1
+            for flow in ("fsdp", "tp"):
+                model = make()
+                if flow == "fsdp":
+                    fully_shard(model, mesh=mesh)
+                else:
+                    from torch.distributed.tensor.parallel import (ColwiseParallel,
+                                                                   parallelize_module)
+                    parallelize_module(model, mesh, {"lm_head": ColwiseParallel()})
+                with no_collectives() as calls:
+                    fastinit.materialize(model, "cpu", seed=0)
+                assert not calls, (way, calls)
+                assert_bitwise(model.lm_head.weight.full_tensor(), single,
+                               f"materialize {build} {flow} {way}")
+                summary["materialize"] += 1
     return summary
