@@ -124,8 +124,8 @@ def _to_empty_and_reset(case: zoo.Case):
 
 
 @pytest.mark.parametrize("name,blamed", [
-    # torchvision's ResNet: kaiming-normal fan-out convolutions, zero_init_residual
-    ("tv-resnet", ["conv1.weight", "layer1.0.bn2.weight"]),
+    # timm's ResNet: kaiming-normal fan-out convolutions, zero_init_last
+    ("timm-test_resnet", ["conv1.0.weight", "layer1.0.bn2.weight"]),
     # diffusers' ControlNet: its zero convolutions come back random
     ("diffusers-ControlNetModel", ["controlnet_down_blocks.0.weight",
                                    "controlnet_mid_block.weight"]),
@@ -157,14 +157,23 @@ def _redrawn(t: torch.Tensor, i: int, first: torch.Tensor) -> torch.Tensor:
     return torch.nn.init.trunc_normal_(torch.empty_like(t), std=0.02, generator=g)
 
 
-def _one_garbage_element(t: torch.Tensor, i: int, first: torch.Tensor) -> torch.Tensor:
-    t.view(-1)[7] = 3.0e19  # a word of uninitialized memory
+def _garbage_row(t: torch.Tensor, i: int, first: torch.Tensor) -> torch.Tensor:
+    """One row of words of uninitialized memory (huge, finite): the tail check sees it.
+    (A single such element among thousands is below what a law test can see; NaN and inf
+    are caught one by one.)"""
+    t[3] = 3.0e19
+    return t
+
+
+def _one_nan(t: torch.Tensor, i: int, first: torch.Tensor) -> torch.Tensor:
+    t.view(-1)[7] = math.nan
     return t
 
 
 @pytest.mark.parametrize("fn,expected", [
     (_redrawn, f"{_WO}: std"),
-    (_one_garbage_element, f"{_WO}: "),
+    (_garbage_row, f"{_WO}: "),
+    (_one_nan, f"{_WO}: 2 of 8192 values are not finite"),
     (lambda t, i, first: torch.zeros_like(t), f"{_WO}: "),
 ])
 def test_one_wrong_tensor_fails(titan, fn, expected: str) -> None:
