@@ -357,22 +357,8 @@ def llama() -> tuple[zoo.Reference, list[zoo.Snapshot]]:
     return ref, standin
 
 
-def _edit(snaps: list[zoo.Snapshot], name: str, fn) -> list[zoo.Snapshot]:
-    """Copies of ``snaps`` with ``values[name]`` replaced by ``fn(value, index, first)``
-    (``first``: the value in ``snaps[0]``)."""
-    out = []
-    first = snaps[0].values[name]
-    for i, s in enumerate(snaps):
-        values = dict(s.values)
-        values[name] = fn(values[name].clone(), i, first.clone())
-        out.append(zoo.Snapshot(values, s.info, s.aliases, s.shared, s.padding))
-    return out
-
-
-def _value_errors(ref: zoo.Reference, ours: list[zoo.Snapshot]) -> list[str]:
-    return (zoo.structure_errors(ref.snaps[0], ours[0]) + zoo.constant_errors(ref, ours)
-            + zoo.random_errors(ref, ours) + zoo.clone_errors(ref, ours[0])
-            + zoo.seed_errors(ref, ours[0], ours[1]))
+_edit = zoo.edit
+_value_errors = zoo.value_errors
 
 
 def test_correct_standin_passes(llama):

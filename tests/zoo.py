@@ -632,19 +632,42 @@ def assert_aspect(outcome: Outcome, aspect: str) -> None:
 STANDIN_SEEDS = (101, 202)
 
 
-def eager_errors(case: Case) -> list[str]:
-    """The comparisons with eager construction itself in fastinit's place (builds under
-    ``STANDIN_SEEDS``): anything reported here is a flaw of the harness or of the case,
-    not of materialize."""
-    ref = reference(case.build)
+def value_errors(ref: Reference, ours: Sequence[Snapshot]) -> list[str]:
+    """Every comparison of values and relations of two builds (``ours[0]``, ``ours[1]``:
+    two seeds) with the reference: structure, constants, laws, clones, seeds."""
+    return (structure_errors(ref.snaps[0], ours[0]) + constant_errors(ref, ours)
+            + random_errors(ref, ours) + clone_errors(ref, ours[0])
+            + seed_errors(ref, ours[0], ours[1]))
+
+
+def standin_snapshots(build: Builder, seeds: Sequence[int] = STANDIN_SEEDS) -> list[Snapshot]:
+    """Eager builds under other torch seeds: a correct stand-in for fastinit's side."""
     snaps = []
     with _quiet():
-        for seed in STANDIN_SEEDS:
+        for seed in seeds:
             torch.manual_seed(seed)
-            snaps.append(snapshot(case.build()))
-    return (structure_errors(ref.snaps[0], snaps[0]) + constant_errors(ref, snaps)
-            + random_errors(ref, snaps) + clone_errors(ref, snaps[0])
-            + seed_errors(ref, snaps[0], snaps[1]))
+            snaps.append(snapshot(build()))
+    return snaps
+
+
+def edit(snaps: Sequence[Snapshot], name: str, fn) -> list[Snapshot]:
+    """Copies of ``snaps`` with ``values[name]`` replaced by ``fn(value, index, first)``
+    (``first``: the value in ``snaps[0]``): wrong stand-ins for testing the comparisons."""
+    out = []
+    first = snaps[0].values[name]
+    for i, s in enumerate(snaps):
+        values = dict(s.values)
+        values[name] = fn(values[name].clone(), i, first.clone())
+        out.append(Snapshot(values, s.info, s.aliases, s.shared, s.padding))
+    return out
+
+
+def eager_errors(case: Case, ref: Reference | None = None) -> list[str]:
+    """The comparisons with eager construction itself in fastinit's place (builds under
+    ``STANDIN_SEEDS``): anything reported here is a flaw of the harness or of the case,
+    not of materialize. ``ref``: the case's reference, if already built."""
+    ref = reference(case.build) if ref is None else ref
+    return value_errors(ref, standin_snapshots(case.build))
 
 
 _LAST: list = [None, None]  # (case name, mode name), Outcome: one case at a time
