@@ -44,6 +44,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from fastinit import initscan
 from fastinit import recipes as recipes_mod
 from fastinit import route
 from fastinit.construction import Construction, Program, Ref, Replay, construction_of
@@ -555,7 +556,8 @@ def _seeded_generators(device: torch.device, key: int) -> Iterator[None]:
 
 def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                 seed: int | None = None, recipe=None, overwrite: bool = False,
-                keep: Iterable[str] | None = None, progress: bool = True) -> nn.Module:
+                keep: Iterable[str] | None = None, progress: bool = True,
+                accept_reset_defaults: bool = False) -> nn.Module:
     """Give a model built on the meta device real storage, initialized as eager
     construction would have initialized it, in grouped launches.
 
@@ -592,11 +594,20 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
         overwrite: re-initialize every tensor, the real ones included
         keep: globs of the names of real tensors to keep as they are (default: see above)
         progress: show a progress bar when the CPU fill takes more than two seconds
+        accept_reset_defaults: for a model not built under ``fastinit.empty_init()``
+            (a plain meta build), materialize even where a module's ``__init__`` does init
+            work that re-running the init code cannot redo, giving those modules their
+            ``reset_parameters()`` defaults instead (see ``fastinit.initscan``); without
+            it such a model is refused before anything is allocated
 
     Returns:
         the module, materialized in place
 
     Raises:
+        fastinit.initscan.LostInitError: (a ValueError) a plain meta build whose modules'
+            ``__init__`` does init work the re-run cannot redo, naming the class, the file
+            and line, and the fix (``fastinit.empty_init()``), unless
+            ``accept_reset_defaults``.
         ValueError: if an element of a parameter or buffer would be left uninitialized (no
             init code writes it), for lazy (uninitialized) parameters, a meta ``device``,
             or recipe errors. On any error the module is left as it was.
@@ -617,6 +628,8 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
         if recorded is not None and _replay_construction(
                 module, recorded, device, key, recipe, overwrite, keep, progress):
             return module
+        if not accept_reset_defaults:
+            initscan.check(module)  # exact or a clear error, before anything is allocated
         alloc = _Allocation(module, device, overwrite, keep)
         try:
             big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS

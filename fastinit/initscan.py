@@ -1,0 +1,393 @@
+"""Before a plain meta build is materialized: does ``__init__`` do init work the re-run loses?
+
+A model built under ``torch.device("meta")`` keeps nothing of its construction, so
+``materialize`` runs the model's init code again (``fastinit.materialize.run_model_init``):
+every module's ``reset_parameters()`` children first, then the model-level entry point.
+Whatever a module's ``__init__`` wrote beyond that - torchvision's ResNet drawing its
+convolutions Kaiming-normal (fan_out) and zeroing the last norm of each block, timm's
+``_init_weight_goog``, a ControlNet's zero convolutions - is not redone: the re-run would
+hand back torch's layer defaults where eager construction has the model's own init.
+
+:func:`check` finds that work statically, before anything is allocated, from the source of
+the ``__init__`` of every class in each module's MRO (``inspect.getsource`` and ``ast``,
+once per class), and raises :class:`LostInitError` naming the class, the file and line of
+the statement, and the fix (``fastinit.empty_init()``, which records construction).
+
+What counts as init work in ``__init__`` (and in the class's own methods it calls on
+``self``, one level deep):
+
+* calls of init functions: ``torch.nn.init.*`` (however imported or aliased), fastinit's,
+  and any function named like an initializer (``*init*``, ``trunc_normal_``, ...) -
+  ``self._init_weights()``, ``efficientnet_init_weights(self)``, ``named_apply(...)``;
+* ``self.apply(...)`` / ``<submodule>.apply(...)``;
+* in-place writes of tensors: ``normal_``, ``uniform_``, ``zero_``, ``fill_``, ``copy_``,
+  ``mul_`` and the other in-place random / fill / arithmetic methods, assignments to
+  ``.data`` and item assignments through ``.data``;
+* random factories (``torch.randn``, ``torch.rand``...), whose values only ``__init__``
+  knows;
+* deterministic factories (``torch.zeros``, ``torch.ones``, ``torch.full``...) in a class
+  whose own ``reset_parameters()`` the re-run calls (it would overwrite them).
+
+Not counted (the re-run redoes it): a call of the module's own reset routine
+(``self.reset_parameters()``, or the one ``run_model_init`` calls) and everything before
+the last such call at the top level of the same ``__init__``; ``<child>.reset_parameters()``;
+torch's own classes (``torch.*``: their construction is their ``reset_parameters``).
+
+Trusted entry points (quiet, as the model's own init re-does everything): a Hugging Face
+``PreTrainedModel`` (``initialize_weights()``) and every module inside it; a root module
+with an ``init_weights()`` method outside Hugging Face models (torchtitan, olmo-core, timm's
+ResNets and Vision Transformers), which ``run_model_init`` calls; PEFT's LoRA layers when
+every adapter's ``init_lora_weights`` is data-free (``True``, ``False``, ``"gaussian"``:
+``run_model_init`` calls their ``reset_lora_parameters``). A model-level entry point
+``run_model_init`` does not call (``init_states``, an ``init_weights`` of a submodule)
+is not trusted.
+
+A class whose ``__init__`` source cannot be read (defined interactively, generated, or
+compiled) cannot be checked: it is refused the same way (``torch.*`` classes excepted).
+
+The check is conservative: code that re-creates what ``reset_parameters`` also gives is
+refused too (a false refusal, with the same clear message). Pass
+``accept_reset_defaults=True`` to ``materialize`` to get the modules' ``reset_parameters()``
+defaults anyway.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import textwrap
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["Finding", "LostInitError", "scan", "check"]
+
+
+class LostInitError(ValueError):
+    """A plain meta build whose modules' ``__init__`` does init work that ``materialize``
+    cannot redo (see :mod:`fastinit.initscan`)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One statement of init work in a module class's construction code."""
+
+    cls: str       #: qualified name of the class whose code it is
+    file: str      #: source file
+    line: int      #: line in that file
+    what: str      #: what the statement does
+
+    def __str__(self) -> str:
+        return f"{self.cls} ({self.file}:{self.line}: {self.what})"
+
+
+#: torch.nn.init's functions (and the deprecated non-underscore aliases) and fastinit's extras
+_INIT_FUNCTIONS = frozenset(
+    [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    + ["uniform", "normal", "constant", "xavier_uniform", "xavier_normal", "kaiming_uniform",
+       "kaiming_normal", "orthogonal", "sparse", "dirac", "eye", "trunc_normal",
+       "scaled_residual_", "variance_scaling_", "lecun_normal_", "lecun_uniform_",
+       "mean_resize_embeddings_", "named_apply"])
+
+#: functions named like initializers (the name, not where it comes from)
+_INIT_NAME = re.compile(r"(^|_)init($|_|[A-Z])|initiali[sz]e|trunc_normal|"
+                        r"(^|_)(kaiming|xavier|lecun|glorot)_")
+
+#: in-place tensor methods that write values
+_INPLACE = frozenset([
+    "normal_", "uniform_", "zero_", "fill_", "copy_", "random_", "bernoulli_", "exponential_",
+    "log_normal_", "cauchy_", "geometric_", "fill_diagonal_", "trunc_normal_", "mul_",
+    "div_", "add_", "sub_", "clamp_", "clip_", "masked_fill_", "masked_scatter_",
+    "index_fill_", "index_copy_", "index_add_", "scatter_", "scatter_add_", "set_", "neg_",
+    "abs_", "sqrt_", "exp_", "log_", "pow_", "tanh_", "sigmoid_", "t_", "transpose_"])
+
+_RANDOM_FACTORIES = frozenset([
+    "rand", "randn", "randint", "randperm", "normal", "rand_like", "randn_like",
+    "randint_like", "bernoulli", "multinomial", "poisson"])
+
+_FIXED_FACTORIES = frozenset([
+    "zeros", "ones", "full", "tensor", "arange", "eye", "linspace", "logspace", "as_tensor",
+    "zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full",
+    "new_tensor", "tril", "triu"])
+
+_RESET_NAMES = ("reset_parameters", "_reset_parameters")
+
+
+def _is_torch_class(cls: type) -> bool:
+    return cls.__module__ == "torch" or cls.__module__.startswith("torch.")
+
+
+def _reset_name(cls: type) -> str | None:
+    """The reset routine ``run_model_init`` calls on a module of class ``cls``."""
+    for name in _RESET_NAMES:
+        if callable(getattr(cls, name, None)):
+            return name
+    return None
+
+
+def _own_reset(cls: type) -> bool:
+    """Whether the re-run calls a reset routine on modules of ``cls`` (own or a torch
+    layer's) - one that would overwrite values ``__init__`` made."""
+    return _reset_name(cls) is not None
+
+
+def _text(chain: list[str]) -> str:
+    out = ""
+    for part in chain:
+        out += part if part in ("()", "[]") or not out else "." + part
+    return out
+
+
+def _dotted(node: ast.AST) -> list[str]:
+    """``a.b.c`` -> ["a", "b", "c"] (calls and subscripts in the chain kept as "()" / "[]")."""
+    parts: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Name):
+            parts.append(node.id)
+            break
+        elif isinstance(node, ast.Call):
+            parts.append("()")
+            node = node.func
+        elif isinstance(node, ast.Subscript):
+            parts.append("[]")
+            node = node.value
+        else:
+            parts.append("?")
+            break
+    return parts[::-1]
+
+
+class _Source:
+    """A function's parsed source, with line numbers of its file."""
+
+    def __init__(self, fn) -> None:
+        lines, first = inspect.getsourcelines(fn)
+        self.file = inspect.getsourcefile(fn) or inspect.getfile(fn)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+        self.fn = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef,
+                                                                    ast.AsyncFunctionDef)))
+        self.offset = first - 1
+
+    def line(self, node: ast.AST) -> int:
+        return node.lineno + self.offset
+
+
+def _function(cls: type, name: str):
+    fn = cls.__dict__.get(name)
+    if isinstance(fn, (staticmethod, classmethod)):
+        fn = fn.__func__
+    return inspect.unwrap(fn) if callable(fn) else None
+
+
+def _classify_call(node: ast.Call, reset: str | None) -> tuple[str, str] | None:
+    """``(kind, description)`` of a call that does init work, or None. ``kind`` is
+    "work", "reset" (the module's re-run reset), "fixed" (deterministic factory) or
+    "self" (a call of a method on self, to follow)."""
+    chain = _dotted(node.func)
+    name = chain[-1]
+    text = _text(chain)
+    if name == "__init__" or (chain[:2] == ["super", "()"] and name in _RESET_NAMES):
+        return None
+    if name in _RESET_NAMES:
+        if chain[0] == "self" and len(chain) == 2 and name != reset:
+            return ("self", name)  # the other spelling: a helper, not what the re-run calls
+        return ("reset", text)     # self.reset_parameters(), child.reset_parameters()
+    if name == "apply" and len(chain) >= 2:
+        return ("work", f"calls {text}(...)")
+    if name in _INIT_FUNCTIONS and (len(chain) == 1 or chain[-2] in ("init", "fastinit")):
+        return ("work", f"calls init function {text}(...)")
+    if name in _INPLACE and len(chain) >= 2:
+        return ("work", f"in-place {name} on {_text(chain[:-1])}")
+    if name in _RANDOM_FACTORIES and (len(chain) == 1 or chain[-2] == "torch"):
+        return ("work", f"random factory {text}(...)")
+    if name in _FIXED_FACTORIES and (chain[0] == "torch" or name.startswith("new_")):
+        return ("fixed", f"factory {text}(...)")
+    if name in _INIT_FUNCTIONS or _INIT_NAME.search(name):
+        if chain[0] == "self" and len(chain) == 2:
+            return ("self-work", f"calls init helper {text}(...)")
+        return ("work", f"calls init function {text}(...)")
+    if chain[0] == "self" and len(chain) == 2:
+        return ("self", name)
+    return None
+
+
+def _data_write(node: ast.AST) -> str | None:
+    """An assignment target that writes tensor data: ``x.data = ...``, ``x.data[i] = ...``,
+    ``self.w[...] = ...``."""
+    if isinstance(node, ast.Attribute) and node.attr == "data":
+        return f"assigns {_text(_dotted(node))}"
+    if isinstance(node, ast.Subscript):
+        chain = _dotted(node.value)
+        if "data" in chain or (chain[0] == "self" and chain[-1] in ("weight", "bias")):
+            return f"item assignment to {_text(chain)}[...]"
+    return None
+
+
+def _targets(stmt: ast.AST) -> Iterable[ast.AST]:
+    if isinstance(stmt, ast.Assign):
+        for t in stmt.targets:
+            yield from (t.elts if isinstance(t, (ast.Tuple, ast.List)) else (t,))
+    elif isinstance(stmt, (ast.AugAssign, ast.AnnAssign)):
+        yield stmt.target
+
+
+def _scan_function(src: _Source, owner: str, cls_reset: str | None, fixed_counts: bool,
+                   follow) -> list[Finding]:
+    """Findings in one function; ``follow(name)`` scans a method called on self (or
+    returns None when it is not to be followed)."""
+    found: list[tuple[int, Finding]] = []
+    resets: list[int] = []  # lines of the calls of the re-run reset that always run
+    always = {id(s.value) for s in _top_level(src.fn.body)
+              if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)}
+    for node in ast.walk(src.fn):
+        if isinstance(node, ast.Call):
+            kind = _classify_call(node, cls_reset)
+            if kind is None:
+                continue
+            k, what = kind
+            line = src.line(node)
+            if k == "reset":
+                if id(node) in always:
+                    resets.append(line)
+                continue
+            if k == "fixed" and not fixed_counts:
+                continue
+            if k in ("work", "fixed", "self-work"):
+                found.append((line, Finding(owner, src.file, line, what)))
+            if k in ("self", "self-work"):
+                inner = follow(what if k == "self" else _dotted(node.func)[-1])
+                if inner:
+                    found.append((line, inner[0]))
+        else:
+            for target in _targets(node):
+                what = _data_write(target)
+                if what:
+                    line = src.line(node)
+                    found.append((line, Finding(owner, src.file, line, what)))
+    last_reset = max(resets, default=0)
+    # what ran before the re-run's own reset was overwritten by it, eagerly too
+    return [f for line, f in sorted(found, key=lambda x: x[0]) if line > last_reset]
+
+
+def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:
+    """Statements that always run: the body, and the bodies of ``with`` blocks in it."""
+    for s in body:
+        yield s
+        if isinstance(s, (ast.With, ast.AsyncWith)):
+            yield from _top_level(s.body)
+
+
+#: per module class: its findings (cached; classes are not expected to change)
+_CACHE: dict[type, tuple[Finding, ...]] = {}
+
+
+def scan_class(cls: type) -> tuple[Finding, ...]:
+    """The init work in the construction code of module class ``cls`` (its MRO's
+    ``__init__`` and the methods they call on ``self``, one level deep), torch's classes
+    skipped. Cached per class."""
+    got = _CACHE.get(cls)
+    if got is not None:
+        return got
+    reset = _reset_name(cls)
+    fixed_counts = reset is not None
+    findings: list[Finding] = []
+    for klass in cls.__mro__:
+        if klass is object or _is_torch_class(klass) or "__init__" not in klass.__dict__:
+            continue
+        owner = f"{klass.__module__}.{klass.__qualname__}"
+        init = _function(klass, "__init__")
+        try:
+            src = _Source(init)
+        except (OSError, TypeError, SyntaxError, StopIteration):
+            findings.append(Finding(owner, getattr(getattr(init, "__code__", None),
+                                                   "co_filename", "?"),
+                                    getattr(getattr(init, "__code__", None),
+                                            "co_firstlineno", 0),
+                                    "source of __init__ unavailable: cannot be checked"))
+            continue
+
+        def follow(name: str) -> list[Finding] | None:
+            for k in cls.__mro__:  # the method the instance would call
+                if name in k.__dict__:
+                    if _is_torch_class(k):
+                        return None
+                    fn = _function(k, name)
+                    if fn is None:
+                        return None
+                    try:
+                        inner = _Source(fn)
+                    except (OSError, TypeError, SyntaxError, StopIteration):
+                        return None
+                    return _scan_function(inner, f"{k.__module__}.{k.__qualname__}.{name}",
+                                          reset, fixed_counts, lambda _n: None)
+            return None
+
+        findings += _scan_function(src, owner, reset, fixed_counts, follow)
+    got = _CACHE[cls] = tuple(findings)
+    return got
+
+
+def _trusted(module: nn.Module) -> set[int]:
+    """ids of the modules whose init the model's own entry point re-does (the ones
+    ``run_model_init`` calls): Hugging Face models and everything in them; else the whole
+    model when its root has an ``init_weights()``."""
+    from fastinit.materialize import _outermost_hf_models
+
+    trusted: set[int] = set()
+    hf = _outermost_hf_models(module)
+    if hf:
+        trusted = {id(m) for model in hf for m in model.modules()}
+    elif callable(getattr(module, "init_weights", None)):
+        return {id(m) for m in module.modules()}
+    # PEFT's LoRA layers: run_model_init calls reset_lora_parameters for the data-free inits
+    configs = next((m.peft_config for m in module.modules()
+                    if isinstance(getattr(m, "peft_config", None), dict)), None)
+    if configs and all(_data_free(getattr(c, "init_lora_weights", True))
+                       for c in configs.values()):
+        trusted |= {id(m) for m in module.modules()
+                    if callable(getattr(m, "reset_lora_parameters", None))}
+    return trusted
+
+
+def _data_free(init) -> bool:
+    return init is True or init is False or init == "gaussian"
+
+
+def scan(module: nn.Module) -> list[Finding]:
+    """Every statement of init work in the construction code of ``module``'s modules that
+    re-running their init code (a plain meta build's ``materialize``) cannot redo - the
+    first one per class. Empty when the model's own entry point re-does everything."""
+    trusted = _trusted(module)
+    out: dict[str, Finding] = {}
+    seen: set[type] = set()
+    for m in module.modules():
+        cls = type(m)
+        if id(m) in trusted or cls in seen:
+            continue
+        seen.add(cls)
+        for f in scan_class(cls):
+            out.setdefault(f.cls, f)
+    return list(out.values())
+
+
+def check(module: nn.Module) -> None:
+    """Raise :class:`LostInitError` if ``module`` (built on plain meta) has modules whose
+    ``__init__`` does init work that ``materialize`` cannot redo, naming each class, the
+    file and line, and the fix."""
+    found = scan(module)
+    if not found:
+        return
+    listed = "; ".join(str(f) for f in found[:8])
+    more = f"; and {len(found) - 8} more" if len(found) > 8 else ""
+    raise LostInitError(
+        "materialize: this model was built under torch.device('meta'), so its construction "
+        "was not recorded, and these classes' __init__ does init work that re-running the "
+        f"model's init code (reset_parameters) cannot redo: {listed}{more}. Build the model "
+        "under fastinit.empty_init() instead (its construction is recorded and replayed "
+        "exactly), or pass accept_reset_defaults=True to materialize to get the modules' "
+        "reset_parameters() defaults instead of that init")
