@@ -589,7 +589,9 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             ``"llama"``, ``"bert"``, ``"torchtitan_llama"``, ``"vit"``), a recipe from
             ``fastinit.recipes`` (``resnet(zero_init_residual=True)``), or a mapping
             ``{name-glob: init}`` (``fastinit.recipes.rules(mapping, strict=True)``
-            requires every parameter to match). A recipe matching nothing warns. See
+            requires every parameter to match). A built-in recipe that finds nothing of
+            what it is for raises (``"rnn"`` on a model without recurrent layers); a
+            mapping matching nothing warns. See
             ``fastinit.recipes`` and ``fastinit.apply_recipe`` (the same on a real model).
         overwrite: re-initialize every tensor, the real ones included
         keep: globs of the names of real tensors to keep as they are (default: see above)

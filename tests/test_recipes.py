@@ -167,8 +167,9 @@ def test_apply_recipe_matching_nothing_warns_and_meta_models_are_refused():
     model = nn.Sequential(nn.Linear(4, 4))
     before = _snapshot(model)
     for recipe in ("resnet", "rnn", "dcgan", "lora"):
-        with pytest.warns(UserWarning, match=f"recipe '{recipe}' matched nothing in Sequential"):
-            fastinit.apply_recipe(model if recipe != "resnet" else nn.Sequential(nn.ReLU()), recipe)
+        with pytest.raises(ValueError, match=f"recipe '{recipe}' found nothing to initialize "
+                                             "in Sequential: it looks for"):
+            fastinit.apply_recipe(model, recipe)
         assert _unchanged(model, before)
     with pytest.warns(UserWarning, match="'nothing.*' matched no parameter"):
         fastinit.apply_recipe(model, {"nothing.*": recipes.zeros(), "*": recipes.zeros()})
@@ -176,7 +177,7 @@ def test_apply_recipe_matching_nothing_warns_and_meta_models_are_refused():
     with torch.device("meta"):
         meta = nn.Sequential(nn.Linear(4, 4))
     with pytest.raises(ValueError, match="meta device.*materialize"):
-        fastinit.apply_recipe(meta, "llama")
+        fastinit.apply_recipe(meta, {"*": recipes.normal(std=0.02)})
 
 
 def test_fan_inits_match_the_functions():
