@@ -23,10 +23,15 @@ What counts as init work in ``__init__`` (and in the class's own methods it call
 * in-place writes of tensors: ``normal_``, ``uniform_``, ``zero_``, ``fill_``, ``copy_``,
   ``mul_`` and the other in-place random / fill / arithmetic methods, assignments to
   ``.data`` and item assignments through ``.data``;
-* random factories (``torch.randn``, ``torch.rand``...), whose values only ``__init__``
-  knows;
-* deterministic factories (``torch.zeros``, ``torch.ones``, ``torch.full``...) in a class
-  whose own ``reset_parameters()`` the re-run calls (it would overwrite them).
+* factories that give values (``torch.randn``, ``torch.zeros``, ``torch.ones``,
+  ``torch.full``...) in a class that has a reset routine the re-run calls (its own
+  ``reset_parameters()`` or a torch layer's it inherits), which would overwrite them. In a
+  class without one, a tensor made that way is not written by the re-run, and
+  ``materialize`` refuses it as uninitialized memory, naming it.
+
+Calls of methods on ``self`` are followed into the method (one level), as are calls of
+plain functions of the model's code (``zero_module(conv)``); inside those, calls are
+judged by their names.
 
 Not counted (the re-run redoes it): a call of the module's own reset routine
 (``self.reset_parameters()``, or the one ``run_model_init`` calls) and everything before
@@ -53,9 +58,12 @@ defaults anyway.
 from __future__ import annotations
 
 import ast
+import builtins
+import functools
 import inspect
 import re
 import textwrap
+import types
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -168,6 +176,7 @@ class _Source:
     def __init__(self, fn) -> None:
         lines, first = inspect.getsourcelines(fn)
         self.file = inspect.getsourcefile(fn) or inspect.getfile(fn)
+        self.scope = getattr(fn, "__globals__", {})
         tree = ast.parse(textwrap.dedent("".join(lines)))
         self.fn = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef,
                                                                     ast.AsyncFunctionDef)))
@@ -184,10 +193,31 @@ def _function(cls: type, name: str):
     return inspect.unwrap(fn) if callable(fn) else None
 
 
-def _classify_call(node: ast.Call, reset: str | None) -> tuple[str, str] | None:
-    """``(kind, description)`` of a call that does init work, or None. ``kind`` is
-    "work", "reset" (the module's re-run reset), "fixed" (deterministic factory) or
-    "self" (a call of a method on self, to follow)."""
+def _resolve(chain: list[str], scope: dict):
+    """The object a dotted call name refers to in the function's module (``trunc_normal_``
+    imported under another name, ``init.normal_``), walking modules only; else None."""
+    if not chain or chain[0] in ("self", "()", "[]", "?"):
+        return None
+    obj = scope.get(chain[0], getattr(builtins, chain[0], None))
+    for part in chain[1:]:
+        if not isinstance(obj, types.ModuleType) or part in ("()", "[]", "?"):
+            return None
+        obj = getattr(obj, part, None)
+    while isinstance(obj, functools.partial):  # functools.partial(nn.init.trunc_normal_, ...)
+        obj = obj.func
+    return obj
+
+
+def _is_init_function(obj) -> bool:
+    module = getattr(obj, "__module__", None) or ""
+    return callable(obj) and (module == "torch.nn.init" or module.startswith("fastinit"))
+
+
+def _classify_call(node: ast.Call, reset: str | None, scope: dict) -> tuple[str, object] | None:
+    """``(kind, what)`` of a call that does init work, or None. ``kind`` is "work",
+    "reset" (the module's re-run reset), "fixed" (deterministic factory), "self" (a method
+    called on self, to follow), "self-work" (an init-named one: work, and followed) or
+    "free" (a plain function of the model's code, to follow)."""
     chain = _dotted(node.func)
     name = chain[-1]
     text = _text(chain)
@@ -199,12 +229,15 @@ def _classify_call(node: ast.Call, reset: str | None) -> tuple[str, str] | None:
         return ("reset", text)     # self.reset_parameters(), child.reset_parameters()
     if name == "apply" and len(chain) >= 2:
         return ("work", f"calls {text}(...)")
+    target = _resolve(chain, scope)
+    if _is_init_function(target):
+        return ("work", f"calls init function {text}(...)")
     if name in _INIT_FUNCTIONS and (len(chain) == 1 or chain[-2] in ("init", "fastinit")):
         return ("work", f"calls init function {text}(...)")
     if name in _INPLACE and len(chain) >= 2:
         return ("work", f"in-place {name} on {_text(chain[:-1])}")
     if name in _RANDOM_FACTORIES and (len(chain) == 1 or chain[-2] == "torch"):
-        return ("work", f"random factory {text}(...)")
+        return ("fixed", f"random factory {text}(...)")
     if name in _FIXED_FACTORIES and (chain[0] == "torch" or name.startswith("new_")):
         return ("fixed", f"factory {text}(...)")
     if name in _INIT_FUNCTIONS or _INIT_NAME.search(name):
@@ -213,7 +246,13 @@ def _classify_call(node: ast.Call, reset: str | None) -> tuple[str, str] | None:
         return ("work", f"calls init function {text}(...)")
     if chain[0] == "self" and len(chain) == 2:
         return ("self", name)
+    if isinstance(target, types.FunctionType) and not _is_torch_name(target.__module__):
+        return ("free", target)
     return None
+
+
+def _is_torch_name(module: str | None) -> bool:
+    return module is not None and (module == "torch" or module.startswith("torch."))
 
 
 def _data_write(node: ast.AST) -> str | None:
@@ -237,16 +276,17 @@ def _targets(stmt: ast.AST) -> Iterable[ast.AST]:
 
 
 def _scan_function(src: _Source, owner: str, cls_reset: str | None, fixed_counts: bool,
-                   follow) -> list[Finding]:
-    """Findings in one function; ``follow(name)`` scans a method called on self (or
-    returns None when it is not to be followed)."""
+                   follow=None) -> list[Finding]:
+    """Findings in one function; ``follow(name or function)`` scans a method called on
+    self or a plain function (the first level only: ``follow=None`` inside them, where a
+    call of an init-named method counts by its name)."""
     found: list[tuple[int, Finding]] = []
     resets: list[int] = []  # lines of the calls of the re-run reset that always run
     always = {id(s.value) for s in _top_level(src.fn.body)
               if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)}
     for node in ast.walk(src.fn):
         if isinstance(node, ast.Call):
-            kind = _classify_call(node, cls_reset)
+            kind = _classify_call(node, cls_reset, src.scope)
             if kind is None:
                 continue
             k, what = kind
@@ -257,12 +297,17 @@ def _scan_function(src: _Source, owner: str, cls_reset: str | None, fixed_counts
                 continue
             if k == "fixed" and not fixed_counts:
                 continue
-            if k in ("work", "fixed", "self-work"):
+            if k in ("work", "fixed") or (k == "self-work" and follow is None):
                 found.append((line, Finding(owner, src.file, line, what)))
-            if k in ("self", "self-work"):
-                inner = follow(what if k == "self" else _dotted(node.func)[-1])
+            elif k in ("self", "self-work", "free") and follow is not None:
+                called = what if k in ("self", "free") else _dotted(node.func)[-1]
+                inner = follow(called)
                 if inner:
-                    found.append((line, inner[0]))
+                    label = _text(_dotted(node.func))
+                    found.append((line, Finding(
+                        owner, src.file, line,
+                        f"calls {label}(...), which at {inner[0].file}:{inner[0].line} "
+                        f"{inner[0].what}")))
         else:
             for target in _targets(node):
                 what = _data_write(target)
@@ -311,7 +356,9 @@ def scan_class(cls: type) -> tuple[Finding, ...]:
                                     "source of __init__ unavailable: cannot be checked"))
             continue
 
-        def follow(name: str) -> list[Finding] | None:
+        def follow(name) -> list[Finding] | None:
+            if not isinstance(name, str):  # a plain function called from __init__
+                return _scan_free(name, reset, fixed_counts)
             for k in cls.__mro__:  # the method the instance would call
                 if name in k.__dict__:
                     if _is_torch_class(k):
@@ -324,12 +371,32 @@ def scan_class(cls: type) -> tuple[Finding, ...]:
                     except (OSError, TypeError, SyntaxError, StopIteration):
                         return None
                     return _scan_function(inner, f"{k.__module__}.{k.__qualname__}.{name}",
-                                          reset, fixed_counts, lambda _n: None)
+                                          reset, fixed_counts)
             return None
 
         findings += _scan_function(src, owner, reset, fixed_counts, follow)
     got = _CACHE[cls] = tuple(findings)
     return got
+
+
+_FREE: dict[tuple, tuple[Finding, ...]] = {}
+
+
+def _scan_free(fn: types.FunctionType, reset: str | None, fixed_counts: bool) -> list[Finding]:
+    """Init work in a plain function called from ``__init__`` (one level: its own calls
+    are judged by name, not followed). Cached per function."""
+    key = (fn.__code__, reset, fixed_counts)
+    got = _FREE.get(key)
+    if got is None:
+        try:
+            inner = _Source(fn)
+        except (OSError, TypeError, SyntaxError, StopIteration):
+            got = ()
+        else:
+            got = tuple(_scan_function(inner, f"{fn.__module__}.{fn.__qualname__}", reset,
+                                       fixed_counts))
+        _FREE[key] = got
+    return list(got)
 
 
 def _trusted(module: nn.Module) -> set[int]:
