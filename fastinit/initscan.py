@@ -209,8 +209,12 @@ def _resolve(chain: list[str], scope: dict):
 
 
 def _is_init_function(obj) -> bool:
+    """torch.nn.init's functions and fastinit's (not its classes or other helpers)."""
+    if isinstance(obj, type) or not callable(obj):
+        return False
     module = getattr(obj, "__module__", None) or ""
-    return callable(obj) and (module == "torch.nn.init" or module.startswith("fastinit"))
+    return module in ("torch.nn.init", "fastinit.init") or (
+        module.startswith("fastinit") and getattr(obj, "__name__", "") in _INIT_FUNCTIONS)
 
 
 def _classify_call(node: ast.Call, reset: str | None, scope: dict) -> tuple[str, object] | None:
