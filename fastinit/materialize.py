@@ -27,12 +27,16 @@ on the real device would have given, with fastinit's streams instead of torch's.
   a real tensor; otherwise materialize raises naming the tensors, and leaves the model as
   it was - as on every other failure.
 * **What a meta build cannot know.** A model built under ``torch.device("meta")`` keeps
-  nothing of its construction, so what ``__init__`` did beyond the init code is not seen:
-  where the init code writes a tensor whole, it holds what the init code writes (a row
-  ``__init__`` zeroed after ``reset_parameters()`` is drawn again; ``deepcopy``-ed layers
-  are drawn independently, where eager copies are equal). A model built under
-  ``fastinit.empty_init()`` has its construction recorded and replayed: exact
-  (``fastinit.construction``).
+  nothing of its construction, so what ``__init__`` did beyond the init code is not seen.
+  Before allocating, ``fastinit.initscan`` reads the modules' ``__init__`` code: where it
+  does init work the re-run cannot redo (torchvision's ResNet loop, timm's
+  ``_init_weight_goog``, a zero convolution), materialize refuses, naming the class, the
+  file and line, and ``fastinit.empty_init()``; ``accept_reset_defaults=True`` takes the
+  modules' ``reset_parameters()`` defaults instead (a row ``__init__`` zeroed after
+  ``reset_parameters()`` is then drawn again). ``deepcopy``-ed layers inside torch's own
+  classes (``nn.TransformerEncoder``) are drawn independently, where eager copies are
+  equal. A model built under ``fastinit.empty_init()`` has its construction recorded and
+  replayed: exact (``fastinit.construction``).
 """
 from __future__ import annotations
 
