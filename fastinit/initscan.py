@@ -39,9 +39,12 @@ the last such call at the top level of the same ``__init__``; ``<child>.reset_pa
 torch's own classes (``torch.*``: their construction is their ``reset_parameters``).
 
 Trusted entry points (quiet, as the model's own init re-does everything): a Hugging Face
-``PreTrainedModel`` (``initialize_weights()``) and every module inside it; a root module
-with an ``init_weights()`` method outside Hugging Face models (torchtitan, olmo-core, timm's
-ResNets and Vision Transformers), which ``run_model_init`` calls; PEFT's LoRA layers when
+``PreTrainedModel`` (``initialize_weights()``) and every module inside it; the root module
+of a model outside Hugging Face's when it has an ``init_weights()`` method (torchtitan,
+olmo-core, timm's ResNets and Vision Transformers), which ``run_model_init`` calls - its
+own ``__init__`` is not checked, its children's are (a root ``init_weights()`` that only
+resets its layers, as timm's LeViT's, does not redo what a child's ``__init__`` did);
+PEFT's LoRA layers when
 every adapter's ``init_lora_weights`` is data-free (``True``, ``False``, ``"gaussian"``:
 ``run_model_init`` calls their ``reset_lora_parameters``). A model-level entry point
 ``run_model_init`` does not call (``init_states``, an ``init_weights`` of a submodule)
@@ -286,6 +289,7 @@ def _scan_function(src: _Source, owner: str, cls_reset: str | None, fixed_counts
     call of an init-named method counts by its name)."""
     found: list[tuple[int, Finding]] = []
     resets: list[int] = []  # lines of the calls of the re-run reset that always run
+    fresh = _fresh_locals(src.fn)
     always = {id(s.value) for s in _top_level(src.fn.body)
               if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)}
     for node in ast.walk(src.fn):
@@ -295,6 +299,8 @@ def _scan_function(src: _Source, owner: str, cls_reset: str | None, fixed_counts
                 continue
             k, what = kind
             line = src.line(node)
+            if k == "work" and _dotted(node.func)[0] in fresh and _dotted(node.func)[-1] in _INPLACE:
+                k = "fixed"  # a write of a tensor this function made: a factory's value
             if k == "reset":
                 if id(node) in always:
                     resets.append(line)
@@ -321,6 +327,36 @@ def _scan_function(src: _Source, owner: str, cls_reset: str | None, fixed_counts
     last_reset = max(resets, default=0)
     # what ran before the re-run's own reset was overwritten by it, eagerly too
     return [f for line, f in sorted(found, key=lambda x: x[0]) if line > last_reset]
+
+
+_NEW_TENSORS = _FIXED_FACTORIES | _RANDOM_FACTORIES | {"empty", "empty_like", "new_empty",
+                                                      "clone", "Tensor"}
+
+
+def _fresh_locals(fn: ast.AST) -> set[str]:
+    """Local names only ever bound to a tensor the function makes (``mix = torch.zeros(n)``):
+    writing them in place makes a value, as a factory does."""
+    fresh: set[str] = set()
+    other: set[str] = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    chain = _dotted(node.value.func) if isinstance(node.value, ast.Call) else []
+                    made = bool(chain) and chain[-1] in _NEW_TENSORS and (
+                        chain[0] == "torch" or chain[-1] in ("clone",) or
+                        chain[-1].startswith("new_"))
+                    (fresh if made else other).add(t.id)
+        elif isinstance(node, (ast.For, ast.comprehension)):
+            for t in ast.walk(node.target):
+                if isinstance(t, ast.Name):
+                    other.add(t.id)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) and isinstance(
+                node.target, ast.Name):
+            other.add(node.target.id)
+        elif isinstance(node, ast.arguments):
+            other.update(a.arg for a in (*node.posonlyargs, *node.args, *node.kwonlyargs))
+    return fresh - other
 
 
 def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:
@@ -405,8 +441,8 @@ def _scan_free(fn: types.FunctionType, reset: str | None, fixed_counts: bool) ->
 
 def _trusted(module: nn.Module) -> set[int]:
     """ids of the modules whose init the model's own entry point re-does (the ones
-    ``run_model_init`` calls): Hugging Face models and everything in them; else the whole
-    model when its root has an ``init_weights()``."""
+    ``run_model_init`` calls): Hugging Face models and everything in them; else the root
+    module when it has an ``init_weights()``; PEFT LoRA layers with data-free inits."""
     from fastinit.materialize import _outermost_hf_models
 
     trusted: set[int] = set()
@@ -414,7 +450,9 @@ def _trusted(module: nn.Module) -> set[int]:
     if hf:
         trusted = {id(m) for model in hf for m in model.modules()}
     elif callable(getattr(module, "init_weights", None)):
-        return {id(m) for m in module.modules()}
+        # the root's own construction; what its children's __init__ did is checked (timm's
+        # LeViT: init_weights() only resets, its ConvNorm zeroed a BatchNorm weight)
+        trusted = {id(module)}
     # PEFT's LoRA layers: run_model_init calls reset_lora_parameters for the data-free inits
     configs = next((m.peft_config for m in module.modules()
                     if isinstance(getattr(m, "peft_config", None), dict)), None)
