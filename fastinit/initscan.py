@@ -70,10 +70,9 @@ import types
 from dataclasses import dataclass
 from typing import Iterable
 
-import torch
 from torch import nn
 
-__all__ = ["Finding", "LostInitError", "scan", "check"]
+__all__ = ["Finding", "LostInitError", "scan", "scan_class", "check"]
 
 
 class LostInitError(ValueError):
@@ -112,7 +111,7 @@ _INPLACE = frozenset([
     "log_normal_", "cauchy_", "geometric_", "fill_diagonal_", "trunc_normal_", "mul_",
     "div_", "add_", "sub_", "clamp_", "clip_", "masked_fill_", "masked_scatter_",
     "index_fill_", "index_copy_", "index_add_", "scatter_", "scatter_add_", "set_", "neg_",
-    "abs_", "sqrt_", "exp_", "log_", "pow_", "tanh_", "sigmoid_", "t_", "transpose_"])
+    "abs_", "sqrt_", "exp_", "log_", "pow_", "tanh_", "sigmoid_"])
 
 _RANDOM_FACTORIES = frozenset([
     "rand", "randn", "randint", "randperm", "normal", "rand_like", "randn_like",
@@ -136,12 +135,6 @@ def _reset_name(cls: type) -> str | None:
         if callable(getattr(cls, name, None)):
             return name
     return None
-
-
-def _own_reset(cls: type) -> bool:
-    """Whether the re-run calls a reset routine on modules of ``cls`` (own or a torch
-    layer's) - one that would overwrite values ``__init__`` made."""
-    return _reset_name(cls) is not None
 
 
 def _text(chain: list[str]) -> str:
@@ -299,7 +292,8 @@ def _scan_function(src: _Source, owner: str, cls_reset: str | None, fixed_counts
                 continue
             k, what = kind
             line = src.line(node)
-            if k == "work" and _dotted(node.func)[0] in fresh and _dotted(node.func)[-1] in _INPLACE:
+            chain = _dotted(node.func)
+            if k == "work" and chain[0] in fresh and chain[-1] in _INPLACE:
                 k = "fixed"  # a write of a tensor this function made: a factory's value
             if k == "reset":
                 if id(node) in always:
