@@ -204,6 +204,29 @@ def _resolve(chain: list[str], scope: dict):
     return obj
 
 
+def _indirect_init(func: ast.AST, scope: dict) -> str | None:
+    """An init function reached indirectly: ``getattr(nn.init, name)(...)``, or kept in a
+    dict / list of the module (``INITS["w"](...)``, torchtitan-style tables of partials)."""
+    if isinstance(func, ast.Call) and isinstance(func.func, ast.Name) \
+            and func.func.id == "getattr" and func.args:
+        owner = _dotted(func.args[0])
+        if owner[-1] == "init" or _resolve(owner, scope) is nn.init:
+            return f"getattr({_text(owner)}, ...)"
+    if isinstance(func, ast.Subscript):
+        table = _resolve(_dotted(func.value), scope)
+        values = table.values() if isinstance(table, dict) else (
+            table if isinstance(table, (list, tuple)) else ())
+        if any(_is_init_function(_unpartial(v)) for v in values):
+            return f"{_text(_dotted(func.value))}[...]"
+    return None
+
+
+def _unpartial(obj):
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return obj
+
+
 def _is_init_function(obj) -> bool:
     """torch.nn.init's functions and fastinit's (not its classes or other helpers)."""
     if isinstance(obj, type) or not callable(obj):
@@ -221,6 +244,9 @@ def _classify_call(node: ast.Call, reset: str | None, scope: dict) -> tuple[str,
     chain = _dotted(node.func)
     name = chain[-1]
     text = _text(chain)
+    indirect = _indirect_init(node.func, scope)
+    if indirect:
+        return ("work", f"calls init function {indirect}(...)")
     if name == "__init__" or (chain[:2] == ["super", "()"] and name in _RESET_NAMES):
         return None
     if name in _RESET_NAMES:

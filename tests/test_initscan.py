@@ -188,6 +188,27 @@ class AliasedInit(nn.Module):
         EARLY(self.b.weight)
 
 
+INITS = {"weight": functools.partial(nn.init.trunc_normal_, std=0.02)}
+
+
+class IndirectInit(nn.Module):
+    """torchtitan-style: init functions kept in a table, or reached through getattr."""
+
+    def __init__(self, name: str = "zeros_") -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        getattr(nn.init, name)(self.a.bias)  # GETATTR
+        INITS["weight"](self.b.weight)
+
+
+class TableInit(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.b = nn.Linear(4, 4)
+        INITS["weight"](self.b.weight)  # TABLE
+
+
 class PartialAlias(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -309,6 +330,8 @@ REFUSED = [
     (HelperMethod, HelperMethod, "HELPER", "self._setup_head"),
     (AliasedInit, AliasedInit, "ALIAS", "tn("),
     (PartialAlias, PartialAlias, "PARTIAL", "EARLY("),
+    (IndirectInit, IndirectInit, "GETATTR", "getattr(nn.init, ...)"),
+    (TableInit, TableInit, "TABLE", "INITS[...]"),
     (ScalesAfterReset, ScalesAfterReset, "AFTER", "in-place mul_"),
     (FactoryAndOtherReset, FactoryAndOtherReset, "FACTORY", "factory torch.ones"),
     (lambda: nn.Sequential(ZeroBiasLinear(4)), ZeroBiasLinear, "SUBCLASS", "torch.zeros"),
