@@ -308,3 +308,25 @@ def test_recipes_that_find_what_they_are_for_do_not_raise():
     norm.add_module("norm", nn.LayerNorm(4))
     for recipe in ("llama", "vit"):
         fastinit.apply_recipe(norm, recipe, seed=0)
+
+
+def test_a_recipe_that_finds_nothing_in_a_hugging_face_model_leaves_it_as_it_was():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                  num_hidden_layers=2, num_attention_heads=2)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg)
+    before = _snapshot(model)
+    for recipe in ("rnn", "lora", "rezero", "resnet", "dcgan"):
+        with pytest.raises(ValueError, match=f"recipe '{recipe}' found nothing"):
+            fastinit.apply_recipe(model, recipe, seed=0)
+        assert _unchanged(model, before)
+    with torch.device("meta"):
+        meta = transformers.BertModel(cfg)
+    tensors = dict(meta.state_dict(keep_vars=True))
+    with pytest.raises(ValueError, match="recipe 'rnn' found nothing to initialize in BertModel"):
+        fastinit.materialize(meta, "cpu", seed=0, recipe="rnn")
+    assert all(meta.state_dict(keep_vars=True)[n] is t and t.is_meta for n, t in tensors.items())
+    with fastinit.empty_init():
+        recorded = transformers.BertModel(cfg)
+    fastinit.materialize(recorded, "cpu", seed=0, recipe="bert")  # what it is for: no error
