@@ -53,6 +53,9 @@ is not trusted.
 A class whose ``__init__`` source cannot be read (defined interactively, generated, or
 compiled) cannot be checked: it is refused the same way (``torch.*`` classes excepted).
 
+A ``recipe=`` given to ``materialize`` that rewrites every parameter of the model makes the
+model's own init moot: nothing is refused then.
+
 The check is conservative: code that re-creates what ``reset_parameters`` also gives is
 refused too (a false refusal, with the same clear message). Pass
 ``accept_reset_defaults=True`` to ``materialize`` to get the modules' ``reset_parameters()``
@@ -459,6 +462,26 @@ def _scan_free(fn: types.FunctionType, reset: str | None, fixed_counts: bool) ->
     return list(got)
 
 
+def _rewrites_every_parameter(module: nn.Module, recipe) -> bool:
+    """Whether ``recipe``'s plan on ``module`` writes every parameter (a dry plan: any
+    error or warning is left to the real one, after the model's init)."""
+    import warnings
+
+    from fastinit import recipes
+
+    params = dict(module.named_parameters())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plan = recipes.resolve(recipe, module).plan(module, params)
+    except Exception:  # noqa: BLE001 - materialize raises it again, at its place
+        return False
+    if plan.has_procedures:
+        return False
+    written = {id(t) for t in plan.targets().values()}
+    return all(id(p) in written for p in params.values())
+
+
 def _trusted(module: nn.Module) -> set[int]:
     """ids of the modules whose init the model's own entry point re-does (the ones
     ``run_model_init`` calls): Hugging Face models and everything in them; else the root
@@ -504,12 +527,14 @@ def scan(module: nn.Module) -> list[Finding]:
     return list(out.values())
 
 
-def check(module: nn.Module) -> None:
+def check(module: nn.Module, recipe=None) -> None:
     """Raise :class:`LostInitError` if ``module`` (built on plain meta) has modules whose
     ``__init__`` does init work that ``materialize`` cannot redo, naming each class, the
-    file and line, and the fix."""
+    file and line, and the fix. A ``recipe`` (as ``materialize`` takes it) that rewrites
+    every parameter of the model makes the model's own init moot: then nothing is refused
+    (``materialize(resnet_on_meta, recipe=recipes.resnet(zero_init_residual=True))``)."""
     found = scan(module)
-    if not found:
+    if not found or (recipe is not None and _rewrites_every_parameter(module, recipe)):
         return
     listed = "; ".join(str(f) for f in found[:8])
     more = f"; and {len(found) - 8} more" if len(found) > 8 else ""

@@ -635,7 +635,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                 module, recorded, device, key, recipe, overwrite, keep, progress):
             return module
         if not accept_reset_defaults:
-            initscan.check(module)  # exact or a clear error, before anything is allocated
+            initscan.check(module, recipe)  # exact or a clear error, before allocating
         alloc = _Allocation(module, device, overwrite, keep)
         try:
             big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS

@@ -389,6 +389,20 @@ def test_resnet_like_empty_init_is_exact_and_the_opt_in_gives_reset_defaults():
     assert abs(std / (1 / math.sqrt(3 * 16 * 9)) - 1) < 0.1, std
 
 
+def test_a_recipe_that_rewrites_every_parameter_makes_the_own_init_moot():
+    """README's example: a meta-built ResNet with the ResNet recipe is not refused (every
+    parameter is the recipe's); a recipe that leaves a parameter to the model's own init
+    is."""
+    from fastinit import recipes
+
+    model = fastinit.materialize(_meta(TVResNet), "cpu", seed=0,
+                                 recipe=recipes.resnet(zero_init_residual=True))
+    assert all((b.bn2.weight == 0).all() for b in model.layer1)
+    with pytest.raises(LostInitError, match="TVResNet"):
+        fastinit.materialize(_meta(TVResNet), "cpu", seed=0,
+                             recipe={"*conv*.weight": recipes.zeros()})
+
+
 def test_a_module_that_resets_itself_is_quiet_and_exact():
     model = fastinit.materialize(_meta(ResetsItself), "cpu", seed=0)
     assert (model.b == 0).all()
