@@ -27,12 +27,16 @@ on the real device would have given, with fastinit's streams instead of torch's.
   a real tensor; otherwise materialize raises naming the tensors, and leaves the model as
   it was - as on every other failure.
 * **What a meta build cannot know.** A model built under ``torch.device("meta")`` keeps
-  nothing of its construction, so what ``__init__`` did beyond the init code is not seen:
-  where the init code writes a tensor whole, it holds what the init code writes (a row
-  ``__init__`` zeroed after ``reset_parameters()`` is drawn again; ``deepcopy``-ed layers
-  are drawn independently, where eager copies are equal). A model built under
-  ``fastinit.empty_init()`` has its construction recorded and replayed: exact
-  (``fastinit.construction``).
+  nothing of its construction, so what ``__init__`` did beyond the init code is not seen.
+  Before allocating, ``fastinit.initscan`` reads the modules' ``__init__`` code: where it
+  does init work the re-run cannot redo (torchvision's ResNet loop, timm's
+  ``_init_weight_goog``, a zero convolution), materialize refuses, naming the class, the
+  file and line, and ``fastinit.empty_init()``; ``accept_reset_defaults=True`` takes the
+  modules' ``reset_parameters()`` defaults instead (a row ``__init__`` zeroed after
+  ``reset_parameters()`` is then drawn again). ``deepcopy``-ed layers inside torch's own
+  classes (``nn.TransformerEncoder``) are drawn independently, where eager copies are
+  equal. A model built under ``fastinit.empty_init()`` has its construction recorded and
+  replayed: exact (``fastinit.construction``).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from fastinit import initscan
 from fastinit import recipes as recipes_mod
 from fastinit import route
 from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
@@ -578,7 +583,8 @@ def _seeded_generators(device: torch.device, key: int) -> Iterator[None]:
 
 def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                 seed: int | None = None, recipe=None, overwrite: bool = False,
-                keep: Iterable[str] | None = None, progress: bool = True) -> nn.Module:
+                keep: Iterable[str] | None = None, progress: bool = True,
+                accept_reset_defaults: bool = False) -> nn.Module:
     """Give a model built on the meta device real storage, initialized as eager
     construction would have initialized it, in grouped launches.
 
@@ -610,16 +616,27 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             ``"llama"``, ``"bert"``, ``"torchtitan_llama"``, ``"vit"``), a recipe from
             ``fastinit.recipes`` (``resnet(zero_init_residual=True)``), or a mapping
             ``{name-glob: init}`` (``fastinit.recipes.rules(mapping, strict=True)``
-            requires every parameter to match). A recipe matching nothing warns. See
+            requires every parameter to match). A built-in recipe that finds nothing of
+            what it is for raises (``"rnn"`` on a model without recurrent layers); a
+            mapping matching nothing warns. See
             ``fastinit.recipes`` and ``fastinit.apply_recipe`` (the same on a real model).
         overwrite: re-initialize every tensor, the real ones included
         keep: globs of the names of real tensors to keep as they are (default: see above)
         progress: show a progress bar when the CPU fill takes more than two seconds
+        accept_reset_defaults: for a model not built under ``fastinit.empty_init()``
+            (a plain meta build), materialize even where a module's ``__init__`` does init
+            work that re-running the init code cannot redo, giving those modules their
+            ``reset_parameters()`` defaults instead (see ``fastinit.initscan``); without
+            it such a model is refused before anything is allocated
 
     Returns:
         the module, materialized in place
 
     Raises:
+        fastinit.initscan.LostInitError: (a ValueError) a plain meta build whose modules'
+            ``__init__`` does init work the re-run cannot redo, naming the class, the file
+            and line, and the fix (``fastinit.empty_init()``), unless
+            ``accept_reset_defaults``.
         ValueError: if an element of a parameter or buffer would be left uninitialized (no
             init code writes it), for lazy (uninitialized) parameters, a meta ``device``,
             or recipe errors. On any error the module is left as it was.
@@ -640,6 +657,8 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
         if recorded is not None and _replay_construction(
                 module, recorded, device, key, recipe, overwrite, keep, progress):
             return module
+        if not accept_reset_defaults:
+            initscan.check(module, recipe)  # exact or a clear error, before allocating
         alloc = _Allocation(module, device, overwrite, keep)
         try:
             big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS

@@ -13,7 +13,11 @@ How a recipe composes with the model:
 * ``apply_recipe``: only what the rules match is rewritten; everything else is left as it
   is. Hugging Face ``_is_hf_initialized`` flags do not protect a tensor from an explicit
   ``apply_recipe``;
-* a recipe that matches nothing in the model warns (and writes nothing);
+* a built-in recipe that finds nothing of what it is for in the model (``"rnn"`` without
+  recurrent layers, ``"lora"`` without adapters, ``"rezero"`` without gates...) raises
+  ``ValueError`` naming the recipe and what it looks for, before anything is written; one
+  whose targets are all kept (weights ``materialize`` keeps) warns and writes nothing;
+  a mapping of globs that matches nothing warns (and writes nothing);
 * a mapping ``{name-glob: init}`` rewrites the parameters its globs match (the first
   matching glob wins; ``*`` matches any characters, dots included); ``rules(mapping,
   strict=True)`` also requires every parameter to be matched.
@@ -497,8 +501,13 @@ class Recipe:
         raise NotImplementedError
 
     def describe(self) -> str:
-        """What the recipe looks for (for the "matched nothing" warning)."""
+        """What the recipe looks for (for the "found nothing" error and warning)."""
         return "its rules"
+
+    def _nothing_found(self, model: nn.Module) -> ValueError:
+        return ValueError(f"recipe {self.name!r} found nothing to initialize in "
+                          f"{type(model).__name__}: it looks for {self.describe()}; "
+                          "nothing was written")
 
     def _empty_warning(self, model: nn.Module, plan: Plan) -> Plan:
         if not plan:
@@ -516,11 +525,15 @@ class Rules(Recipe):
 
     ``strict``: every parameter must match a rule (``ValueError`` naming those that do
     not, before anything is written). ``warn_unused``: warn about globs that match
-    nothing (built-in schemes cover several naming styles and do not).
+    nothing (built-in schemes cover several naming styles and do not). ``must_match``
+    (the built-in schemes): globs of what the scheme is for (its family's own names, not
+    the catch-alls ``*`` / ``*.bias``), ``ValueError`` when no parameter of the model
+    matches any of them; otherwise a plan that writes nothing only warns.
     """
 
     def __init__(self, mapping: Mapping[str, RuleValue], *, strict: bool = False,
-                 warn_unused: bool = True, name: str = "rules") -> None:
+                 warn_unused: bool = True, name: str = "rules",
+                 must_match: Sequence[str] = ()) -> None:
         for glob, value in mapping.items():
             if not isinstance(glob, str):
                 raise TypeError(f"recipe rules are name globs (str), got {glob!r}")
@@ -531,9 +544,10 @@ class Rules(Recipe):
         self.strict = strict
         self.warn_unused = warn_unused
         self.name = name
+        self.must_match = tuple(must_match)
 
     def describe(self) -> str:
-        return "parameters named " + ", ".join(repr(g) for g in self.mapping)
+        return "parameters named " + ", ".join(repr(g) for g in self.must_match or self.mapping)
 
     def plan(self, model: nn.Module | None, params: Mapping[str, torch.Tensor]) -> Plan:
         plan = Plan(self.name)
@@ -555,6 +569,10 @@ class Rules(Recipe):
                     warnings.warn(f"recipe rule {glob!r} matched no parameter", UserWarning,
                                   stacklevel=4)
         if model is not None:
+            if self.must_match and not any(
+                    fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()
+                    for g in self.must_match):
+                raise self._nothing_found(model)
             self._empty_warning(model, plan)
         return plan
 
@@ -580,10 +598,21 @@ class _ModuleRecipe(Recipe):
     def assign(self, model: nn.Module) -> Iterator[tuple[torch.Tensor | None, RuleValue]]:
         raise NotImplementedError
 
+    def finds(self, model: nn.Module, assigned: list[tuple[torch.Tensor | None, RuleValue]]
+              ) -> bool:
+        """Whether the model has what the recipe is for (default: anything it assigns)."""
+        return any(t is not None for t, _ in assigned)
+
     def plan(self, model: nn.Module, params: Mapping[str, torch.Tensor]) -> Plan:
+        """The recipe's writes in ``model``, among ``params``. ``ValueError`` (nothing
+        written) when the model has nothing the recipe is for; a warning when all it
+        found are tensors that are not in ``params`` (kept)."""
         names = {id(t): n for n, t in params.items()}
         plan = Plan(self.name)
-        for tensor, init in self.assign(model):
+        assigned = list(self.assign(model))
+        if not self.finds(model, assigned):
+            raise self._nothing_found(model)
+        for tensor, init in assigned:
             name = names.get(id(tensor)) if tensor is not None else None
             if name is not None:  # not a parameter the recipe may write: left as it is
                 plan.add(name, tensor, init)
@@ -610,7 +639,10 @@ def _affine(m: nn.Module) -> bool:
 
 class _ResNet(_ModuleRecipe):
     name = "resnet"
-    looks_for = "convolutions, BatchNorm / GroupNorm and Linear layers"
+    looks_for = "convolutions (nn.Conv1d / Conv2d / Conv3d)"
+
+    def finds(self, model: nn.Module, assigned) -> bool:
+        return any(isinstance(m, _CONVS) for m in model.modules())
 
     #: class name -> attribute path of the block's last normalization layer
     LAST_NORMS = {
@@ -671,10 +703,10 @@ class _ResNet(_ModuleRecipe):
                 found += 1
                 yield m.weight, zeros()
         if not found:
-            warnings.warn("recipe 'resnet': zero_init_residual=True, but no residual block was "
-                          "found (torchvision / timm BasicBlock.bn2, Bottleneck.bn3, Hugging "
-                          "Face ResNet layers); name the last norms with residual_norms=",
-                          UserWarning, stacklevel=5)
+            raise ValueError("recipe 'resnet': zero_init_residual=True, but no residual block "
+                             f"was found in {type(model).__name__} (it looks for torchvision / "
+                             "timm BasicBlock.bn2, Bottleneck.bn3, Hugging Face ResNet layers); "
+                             "name the last norms with residual_norms=; nothing was written")
 
 
 def resnet(zero_init_residual: bool = False, residual_norms: str | Sequence[str] = ()) -> Recipe:
@@ -767,6 +799,7 @@ def rnn(forget_bias: float = 1.0) -> Recipe:
 class _DCGAN(_ModuleRecipe):
     name = "dcgan"
     looks_for = "convolutions / transposed convolutions and BatchNorm layers"
+
 
     def assign(self, model: nn.Module) -> Iterator[tuple[torch.Tensor | None, Init]]:
         conv, norm = normal(0.0, 0.02), normal(1.0, 0.02)
@@ -1077,7 +1110,12 @@ def vit(model: nn.Module) -> RuleMapping:
 def _glob_scheme(fn: Callable[[nn.Module], RuleMapping]) -> Callable[[nn.Module], Recipe]:
     @functools.wraps(fn)
     def make(model: nn.Module) -> Recipe:
-        return Rules(fn(model), warn_unused=False, name=fn.__name__)
+        try:
+            mapping = fn(model)
+        except ValueError as exc:  # the scheme cannot be sized for this model
+            raise ValueError(f"recipe {fn.__name__!r}: {exc}") from exc
+        own = tuple(g for g in mapping if g not in ("*", "*.bias"))
+        return Rules(mapping, warn_unused=False, name=fn.__name__, must_match=own)
     return make
 
 
@@ -1169,14 +1207,19 @@ def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue
         the module, re-initialized in place
 
     Raises:
-        ValueError: an unknown recipe name (the message lists the known ones), a
-            parameter of the model on the meta device, a strict mapping that leaves a
-            parameter unmatched, or an init that cannot fill its tensor - before anything
-            is written.
+        ValueError: an unknown recipe name (the message lists the known ones), a built-in
+            recipe that finds nothing of what it is for in the model (``"rnn"`` without
+            recurrent layers, ``"lora"`` without adapters, ``"rezero"`` without gates,
+            ``"resnet"`` without convolutions or, with ``zero_init_residual=True``, without
+            residual blocks, ``"dcgan"`` without convolutions or BatchNorm, a name-glob
+            scheme matching no parameter; the message names the recipe and what it looks
+            for), a parameter of the model on the meta device, a strict mapping that
+            leaves a parameter unmatched, or an init that cannot fill its tensor - before
+            anything is written.
 
     Warns:
-        UserWarning: when the recipe matches nothing in the model (nothing is written), or
-            a glob matches nothing.
+        UserWarning: when a mapping of globs matches nothing in the model (nothing is
+            written), or a glob matches nothing.
 
     Examples:
         >>> fastinit.apply_recipe(model, "lora", seed=0)   # fresh adapters, base untouched

@@ -410,9 +410,10 @@ def test_overwrite_reinitializes_a_materialized_recorded_model_in_place():
 
 
 def test_what_a_meta_build_cannot_see_and_empty_init_replays():
-    """As documented: on a plain meta build the init code writes the linear layer whole, so
-    a row __init__ zeroed after it is drawn again (nothing of __init__ is left to see);
-    recorded under empty_init, the row is zero as after eager construction."""
+    """As documented: a plain meta build keeps nothing of __init__, so the zeroed row is
+    refused (the class and line named) before anything is allocated; with
+    accept_reset_defaults=True the init code writes the linear layer whole, so the row is
+    drawn again; recorded under empty_init, the row is zero as after eager construction."""
 
     class ZeroedRow(nn.Module):
         def __init__(self) -> None:
@@ -422,7 +423,12 @@ def test_what_a_meta_build_cannot_see_and_empty_init_replays():
                 self.lin.weight[0].zero_()
 
     assert (ZeroedRow().lin.weight[0] == 0).all()  # eager
-    meta_built = materialize(_on_meta(ZeroedRow), "cpu", seed=1)
+    meta_built = _on_meta(ZeroedRow)
+    with pytest.raises(fastinit.initscan.LostInitError, match=r"ZeroedRow \(.*test_materialize"
+                       r"\.py:\d+: in-place zero_.*fastinit\.empty_init\(\)"):
+        materialize(meta_built, "cpu", seed=1)
+    assert meta_built.lin.weight.is_meta  # nothing allocated
+    materialize(meta_built, "cpu", seed=1, accept_reset_defaults=True)
     assert (meta_built.lin.weight[0] != 0).all()
     with fastinit.empty_init():
         recorded = ZeroedRow()

@@ -167,8 +167,9 @@ def test_apply_recipe_matching_nothing_warns_and_meta_models_are_refused():
     model = nn.Sequential(nn.Linear(4, 4))
     before = _snapshot(model)
     for recipe in ("resnet", "rnn", "dcgan", "lora"):
-        with pytest.warns(UserWarning, match=f"recipe '{recipe}' matched nothing in Sequential"):
-            fastinit.apply_recipe(model if recipe != "resnet" else nn.Sequential(nn.ReLU()), recipe)
+        with pytest.raises(ValueError, match=f"recipe '{recipe}' found nothing to initialize "
+                                             "in Sequential: it looks for"):
+            fastinit.apply_recipe(model, recipe)
         assert _unchanged(model, before)
     with pytest.warns(UserWarning, match="'nothing.*' matched no parameter"):
         fastinit.apply_recipe(model, {"nothing.*": recipes.zeros(), "*": recipes.zeros()})
@@ -176,7 +177,7 @@ def test_apply_recipe_matching_nothing_warns_and_meta_models_are_refused():
     with torch.device("meta"):
         meta = nn.Sequential(nn.Linear(4, 4))
     with pytest.raises(ValueError, match="meta device.*materialize"):
-        fastinit.apply_recipe(meta, "llama")
+        fastinit.apply_recipe(meta, {"*": recipes.normal(std=0.02)})
 
 
 def test_fan_inits_match_the_functions():
@@ -199,3 +200,133 @@ def test_fan_inits_match_the_functions():
         recipes.kaiming_normal(mode="fan_sum")
     with pytest.raises(ValueError, match="blocks"):
         recipes.xavier_uniform(blocks=0)
+
+
+# --- a built-in recipe that finds nothing of what it is for --------------------------------------
+
+
+class _CNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+
+
+class _MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 2)
+
+
+#: (model, recipe, what the message says the recipe looks for): every built-in recipe's
+#: "nothing found" case
+NOTHING_FOUND = [
+    (_CNN, "rnn", "nn.LSTM / nn.GRU / nn.RNN"),
+    (_CNN, "lora", "PEFT LoRA adapters"),
+    (_CNN, "rezero", "'\\*alpha\\*'"),
+    (_MLP, "resnet", "convolutions"),
+    (_MLP, "dcgan", "convolutions / transposed convolutions and BatchNorm"),
+    (_CNN, "llama", "'\\*norm.weight'"),
+    (_CNN, "bert", "'\\*LayerNorm.weight'"),
+    (_CNN, "vit", "'\\*norm\\*.weight'"),
+    (_MLP, recipes.rezero("*.gate"), "'\\*.gate'"),
+]
+
+
+def _rezero_globs_warn(recipe):
+    return isinstance(recipe, recipes.Recipe) and getattr(recipe, "globs", None)
+
+
+@pytest.mark.parametrize("build,recipe,looks_for", NOTHING_FOUND,
+                         ids=[str(r) for _, r, _ in NOTHING_FOUND])
+def test_a_recipe_that_finds_nothing_raises_and_writes_nothing(build, recipe, looks_for):
+    """On the old code these only warned (or were silent): this fails there."""
+    torch.manual_seed(0)
+    model = build()
+    before = _snapshot(model)
+    state = torch.get_rng_state()
+    name = recipe if isinstance(recipe, str) else recipe.name
+    match = f"recipe '{name}' found nothing to initialize in {build.__name__}: it looks for .*" \
+            f"{looks_for}.*nothing was written"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning instead of the error
+        if _rezero_globs_warn(recipe):
+            warnings.simplefilter("ignore")  # the glob's own "matched no parameter" note
+        with pytest.raises(ValueError, match=match):
+            fastinit.apply_recipe(model, recipe, seed=0)
+    assert _unchanged(model, before)
+    assert torch.equal(state, torch.get_rng_state())
+    # the same through materialize: the module is left as it was
+    with torch.device("meta"):
+        meta = build()
+    tensors = {n: t for n, t in meta.state_dict(keep_vars=True).items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=match):
+            fastinit.materialize(meta, "cpu", seed=0, recipe=recipe)
+    after = meta.state_dict(keep_vars=True)
+    assert all(after[n] is t and t.is_meta for n, t in tensors.items())
+
+
+def test_zero_init_residual_without_residual_blocks_raises():
+    model = _CNN()
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match="no residual block was found in _CNN.*residual_norms="):
+        fastinit.apply_recipe(model, recipes.resnet(zero_init_residual=True), seed=0)
+    assert _unchanged(model, before)
+
+
+def test_gpt2_and_torchtitan_llama_name_the_recipe_when_they_cannot_size_the_model():
+    for recipe in ("gpt2", "torchtitan_llama"):
+        with pytest.raises(ValueError, match=f"recipe '{recipe}': "):
+            fastinit.apply_recipe(_CNN(), recipe, seed=0)
+
+
+def test_a_recipe_whose_finds_are_all_kept_warns_and_mappings_still_warn():
+    """Found, but every target is a weight materialize keeps: nothing to write, a warning
+    (not the user's mistake); a mapping of globs that matches nothing warns as before."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 4))
+    model.append(nn.LSTM(4, 4))  # real: kept
+    lstm = {n: t.detach().clone() for n, t in model[1].named_parameters()}
+    with pytest.warns(UserWarning, match="recipe 'rnn' matched nothing in Sequential"):
+        fastinit.materialize(model, "cpu", seed=0, recipe="rnn")
+    assert all(torch.equal(lstm[n], t) for n, t in model[1].named_parameters())
+    real = _MLP()
+    with pytest.warns(UserWarning, match="'nothing.\\*' matched no parameter"):
+        fastinit.apply_recipe(real, {"nothing.*": recipes.zeros()}, seed=0)
+
+
+def test_recipes_that_find_what_they_are_for_do_not_raise():
+    fastinit.apply_recipe(nn.Sequential(nn.LSTM(4, 4)), "rnn", seed=0)
+    fastinit.apply_recipe(_CNN(), "resnet", seed=0)
+    fastinit.apply_recipe(_CNN(), "dcgan", seed=0)
+    norm = nn.Sequential(nn.Linear(4, 4))
+    norm.add_module("norm", nn.LayerNorm(4))
+    for recipe in ("llama", "vit"):
+        fastinit.apply_recipe(norm, recipe, seed=0)
+
+
+def test_a_recipe_that_finds_nothing_in_a_hugging_face_model_leaves_it_as_it_was():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                  num_hidden_layers=2, num_attention_heads=2)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg)
+    before = _snapshot(model)
+    for recipe in ("rnn", "lora", "rezero", "resnet", "dcgan"):
+        with pytest.raises(ValueError, match=f"recipe '{recipe}' found nothing"):
+            fastinit.apply_recipe(model, recipe, seed=0)
+        assert _unchanged(model, before)
+    with torch.device("meta"):
+        meta = transformers.BertModel(cfg)
+    tensors = dict(meta.state_dict(keep_vars=True))
+    with pytest.raises(ValueError, match="recipe 'rnn' found nothing to initialize in BertModel"):
+        fastinit.materialize(meta, "cpu", seed=0, recipe="rnn")
+    assert all(meta.state_dict(keep_vars=True)[n] is t and t.is_meta for n, t in tensors.items())
+    with fastinit.empty_init():
+        recorded = transformers.BertModel(cfg)
+    fastinit.materialize(recorded, "cpu", seed=0, recipe="bert")  # what it is for: no error

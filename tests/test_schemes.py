@@ -212,10 +212,11 @@ def test_resnet_residual_norm_errors_and_warnings():
         fastinit.apply_recipe(model, recipes.resnet(True, residual_norms="2"))
     assert all(torch.equal(before[n], t) for n, t in snapshot(model).items())
     with pytest.warns(UserWarning) as caught:  # one record: nested warns differ across pytest
-        fastinit.apply_recipe(model, recipes.resnet(True, residual_norms="nothing.*"), seed=0)
+        with pytest.raises(ValueError, match="no residual block was found in Sequential"):
+            fastinit.apply_recipe(model, recipes.resnet(True, residual_norms="nothing.*"), seed=0)
     messages = [str(w.message) for w in caught]
-    assert any("no residual block was found" in m for m in messages), messages
     assert any("'nothing.*' matched no module" in m for m in messages), messages
+    assert all(torch.equal(before[n], t) for n, t in snapshot(model).items())
     with pytest.raises(ValueError, match="zero_init_residual=True"):
         recipes.resnet(residual_norms="*.bn2")
 
@@ -411,7 +412,7 @@ def test_rezero_sets_only_the_gates():
     assert torch.equal(model(x), x)  # every block starts as the identity
     plain = nn.Sequential(nn.Linear(4, 4))
     before = snapshot(plain)
-    with pytest.warns(UserWarning, match="recipe 'rezero' matched nothing"):
+    with pytest.raises(ValueError, match=r"recipe 'rezero' found nothing.*'\*alpha\*'"):
         fastinit.apply_recipe(plain, "rezero")
     assert all(torch.equal(before[n], t) for n, t in snapshot(plain).items())
     with pytest.warns(UserWarning, match="glob '\\*.nothing' matched no parameter"):
