@@ -920,7 +920,10 @@ def check_programs(mesh, summary: dict, count: int = 40, start: int = 0,
                 ref = cls()
             fastinit.materialize(ref, "cpu", seed=9)
         except ValueError as e:
-            assert "random draws" in str(e), (index, cls.source, e)
+            # a value read of random draws, or a temporary nobody writes
+            assert "random draws" in str(e) or (
+                "computed from memory made by" in str(e) and "# unwritten" in cls.source), (
+                index, cls.source, e)
             refused += 1
             continue
         with fastinit.empty_init():
