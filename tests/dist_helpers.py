@@ -1025,3 +1025,44 @@ def ways_worker(rank: int, world_size: int) -> dict:
                                f"materialize {build} {flow} {way}")
                 summary["materialize"] += 1
     return summary
+
+
+def titan_worker(rank: int, world_size: int) -> dict:
+    """torchtitan's Llama 3, Llama 3 with tied embeddings and DeepSeek-V3 (tiny configs of
+    tests/client_zoo.py), built on meta (torchtitan's flow: then its own init_states) and
+    under empty_init, fully_shard-ed on every block and the root, materialized: every
+    parameter (gathered) and buffer equals the single-process materialize bitwise, with no
+    collective during init."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    import fastinit
+    from tests.client_zoo import TORCHTITAN
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    summary: dict = {"models": [], "tensors": 0}
+    for case in TORCHTITAN:
+        for build in ("meta", "empty_init"):
+            def make():
+                if build == "meta":
+                    with torch.device("meta"):
+                        return case.build()
+                with fastinit.empty_init():
+                    return case.build()
+
+            ref = fastinit.materialize(make(), "cpu", seed=0)
+            model = make()
+            for block in model.layers.values():
+                fully_shard(block, mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            with no_collectives() as calls:
+                fastinit.materialize(model, "cpu", seed=0)
+            assert not calls, (case.name, calls)
+            what = f"{case.name} {build} FSDP2 x{world_size}"
+            summary["tensors"] += assert_gathered_equal(model, ref, what)
+            expected = dict(ref.named_buffers())
+            for n, b in model.named_buffers():
+                assert_bitwise(b, expected[n], f"{what} buffer {n}")
+                summary["tensors"] += 1
+            summary["models"].append(f"{case.name}/{build}")
+    return summary
