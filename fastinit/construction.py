@@ -235,7 +235,7 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
     def __init__(self, program: Program) -> None:
         super().__init__()
         self.program = program
-        self.state_at_entry = torch.default_generator.get_state()
+        self.seedings_at_entry = SEEDINGS[0]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -397,10 +397,7 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
             return args, kwargs  # the call itself raises; nothing to record
         seed = bound.arguments.get("seed")
         generator = bound.arguments.get("generator")
-        if generator is None and (seed is not None or torch.equal(
-                torch.default_generator.get_state(), self.state_at_entry)):
-            # (a meta build draws nothing from the CPU generator: a state other than the
-            # one at the block's entry means the construction code seeded it)
+        if generator is None and (seed is not None or SEEDINGS[0] == self.seedings_at_entry):
             return args, kwargs
         from fastinit.streams import call_key
 
@@ -722,10 +719,6 @@ def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.T
     return {id(t): replay.resolve(program.ref(t)) for t in tensors}
 
 
-def _make_opaque() -> None:
-    from fastinit.intercept import opaque
+from fastinit.intercept import SEEDINGS, opaque  # noqa: E402 (intercept needs this module's names lazily)
 
-    opaque(_Recorder, "__torch_function__")
-
-
-_make_opaque()
+opaque(_Recorder, "__torch_function__")

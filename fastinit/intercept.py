@@ -235,8 +235,10 @@ def _routing_code(fn: Callable, index: int) -> types.CodeType | None:
     pos = [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     kw = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     head = ", ".join(pos + (["*"] + kw if kw else []))
-    call_kw = "{" + ", ".join(f"{k!r}: {k}" for k in kw) + "}"
-    call_pos = "(" + "".join(f"{p}, " for p in pos) + ")"
+    # the tensor positionally, the rest by keyword: what a callee wrapping fastinit's
+    # function (mup's samplers) expects, whatever way the caller passed them
+    call_kw = "{" + ", ".join(f"{k!r}: {k}" for k in pos[1:] + kw) + "}"
+    call_pos = f"({pos[0]},)" if pos else "()"
     src = f"def {fn.__name__}({head}):\n    return {_ROUTE_NAME}({index}, {call_pos}, {call_kw})\n"
     scope: dict = {}
     exec(compile(src, fn.__code__.co_filename, "exec"), scope)
@@ -328,6 +330,33 @@ def _route_call(index: int, args: tuple, kwargs: dict):
 
 _install()
 opaque(_Routing, "route")
+
+
+#: how many times ``torch.manual_seed`` has been called in this process (any reference to
+#: it: the function object gets code that counts, like the init functions above)
+SEEDINGS = [0]
+_SEED_ORIGINAL = _copy_function(torch.random.manual_seed)
+
+
+def _seeded(seed):
+    SEEDINGS[0] += 1
+    return _SEED_ORIGINAL(seed)
+
+
+def _watch_manual_seed() -> None:
+    fn = torch.random.manual_seed
+    params = list(inspect.signature(fn).parameters)
+    if fn.__code__.co_freevars or params != ["seed"]:  # pragma: no cover - another torch
+        return
+    scope: dict = {}
+    exec(compile("def manual_seed(seed):\n    return __fastinit_seeded__(seed)\n",
+                 fn.__code__.co_filename, "exec"), scope)
+    fn.__globals__["__fastinit_seeded__"] = _seeded
+    fn.__code__ = scope["manual_seed"].__code__.replace(
+        co_firstlineno=fn.__code__.co_firstlineno)
+
+
+_watch_manual_seed()
 opaque(InitMode, "__torch_function__")
 
 

@@ -58,6 +58,7 @@ from fastinit.deferred import storage_key
 from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write
 from fastinit.layout import is_dense, same_view, span
+from fastinit import intercept
 from fastinit.intercept import recording
 from fastinit.streams import _splitmix64, draw_seed, normalize_seed
 
@@ -665,7 +666,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             coverage = Coverage(alloc.named)
             router = _Router(key, alloc.named, alloc.protected, coverage,
                              progress=progress and big and device.type == "cpu")
-            router.generator_seed = torch.default_generator.initial_seed()
+            router.seedings = intercept.SEEDINGS[0]
             with recording(router, device):
                 run_model_init(module)
                 if recipe is not None:

@@ -273,15 +273,18 @@ class NameRouter:
             self.track(name, t)
         self.protected = {_storage(t) for t in protected if not _is_empty(t)}
         self.written: set[str] = set()
-        #: the seed of torch's default generator while the init code runs; None: not
-        #: watched (a replay, whose recording already holds such calls' keys)
-        self.generator_seed: int | None = None
+        #: ``fastinit.intercept.SEEDINGS`` when the init code started; None: not watched
+        #: (a replay, whose recording already holds such calls' keys)
+        self.seedings: int | None = None
 
     def reseeded(self) -> bool:
         """Whether the init code has called ``torch.manual_seed`` (its calls then take
         their keys from torch's generator, as eager code's values follow that seed)."""
-        return (self.generator_seed is not None
-                and torch.default_generator.initial_seed() != self.generator_seed)
+        if self.seedings is None:
+            return False
+        from fastinit.intercept import SEEDINGS
+
+        return SEEDINGS[0] != self.seedings
 
     def track(self, name: str, t: torch.Tensor) -> None:
         """Name ``t`` (a tensor that now has memory): its fills take its name's stream."""

@@ -894,7 +894,7 @@ def _shard_last_dim(model: nn.Module, mesh) -> None:
             module.register_parameter(name, done[id(p)])
 
 
-def check_programs(mesh, summary: dict, count: int = 40, start: int = 0,
+def check_programs(mesh, summary: dict, count: int = 50, start: int = 0,
                    shard: str = "fsdp") -> None:
     """Randomized construction programs (tests/test_construction_programs.py's generator)
     built under fastinit.empty_init(), every parameter sharded on dim 0 (``shard="fsdp"``:

@@ -252,3 +252,35 @@ def test_values_from_ops_returning_structseqs_are_replayed():
     fastinit.materialize(m, "cpu", seed=0)
     assert not m.w.is_meta
     assert torch.allclose(m.w.T @ m.w, torch.eye(16), atol=1e-5)
+
+
+class BoundSeed(nn.Module):
+    """torch.manual_seed reached through a name bound at import; and a draw from torch's
+    CPU generator on a real tensor during construction (which is not a seeding)."""
+
+    def __init__(self, seed: int | None) -> None:
+        super().__init__()
+        from torch import manual_seed
+
+        torch.randn(3)  # advances the CPU generator: materialize's seed must still decide
+        if seed is not None:
+            manual_seed(seed)
+        self.a = nn.Linear(16, 16)
+
+
+@pytest.mark.parametrize("build", ["empty_init", "meta"])
+def test_manual_seed_is_seen_however_reached_and_a_draw_is_not_a_seeding(build):
+    def run(seed, key):
+        if build == "empty_init":
+            with fastinit.empty_init():
+                m = BoundSeed(seed)
+        else:
+            with torch.device("meta"):
+                m = BoundSeed(seed)
+            m.init_weights = lambda: (torch.manual_seed(seed) if seed is not None else None,
+                                      m.a.reset_parameters())
+        return fastinit.materialize(m, "cpu", seed=key).a.weight.detach().clone()
+
+    assert not torch.equal(run(None, 0), run(None, 1))  # materialize's seed decides
+    assert_bitwise_equal(run(7, 0), run(7, 1))  # the user's seed decides
+    assert not torch.equal(run(7, 0), run(8, 0))

@@ -332,8 +332,9 @@ def test_sharded_construction_programs_equal_single_process(runs, world_size):
     (FSDP2) or on its last dim: materialize runs no collective, and every gathered
     parameter and every buffer equals the single-process materialize bitwise."""
     for s in runs(world_size):
-        assert s["programs_checked"] >= 2 * 25, s
-        assert s["programs_unshardable"] + s["programs_refused"] <= 2 * 15, s
+        # 2 x 50 programs; about one in five uses a temporary nobody writes (refused)
+        assert s["programs_checked"] >= 2 * 28, s
+        assert s["programs_unshardable"] + s["programs_refused"] <= 2 * 22, s
 
 
 @pytest.mark.slow
