@@ -126,9 +126,11 @@ class InitMode(route.OwnMode, TorchFunctionMode):
                  on_write: Callable[[torch.Tensor], None] | None = None,
                  on_op: Callable[[Callable, tuple, dict], None] | None = None,
                  parts: Callable[[Callable, tuple, dict], object] | None = None,
-                 methods_routed: frozenset = frozenset(), on_draw: Callable | None = None
+                 methods_routed: frozenset = frozenset(), on_draw: Callable | None = None,
+                 on_value: Callable[[Callable, tuple, dict, object], None] | None = None
                  ) -> None:
         super().__init__()
+        self.on_value = on_value
         self.parts = parts
         self.methods_routed = methods_routed
         self.on_draw = on_draw
@@ -191,6 +193,8 @@ class InitMode(route.OwnMode, TorchFunctionMode):
                     self.on_write(kwargs["out"])
                 if self.on_op is not None:
                     self.on_op(torch.Tensor.copy_, (kwargs["out"],), {})
+        if self.on_value is not None:
+            self.on_value(func, args, kwargs, out)
         return out
 
 
@@ -399,7 +403,7 @@ def recording(router, device: torch.device | None = None) -> Iterator[None]:
         stack.enter_context(InitMode(
             recorder=router.recorder, methods=True, accepts=router.accepts,
             on_write=router.mark_written, on_op=getattr(router, "saw", None),
-            parts=router.dtensor_part))
+            parts=router.dtensor_part, on_value=getattr(router, "flow", None)))
         yield
 
 

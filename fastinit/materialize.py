@@ -471,6 +471,24 @@ class Coverage:
                 view = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
                 view.copy_(valid) if valid is not None else view.fill_(False)
 
+    def unwritten(self, view: torch.Tensor) -> str | None:
+        """The name of a followed tensor whose unwritten elements ``view`` covers (its
+        memory), or None."""
+        entries = self._entries.get(storage_key(view))
+        if not entries:
+            return None
+        local = local_tensor(view)
+        for name, t, full in entries:
+            if full:
+                continue
+            bmap = self._maps.get(storage_key(view))
+            if bmap is None or local.dtype != local_tensor(t).dtype:
+                return name
+            if not bool(bmap.as_strided(local.shape, local.stride(),
+                                        local.storage_offset()).all()):
+                return name
+        return None
+
     def rebound(self, t: torch.Tensor) -> None:
         """``t`` now lives in memory something else computed (``param.data = x``)."""
         for entries in self._entries.values():
@@ -535,11 +553,71 @@ class _Router(route.NameRouter):
     def __init__(self, key: int, named, protected, coverage: Coverage, **kw) -> None:
         super().__init__(key, named, protected, **kw)
         self.coverage = coverage
+        #: temporaries the init code makes with torch.empty & co., and what is written
+        #: of them; ``tainted``: storages computed from unwritten memory -> from where.
+        #: Only where init code runs on real memory (a plain meta build): a recorded
+        #: construction is checked over its program (``fastinit.dataflow``) instead.
+        self.temps: Coverage | None = None
+        self.tainted: dict[int, str] = {}
 
     def emit(self, write: Write) -> None:
         super().emit(write)
         if isinstance(write, Fill) or (isinstance(write, TorchWrite) and write.whole):
             self.coverage.wrote(write.target)
+            if self.temps is not None:
+                self.temps.wrote(write.target)
+                self._clean(write.target)
+
+    def _clean(self, t: torch.Tensor) -> None:
+        """A write of values to all of ``t``'s memory: no garbage there any more."""
+        if self.tainted and is_dense(t) and t.numel() * t.element_size() == (
+                t.untyped_storage().nbytes()):
+            self.tainted.pop(storage_key(t), None)
+
+    def _garbage(self, t: torch.Tensor) -> str | None:
+        """Where ``t``'s garbage comes from, if it holds elements nobody wrote."""
+        key = storage_key(t)
+        if key in self.tainted:
+            return self.tainted[key]
+        why = self.temps.unwritten(t)
+        return why
+
+    def flow(self, func, args: tuple, kwargs: dict, out) -> None:
+        """Every torch operation of the init code (``InitMode.on_value``): follow values
+        computed from memory nobody wrote into the tensors to initialize."""
+        if self.temps is None:
+            return
+        from fastinit.construction import _EMPTY, _tensors
+
+        name = getattr(func, "__name__", "")
+        if func in _EMPTY:
+            if isinstance(out, torch.Tensor) and not out.is_meta and out.numel():
+                self.temps.add(f"memory made by {name} and never written", out)
+            return
+        inplace = bool(args) and isinstance(args[0], torch.Tensor) and (
+            (name.endswith("_") and not name.startswith("__"))
+            or name in ("__setitem__", "__set__"))
+        inputs = _tensors(args[1:] if inplace else args, kwargs)
+        origin = next((g for g in map(self._garbage, inputs) if g is not None), None)
+        if origin is None:
+            if inplace and name in _WHOLE_WRITES:
+                self._clean(args[0])
+            return
+        origin = f"{origin}, through {name}"
+        targets = [args[0]] if inplace else [
+            t for t in ((out,) if isinstance(out, torch.Tensor) else
+                        out if isinstance(out, (list, tuple)) else ())
+            if isinstance(t, torch.Tensor)]
+        sources = {storage_key(t) for t in inputs}
+        for t in targets:
+            key = storage_key(t)
+            if not inplace and key in sources:
+                continue  # a view of the garbage: the same memory
+            hit = self._lookup(t)
+            if hit is not None:
+                self.coverage.restrict(hit[0], None, origin)
+            else:
+                self.tainted[key] = origin
 
     def rebound(self, t: torch.Tensor) -> None:
         """``t`` now lives in other memory, written by whatever computed it."""
@@ -561,6 +639,8 @@ class _Router(route.NameRouter):
         self.mark_written(target)
         try:
             self.coverage.wrote(target, mark)
+            if self.temps is not None:
+                self.temps.wrote(target, mark)
         except (RuntimeError, IndexError, TypeError):
             pass  # an index the bool map cannot take: the write is not counted
 
@@ -667,6 +747,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             router = _Router(key, alloc.named, alloc.protected, coverage,
                              progress=progress and big and device.type == "cpu")
             router.seedings = intercept.SEEDINGS[0]
+            router.temps = Coverage()
             with recording(router, device):
                 run_model_init(module)
                 if recipe is not None:

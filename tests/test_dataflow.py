@@ -284,3 +284,54 @@ def test_manual_seed_is_seen_however_reached_and_a_draw_is_not_a_seeding(build):
     assert not torch.equal(run(None, 0), run(None, 1))  # materialize's seed decides
     assert_bitwise_equal(run(7, 0), run(7, 1))  # the user's seed decides
     assert not torch.equal(run(7, 0), run(8, 0))
+
+
+# --- the same on a plain meta build: the init code runs on real memory ----------------------
+
+
+class PlainTemporaries(nn.Module):
+    """An init_weights() (torchtitan's entry point) that fills temporaries and copies them
+    in, or forgets to write some of them (``forget``)."""
+
+    def __init__(self, forget: str = "") -> None:
+        super().__init__()
+        self.forget = forget
+        self.f = nn.Linear(16, 16, bias=False)
+        self.g = nn.Linear(16, 8, bias=False)
+        self.h = nn.Linear(16, 4, bias=False)
+
+    def init_weights(self) -> None:
+        with torch.no_grad():
+            t = self.f.weight.new_empty(16, 16)
+            if self.forget != "f":
+                EARLY(t)
+            self.f.weight.copy_(t)
+            q, k = torch.empty(4, 16), torch.zeros(4, 16)
+            if self.forget != "g":
+                q[:2].normal_()
+                nn.init.uniform_(q[2:])
+            self.g.weight.copy_(torch.cat([q, k]))
+            tmp = torch.empty(4, 16)
+            tmp.fill_(0.5)
+            self.h.weight.data = tmp * 2
+
+
+def test_plain_meta_temporaries_written_are_accepted():
+    with torch.device("meta"):
+        m = PlainTemporaries()
+    fastinit.materialize(m, "cpu", seed=0)
+    assert abs(m.f.weight.std().item() - 0.02) < 0.002
+    assert (m.g.weight[4:] == 0).all() and m.g.weight[:4].isfinite().all()
+    assert (m.h.weight == 1.0).all()
+
+
+@pytest.mark.parametrize("forget, name, how", [
+    ("f", "f.weight", "new_empty and never written, through copy_"),
+    ("g", "g.weight", "empty and never written, through cat, through copy_"),
+])
+def test_plain_meta_values_from_memory_nobody_wrote_are_refused(forget, name, how):
+    with torch.device("meta"):
+        m = PlainTemporaries(forget)
+    with pytest.raises(ValueError, match=rf"{name} \(computed from memory made by {how}\)"):
+        fastinit.materialize(m, "cpu", seed=0)
+    assert all(t.is_meta for t in m.state_dict().values())
