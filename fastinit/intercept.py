@@ -40,6 +40,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from fastinit import route
+from fastinit.route import _INSIDE
 from fastinit.deferred import Recorder
 from fastinit.fill import Write
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec
@@ -61,10 +62,15 @@ _METADATA = frozenset({
 _BASIC_INDEX = (int, slice, type(None), type(Ellipsis))
 
 
-def _fastinit_fn(name: str) -> Callable:
-    from fastinit import init
+_INIT_MODULE: list = []
 
-    return getattr(init, name)
+
+def _fastinit_fn(name: str) -> Callable:
+    if not _INIT_MODULE:
+        from fastinit import init
+
+        _INIT_MODULE.append(init)
+    return getattr(_INIT_MODULE[0], name)
 
 
 def _is_metadata(func, args) -> bool:
@@ -107,8 +113,26 @@ _TORCH_DRAWS = frozenset({
     "dropout2d", "dropout3d", "rrelu", "rrelu_", "native_dropout",
 })
 
+_DRAWING_METHODS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_})
 _METHODS = {torch.Tensor.normal_: "normal_", torch.Tensor.uniform_: "uniform_",
             torch.Tensor.zero_: "zero_", torch.Tensor.fill_: "fill_"}
+
+
+# What InitMode does with a function, decided once per function (it sees every torch call)
+_OTHER, _METADATA_OP, _METHOD, _DRAW = "other", "metadata", "method", "draw"
+_KINDS: dict = {}
+
+
+def _kind(func) -> str:
+    name = getattr(func, "__name__", "")
+    kind = (_ORIGINAL_TO_NAME.get(func) or (_METHOD if func in _METHODS else None)
+            or (_DRAW if name in _TORCH_DRAWS else None)
+            or (_METADATA_OP if name in _METADATA else _OTHER))
+    try:
+        _KINDS[func] = kind
+    except TypeError:  # pragma: no cover - an unhashable callable
+        pass
+    return kind
 
 
 class InitMode(route.OwnMode, TorchFunctionMode):
@@ -144,10 +168,16 @@ class InitMode(route.OwnMode, TorchFunctionMode):
         kwargs = kwargs or {}
         if route.inside():  # fastinit's own operations, on behalf of a call already routed
             return func(*args, **kwargs)
-        name = _ORIGINAL_TO_NAME.get(func)
-        if name is not None:
-            return _fastinit_fn(name)(*args, **kwargs)
-        method = _METHODS.get(func)
+        kind = _KINDS.get(func)
+        if kind is None:
+            kind = _kind(func)
+        if kind is _OTHER:
+            pass
+        elif kind in _ORIGINAL_NAMES:  # a torch.nn.init function (by __torch_function__)
+            return _fastinit_fn(kind)(*args, **kwargs)
+        elif kind is _METADATA_OP and self.parts is None:
+            return func(*args, **kwargs)
+        method = _METHODS.get(func) if kind is _METHOD else None
         if not self.methods and method not in self.methods_routed:
             method = None
         if method is not None and args and isinstance(args[0], torch.Tensor):
@@ -159,7 +189,7 @@ class InitMode(route.OwnMode, TorchFunctionMode):
 
                     return fill_spec_(target, spec, f"Tensor.{method}",
                                       generator=kwargs.get("generator"))
-        if self.on_draw is not None and getattr(func, "__name__", "") in _TORCH_DRAWS:
+        if self.on_draw is not None and (kind is _DRAW or func in _DRAWING_METHODS):
             out = func(*args, **kwargs)
             first = args[0] if args and isinstance(args[0], torch.Tensor) else out
             if not (isinstance(first, torch.Tensor) and first.is_meta):
@@ -215,6 +245,7 @@ PUBLIC: dict[str, Callable] = {n: getattr(torch.nn.init, n) for n in INIT_NAMES}
 #: torch's own behaviour: functions running the original code of each init function.
 ORIGINALS: dict[str, Callable] = {}
 _ORIGINAL_TO_NAME = {fn: n for n, fn in PUBLIC.items()}
+_ORIGINAL_NAMES = frozenset(INIT_NAMES)
 _ROUTE_NAME = "__fastinit_route__"
 
 
@@ -256,10 +287,9 @@ _INDEX_TO_NAME = list(INIT_NAMES)
 
 def _route(index: int, args: tuple, kwargs: dict):
     """Where every call of a torch.nn.init function lands (see above)."""
-    name = _INDEX_TO_NAME[index]
-    if _state.depth and not route.inside():
-        return _fastinit_fn(name)(*args, **kwargs)
-    return ORIGINALS[name](*args, **kwargs)
+    if _state.depth and not _INSIDE.get():
+        return _fastinit_fn(_INDEX_TO_NAME[index])(*args, **kwargs)
+    return ORIGINALS[_INDEX_TO_NAME[index]](*args, **kwargs)
 
 
 def _install() -> None:
@@ -269,7 +299,7 @@ def _install() -> None:
         ORIGINALS[name] = _copy_function(fn)
         code = _routing_code(fn, i)
         if code is not None:
-            fn.__globals__[_ROUTE_NAME] = _route_call
+            fn.__globals__[_ROUTE_NAME] = _route
             fn.__code__ = code
 
 
@@ -289,11 +319,17 @@ def opaque(owner: object, attribute: str) -> None:
 def _disable(owner: object, attribute: str) -> None:
     import torch._dynamo
 
-    value = owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute)
+    if isinstance(owner, dict):  # a module's globals: the name its code calls
+        value = owner[attribute]
+    else:
+        value = owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute)
     if not getattr(value, "_fastinit_opaque", False):
         wrapped = torch._dynamo.disable(value)
         wrapped._fastinit_opaque = True
-        setattr(owner, attribute, wrapped)
+        if isinstance(owner, dict):
+            owner[attribute] = wrapped
+        else:
+            setattr(owner, attribute, wrapped)
 
 
 class _DynamoWatch(importlib.abc.MetaPathFinder):
@@ -322,18 +358,8 @@ if "torch._dynamo" not in sys.modules:
     sys.meta_path.insert(0, _DynamoWatch())
 
 
-class _Routing:
-    """Holds the routing function, so that it can be swapped for its opaque form."""
-
-    route = staticmethod(_route)
-
-
-def _route_call(index: int, args: tuple, kwargs: dict):
-    return _Routing.route(index, args, kwargs)
-
-
 _install()
-opaque(_Routing, "route")
+opaque(torch.nn.init.__dict__, _ROUTE_NAME)
 
 
 #: how many times ``torch.manual_seed`` has been called in this process (any reference to
