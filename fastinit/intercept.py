@@ -278,8 +278,9 @@ def _routing_code(fn: Callable, index: int) -> types.CodeType | None:
     scope: dict = {}
     exec(compile(src, fn.__code__.co_filename, "exec"), scope)
     code = scope[fn.__name__].__code__
+    names = {"co_qualname": fn.__code__.co_qualname} if hasattr(code, "co_qualname") else {}
     return code.replace(co_firstlineno=fn.__code__.co_firstlineno, co_name=fn.__code__.co_name,
-                        co_qualname=getattr(fn.__code__, "co_qualname", fn.__name__))
+                        **names)  # (Python 3.10's code objects have no co_qualname)
 
 
 _INDEX_TO_NAME = list(INIT_NAMES)
