@@ -24,7 +24,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from fastinit.construction import Op, Program, Ref, fname_of
+from fastinit.construction import _EMPTY, Op, Program, Ref, fname_of
 
 #: in-place operations that overwrite every element of their first argument, reading none
 _OVERWRITES = frozenset({
@@ -47,8 +47,6 @@ _FRESH = frozenset({
     "new_zeros", "new_ones", "new_full", "zeros", "ones", "full", "arange", "linspace",
     "logspace", "eye", "rand", "randn", "randint", "randperm", "tensor", "new_tensor",
 })
-_EMPTIES = frozenset({"empty", "empty_like", "empty_strided", "empty_permuted", "new_empty",
-                      "new_empty_strided"})
 _PARTIAL = frozenset({"__setitem__", "index_fill_", "masked_fill_", "index_copy_",
                       "index_put_", "scatter_"})
 
@@ -149,11 +147,12 @@ class _Flow:
     def run(self, op: Op) -> None:
         name = fname_of(op.func)
         fastinit_entry = getattr(op.func, "__module__", "").startswith("fastinit")
-        if name in _EMPTIES or name in _FRESH or (op.factory and not _refs((op.args, op.kwargs), [])):
+        empty = op.func in _EMPTY
+        if empty or name in _FRESH or (op.factory and not _refs((op.args, op.kwargs), [])):
             for ref in op.outs:
                 if ref is None:
                     continue
-                if name in _EMPTIES:
+                if empty:
                     self.set(ref, False)
                     self.origin.setdefault(ref.storage, f"memory made by {name} and never written")
                 elif self._get(ref.storage) is not True:

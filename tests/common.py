@@ -1,4 +1,4 @@
-"""Helpers the test modules share: bitwise comparisons and a grouped-fill counter.
+"""Helpers the test modules share: bitwise comparisons, a grouped-fill counter and a poisoning mode.
 
 (Kept out of ``conftest.py``: pytest imports that file by itself, so importing it again as
 ``tests.conftest`` would load a second copy.)
@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -38,3 +39,21 @@ def count_grouped_fills(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(backends, "fill_grouped", counting)
     return calls
+
+
+class Poison(TorchFunctionMode):
+    """Memory ``torch.empty`` & co. make holds ``value`` (floating dtypes; 7 in integer
+    ones): unwritten memory that reaches a result shows there."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        from fastinit.construction import _EMPTY
+
+        out = func(*args, **(kwargs or {}))
+        if func in _EMPTY and isinstance(out, torch.Tensor) and not out.is_meta:
+            with torch.no_grad():
+                out.fill_(self.value if out.is_floating_point() else 7)
+        return out

@@ -37,14 +37,11 @@ import torch
 from torch import nn
 
 import fastinit
-from torch.overrides import TorchFunctionMode
-
 from fastinit.backends import cpu as cpu_backend
-from fastinit.construction import _EMPTY
 from fastinit.intercept import InitMode
 from fastinit.kernels.contract import CONSTANT
 from fastinit.spec import KernelParams
-from tests.common import bits
+from tests.common import Poison, bits
 
 #: Programs per tier (CI). Each is a few milliseconds of construction and four builds.
 LAW_PROGRAMS = 600
@@ -392,22 +389,6 @@ def test_programs_deterministic_elements_exact_drawn_elements_drawn(chunk):
     assert 0 < garbage < per // 4, f"{garbage} of {per} programs used unwritten temporaries"
 
 
-class _Poison(TorchFunctionMode):
-    """Memory torch.empty & co. make holds ``value`` (floating dtypes)."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if (func in _EMPTY and isinstance(out, torch.Tensor) and not out.is_meta
-                and out.is_floating_point()):
-            with torch.no_grad():
-                out.fill_(self.value)
-        return out
-
-
 @pytest.fixture
 def pinned_draws(monkeypatch):
     pin_draws(monkeypatch)
@@ -445,14 +426,14 @@ def test_programs_bitwise_with_pinned_draws(chunk, pinned_draws):
         try:
             # unwritten memory holds NaN eagerly, and something else in the replay: a
             # value materialize let through from it would show as a difference
-            with _Poison(float("nan")), fastinit.patch(), InitMode(methods=True):
+            with Poison(float("nan")), fastinit.patch(), InitMode(methods=True):
                 eager_model = cls()
         except (RuntimeError, NotImplementedError):
             invalid += 1  # eager code fails too
             continue
         eager = _state(eager_model)
         try:
-            with _Poison(5.0e4):
+            with Poison(5.0e4):
                 model = _materialized(cls, 5)
         except ValueError as e:
             if _GARBAGE in str(e):

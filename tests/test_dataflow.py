@@ -12,28 +12,11 @@ import sys
 import pytest
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 import fastinit
-from fastinit.construction import _EMPTY
-from tests.common import assert_bitwise_equal
+from tests.common import Poison, assert_bitwise_equal
 
 EARLY = functools.partial(nn.init.trunc_normal_, std=0.02)
-
-
-class _Poison(TorchFunctionMode):
-    """Fills every tensor torch.empty & co. make with ``value``."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func in _EMPTY and isinstance(out, torch.Tensor) and not out.is_meta:
-            with torch.no_grad():
-                out.fill_(self.value) if out.is_floating_point() else out.fill_(7)
-        return out
 
 
 def _poisoned(cls, value: float) -> dict[str, torch.Tensor]:
@@ -44,7 +27,7 @@ def _poisoned(cls, value: float) -> dict[str, torch.Tensor]:
     materialize_module = sys.modules["fastinit.materialize"]
     with fastinit.empty_init():
         model = cls()
-    with _Poison(value), mock.patch.object(materialize_module, "unwritten", lambda *a: {}):
+    with Poison(value), mock.patch.object(materialize_module, "unwritten", lambda *a: {}):
         fastinit.materialize(model, "cpu", seed=0)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
