@@ -383,3 +383,36 @@ def test_torchtitan_models_under_fsdp2_equal_single_process(tmp_path, world_size
 
     for s in run_workers(world_size, "titan_worker", tmp_path, timeout=600):
         assert len(s["models"]) == 6 and s["tensors"] > 60, s
+
+
+@pytest.mark.parametrize("world_size,models", [
+    (2, ("llama3", "dsv3")),
+    pytest.param(4, ("dsv3",), marks=pytest.mark.slow),
+    pytest.param(8, ("llama3",), marks=pytest.mark.slow)])
+def test_torchtitan_fsdp_offload_and_pipeline_stages_equal_single_process(tmp_path,
+                                                                         world_size, models):
+    """torchtitan 0.3's Llama 3 and DeepSeek-V3 (MoE) built on meta and sharded by
+    torchtitan's own apply_fsdp_to_decoder, with FSDP2's CPUOffloadPolicy (unpinned: the
+    pinned default needs an accelerator), and as 2 pipeline stages (torchtitan's split)
+    with FSDP2 inside each, on 2, 4 (DeepSeek-V3) and 8 (Llama 3) gloo ranks:
+    materialize runs no collective, the shards lie on the CPU, and every gathered
+    parameter and buffer equals the single-process materialize bitwise. For the record,
+    torch's own flow on the same meshes (seeded to_empty + init_states) gives every rank
+    the same local shard of drawn parameters on a CPU mesh, so its gathered values are not
+    the single process's."""
+    pytest.importorskip("torchtitan")
+    from tests.dist_helpers import run_workers
+
+    flows = [f"{m}/{f}" for m in models for f in ("titan_fsdp", "titan_fsdp_offload",
+                                                  "pp2_fsdp")]
+    # (tensors checked in the three flows, parameters offloaded), per model
+    per_model = {"llama3": (19 * 3, 17), "dsv3": (31 * 3, 27)}
+    record = world_size != 4
+    for s in run_workers(world_size, "flows_worker", tmp_path, timeout=600, models=models,
+                         record=record):
+        assert s["flows"] == flows, s
+        assert s["tensors"] == sum(per_model[m][0] for m in models), s
+        assert s["offloaded"] == sum(per_model[m][1] for m in models), s
+        for flow, rec in s.get("torch_flow", {}).items():  # torch's own flow, measured
+            assert rec["identical_shards"] > 0 and rec["matching"] < rec["params"], (flow, rec)
+        assert record == ("torch_flow" in s)
