@@ -204,6 +204,8 @@ def main() -> None:
     print(f"| torch meta + to_empty + init_states, FSDP2 x{args.ranks} | {th_rank:.3f} | "
           f"{med([r['bytes'] for r in ranks]) / mb:.1f} | {th_ok}/{n} parameters bitwise; "
           f"{ident}/{len(drawn)} drawn parameters with the same local shard on every rank |")
+    differ = [k for k in drawn if len({r["torch_local"][k] for r in ranks}) > 1]
+    print(f"\nDrawn parameters whose torch shards differ across ranks: {', '.join(differ)}")
     pp2 = single["pp2"]
     print(f"\nPipeline degree 2 (torchtitan's split, each stage initialized on its own, one "
           f"process): fastinit {pp2['fastinit_same']}/{pp2['params']} parameters equal to "
