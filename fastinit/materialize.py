@@ -21,7 +21,10 @@ on the real device would have given, with fastinit's streams instead of torch's.
   materialize seed and the stream of the tensor's name, and written at the end in grouped
   launches; anything that reads a pending tensor runs after its writes. Init code that
   draws from torch's generators (``torch.rand``) runs under generators seeded from the
-  materialize seed, and the caller's generator states are restored.
+  materialize seed, and the caller's generator states are restored. A temporary made
+  from a model tensor (``t.new_empty(...)``, ``torch.empty_like(t)``) and filled by an
+  init function draws from a stream of that tensor's name, so a pipeline stage holding
+  part of the model gets the whole model's values (``names=`` maps renumbered names).
 * **No uninitialized memory.** Every element of every parameter and buffer must be
   written by the init code (partial writes are tracked element by element) or kept from
   a real tensor; otherwise materialize raises naming the tensors, and leaves the model as

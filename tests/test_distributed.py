@@ -7,7 +7,7 @@ Two layers of tests:
 * in-process (no process group): the local-to-global map of :mod:`fastinit.distributed`
   against torch's own splitting code for every rank of many meshes and placements, and
   fills through the segments it produces (both backends);
-* spawned gloo processes (world sizes 1, 2, 4 and a 2x2 mesh; see tests/dist_helpers.py):
+* spawned gloo processes (world sizes 1, 2, 4, 8 and a 2x2 mesh; see tests/dist_helpers.py):
   every fastinit fill on DTensors of awkward shapes with every placement, FSDP2
   (``fully_shard``), tensor parallelism (``parallelize_module``) and FSDP x TP on a small
   Llama-shaped model built on meta (torchtitan's flow) and on the CPU. Local tensors
