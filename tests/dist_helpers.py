@@ -1206,3 +1206,78 @@ def _torch_flow(build, flow: str, mesh) -> dict:
                 out["identical_shards"] += int(dist.get_world_size() > 1 and
                                                len({e[n] for e in everyone}) == 1)
     return out
+
+
+
+def titan_parallelize_worker(rank: int, world_size: int, model: str = "dsv3",
+                             backend: str = "partial_dtensor") -> dict:
+    """torchtitan 0.3's own config-driven parallelism (``Module.parallelize`` with
+    ``ParallelDims``): DeepSeek-V3 with expert parallelism (``ep = world_size``), Llama 3
+    with tensor parallelism (``tp = world_size``), sharding configs set by torchtitan's
+    ``set_*_sharding_config``, on a CPU mesh (torchtitan's ``device_type`` is "cuda" when
+    no accelerator is found: set to "cpu" here), built on meta, materialized with no
+    collective from fastinit. Returns the collectives the init code called and, per
+    parameter and buffer, its placements and whether it gathers to the single-process
+    materialize bitwise. ``backend``: torchtitan's ``spmd_backend``; its default,
+    ``"spmd_types"``, keeps plain local tensors (``None`` placements) that say nothing of
+    where they lie in the global tensor."""
+    import fastinit
+    from torchtitan.distributed import parallel_dims as pd
+    from tests import client_zoo
+
+    pd.device_type = "cpu"
+    if model == "dsv3":
+        from torchtitan.models import deepseek_v3 as M
+        from torchtitan.models.deepseek_v3.sharding import set_deepseek_v3_sharding_config
+
+        cls, build = M.DeepSeekV3Model.Config, client_zoo._titan_dsv3
+
+        def configure(cfg):
+            set_deepseek_v3_sharding_config(cfg, enable_sp=False, enable_ep=True)
+        degrees = dict(dp_shard=world_size, tp=1, ep=world_size)
+    else:
+        from torchtitan.models import llama3 as M
+        from torchtitan.models.llama3.sharding import set_llama3_sharding_config
+
+        cls, build = M.Llama3Model.Config, lambda: client_zoo._titan_llama3(False)
+
+        def configure(cfg):
+            set_llama3_sharding_config(cfg, enable_sp=False)
+        degrees = dict(dp_shard=1, tp=world_size, ep=1)
+    dims = pd.ParallelDims(dp_replicate=1, cp=1, pp=1, world_size=world_size,
+                           spmd_backend=backend, **degrees)
+    dims.build_mesh()
+    with torch.device("meta"):
+        ref = build()
+    fastinit.materialize(ref, "cpu", seed=0)
+    plain_build = cls.build
+
+    def sharded_build(cfg, *a, **k):
+        configure(cfg)
+        return plain_build(cfg, *a, **k)
+
+    cls.build = sharded_build
+    try:
+        with torch.device("meta"):
+            net = build()
+    finally:
+        cls.build = plain_build
+    net.parallelize(dims)
+    calls: list = []
+    try:
+        with no_collectives(calls):
+            fastinit.materialize(net, "cpu", seed=0)
+    except CollectiveCalled:
+        # the init code itself communicates (torchtitan's init_states re-distributes each
+        # buffer it recomputes: distribute_tensor, a broadcast for Replicate); materialize
+        # left the model as it was: run it again without the guard, and report the call
+        fastinit.materialize(net, "cpu", seed=0)
+    expected = dict(ref.named_parameters())
+    expected.update(ref.named_buffers())
+    out = {"collectives": calls}
+    for n, p in list(net.named_parameters()) + list(net.named_buffers()):
+        whole = p.full_tensor() if hasattr(p, "full_tensor") else p
+        same = tuple(whole.shape) == tuple(expected[n].shape) and torch.equal(
+            bits(whole), bits(expected[n]))
+        out[n] = [repr(getattr(p, "placements", None)), same]
+    return out

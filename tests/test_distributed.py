@@ -416,3 +416,28 @@ def test_torchtitan_fsdp_offload_and_pipeline_stages_equal_single_process(tmp_pa
         for flow, rec in s.get("torch_flow", {}).items():  # torch's own flow, measured
             assert rec["identical_shards"] > 0 and rec["matching"] < rec["params"], (flow, rec)
         assert record == ("torch_flow" in s)
+
+
+@pytest.mark.parametrize("model", ["dsv3", pytest.param("llama3", marks=pytest.mark.slow)])
+def test_torchtitan_parallelize_ep_and_tp_equal_single_process(tmp_path, model):
+    """torchtitan 0.3's own config-driven parallelism (Module.parallelize, ParallelDims with
+    spmd_backend="partial_dtensor", its device_type set to "cpu"), on 2 gloo ranks:
+    DeepSeek-V3 with expert parallelism (routed experts Shard(0) over the EP mesh) and Llama
+    3 with tensor parallelism (fused wqkv, wo, FFN, head): every gathered parameter and
+    buffer equals the single-process materialize bitwise. fastinit's fills call no
+    collective; under TP torchtitan's own init_states broadcasts the RoPE buffer it
+    re-distributes (distribute_tensor to Replicate), which the guard reports."""
+    pytest.importorskip("torchtitan")
+    from tests.dist_helpers import run_workers
+
+    for s in run_workers(2, "titan_parallelize_worker", tmp_path, timeout=300, model=model):
+        calls = s.pop("collectives")
+        assert calls == ([] if model == "dsv3" else
+                         ["torch.distributed.distributed_c10d.broadcast"]), calls
+        assert all(same for _, same in s.values()), {n: v for n, v in s.items() if not v[1]}
+        sharded = [n for n, (placements, _) in s.items() if "Shard" in placements]
+        if model == "dsv3":
+            assert sorted(n.rsplit(".", 1)[1] for n in sharded) == ["w1_EFD", "w2_EDF",
+                                                                    "w3_EFD"], sharded
+        else:
+            assert len(sharded) == 12, sharded  # wqkv, wo, w1, w2, w3 x 2 layers, embedding, head
