@@ -760,7 +760,9 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             ``layers.0.*`` to ``layers.2.*``; the longest matching prefix wins, a prefix
             matches whole components) or a function of the qualified name. Names it does
             not map stay as they are. Not needed where a split keeps the names (a
-            ``ModuleDict`` of layers, as torchtitan's pipeline split keeps them)
+            ``ModuleDict`` of layers, as torchtitan's pipeline split keeps them). For a
+            model built under ``empty_init()`` the mapped names are also the names its
+            tensors were recorded under
 
     Returns:
         the module, materialized in place
@@ -868,9 +870,11 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         name = names.get(id(t))
         if id(t) in replayed or name is None:
             continue
-        ref = recorded.refs.get(name)
+        # the name it was built under (a stage's renumbered layer: through ``names=``)
+        built = stream_name(name) if stream_name is not None else name
+        ref = recorded.refs.get(built)
         same = ref is not None and (
-            (recorded.objects[name] is t and program.ref(t) == ref)
+            (recorded.objects[built] is t and program.ref(t) == ref)
             or (is_dtensor(t) and tuple(t.shape) == ref.shape and t.dtype == ref.dtype))
         # a real tensor the block made or wrote (legacy torch.Tensor(n), a copy of one) is
         # construction memory: replayed unless kept explicitly (keep=, transformers' flag);
@@ -896,7 +900,9 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
             f"{', '.join(changed)} (made outside the block, replaced or converted after "
             "it, or computed by an operation whose result the recording does not follow); "
             "make them inside the block from torch operations on tensors, or build the "
-            "model under torch.device('meta') to have materialize run its init code instead")
+            "model under torch.device('meta') to have materialize run its init code instead; "
+            "for a part of the built model whose modules were renamed (a pipeline stage's "
+            "renumbered layers), pass names= with the names they were built under")
     sharded = [(t, n, r) for t, (n, r) in ((t, replayed[id(t)]) for _, _, t in slots
                                            if id(t) in replayed) if is_dtensor(t)]
     if sharded:

@@ -195,3 +195,30 @@ def test_names_takes_prefixes_of_whole_components_or_a_function():
     with pytest.raises(TypeError, match="names"):
         fastinit.materialize(c, "cpu", seed=1, names=["weight"])
     assert c.weight.is_meta  # refused before anything was allocated
+
+
+def test_a_stage_cut_in_place_from_an_empty_init_build_takes_names():
+    """A model built under empty_init() keeps its recording when its stage is cut out in
+    place (no copy: layers dropped from the ModuleList, other modules set to None): with
+    ``names=`` mapping the renumbered layers, the stage replays the whole model's values;
+    without, materialize refuses (the renumbered names are other tensors' names in the
+    recording) rather than guess."""
+    def build():
+        with fastinit.empty_init():
+            m = _Model(tied=False)
+            m.init_weights()  # in the block, as torchtitan's build() calls init_states()
+        return m
+
+    whole = _tensors(fastinit.materialize(build(), "cpu", seed=5))
+
+    def stage():
+        m = build()
+        m.layers = nn.ModuleList([m.layers[2], m.layers[3]])
+        m.tok_embeddings = None
+        return m
+
+    table = {"layers.0": "layers.2", "layers.1": "layers.3"}
+    s = fastinit.materialize(stage(), "cpu", seed=5, names=table)
+    assert _differing(s, whole, _stream_namer(table)) == []
+    with pytest.raises(ValueError, match="layers.0.*pass names="):
+        fastinit.materialize(stage(), "cpu", seed=5)
