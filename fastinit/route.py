@@ -263,10 +263,14 @@ class NameRouter:
     """
 
     def __init__(self, key: int, named: Mapping[str, torch.Tensor],
-                 protected: Iterable[torch.Tensor] = (), *, progress: bool = False) -> None:
+                 protected: Iterable[torch.Tensor] = (), *, progress: bool = False,
+                 stream_name: Callable[[str], str] | None = None) -> None:
         from fastinit.deferred import Recorder
 
         self.key = key
+        #: the name whose stream a tensor of this name takes (``materialize(names=...)``:
+        #: a part of a larger model takes the whole model's streams)
+        self.stream_name = stream_name or (lambda name: name)
         self.recorder = Recorder(progress=progress)
         self._named: dict[int, list[tuple[str, torch.Tensor, int, tuple[int, int]]]] = {}
         for name, t in named.items():
@@ -292,7 +296,7 @@ class NameRouter:
 
         if _is_empty(t):
             return
-        entry = (name, t, stream_for_name(name), _span(t))
+        entry = (name, t, stream_for_name(self.stream_name(name)), _span(t))
         entries = self._named.setdefault(_storage(t), [])
         if all(e[1] is not t for e in entries):
             entries.append(entry)
