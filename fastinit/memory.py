@@ -1,20 +1,28 @@
 """Fresh memory for materialize: first touch as cheap as the OS allows.
 
-A model materialized on the CPU writes memory nobody has touched: every page faults on
-its first write, and the kernel clears it before the fill writes it. With 4 KiB pages that
-is one fault per 4 KiB (the cost of ``torch.empty(n).zero_()`` on fresh memory, several
-times its cost on memory already touched); with transparent huge pages one fault clears
-2 MiB. Linux offers them to memory that asks (``madvise(MADV_HUGEPAGE)``) when
-``/sys/kernel/mm/transparent_hugepage/enabled`` is ``madvise`` (the common default), and
-to all memory when it is ``always``.
+A model materialized on the CPU writes memory nobody has touched: every 4 KiB page faults
+on its first write, and the kernel clears it before the fill writes it - the cost of
+``torch.empty(n).zero_()`` on fresh memory, several times its cost on memory already
+touched. Two things make that first touch cheaper, both for materialize's own storages
+only (torch's allocator and every other allocation keep their behaviour):
 
-:func:`advise_fresh` asks for huge pages on one storage materialize has just allocated and
-not yet written (its own storages only: torch's allocator and every other allocation keep
-their behaviour). The fill then touches the memory for the first time, spread over the
-fill's threads, fused with the fill: no zeroing pass, no second pass.
+* **Populate, chunk by chunk, inside the fill.** Inside :func:`fresh_storages`,
+  :func:`advise_fresh` registers each new storage (of :data:`TOUCH_MIN_BYTES` or more);
+  the CPU backend then splits its fill into chunks of :data:`TOUCH_CHUNK_BYTES` and, in
+  the thread that fills a chunk, maps the chunk's pages in one system call
+  (``MADV_POPULATE_WRITE``, :func:`populate`) right before writing it: no fault per page,
+  the pages the kernel has just cleared still in cache, the first touch spread over the
+  fill's threads. No zeroing pass and no second pass: the values are the fill's.
+* **Transparent huge pages** (one fault clears 2 MiB) where they help
+  (:func:`huge_pages_help`): Linux gives them to memory that asks (``madvise``) when
+  ``/sys/kernel/mm/transparent_hugepage/enabled`` is ``madvise``, the common default.
+  Not by default on a virtual machine that hands free huge-page blocks back to its host
+  (:func:`reports_free_huge_blocks`): there a huge page is memory the host has discarded,
+  and touching it costs more than 4 KiB pages do.
 
-``FASTINIT_HUGE_PAGES=0`` in the environment (or :data:`HUGE_PAGES` set to False) turns
-the advice off, to measure without it.
+``FASTINIT_HUGE_PAGES`` (``auto``, ``1``, ``0``) and ``FASTINIT_FIRST_TOUCH`` (``0``: off)
+in the environment, or :data:`HUGE_PAGES` and :data:`FIRST_TOUCH`, choose, to measure
+with and without.
 """
 from __future__ import annotations
 
@@ -26,8 +34,10 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["HUGE_PAGES", "FIRST_TOUCH", "HUGE_PAGE_MIN_BYTES", "TOUCH_CHUNK_BYTES", "thp_mode",
-           "huge_pages_help", "advise_fresh", "fresh_storages", "is_fresh", "populate"]
+__all__ = ["HUGE_PAGES", "FIRST_TOUCH", "HUGE_PAGE_MIN_BYTES", "TOUCH_MIN_BYTES",
+           "TOUCH_CHUNK_BYTES", "thp_mode", "reports_free_huge_blocks", "huge_pages_help",
+           "advise_fresh", "fresh_storages", "is_fresh", "populate"]
+
 
 def _setting(name: str) -> str:
     return os.environ.get(name, "auto").strip().lower()
