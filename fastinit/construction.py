@@ -588,6 +588,9 @@ def empty_init() -> Iterator[None]:
 # --- replay ---------------------------------------------------------------------------------
 
 
+_NESTED = (tuple, list, dict)
+
+
 class Replay:
     """Runs recorded operations on a real device.
 
@@ -617,6 +620,15 @@ class Replay:
     def _real(self, x):
         return self.resolve(x) if isinstance(x, Ref) else x
 
+    def _real_all(self, tree):
+        """``tree_map(self._real, tree)``; flat argument tuples and keyword dicts (almost
+        every recorded call) without the general tree walk."""
+        if type(tree) is tuple and not any(type(x) in _NESTED for x in tree):
+            return tuple(self.resolve(x) if type(x) is Ref else x for x in tree)
+        if type(tree) is dict and not any(type(x) in _NESTED for x in tree.values()):
+            return {k: self.resolve(x) if type(x) is Ref else x for k, x in tree.items()}
+        return tree_map(self._real, tree)
+
     def run(self, ops: list[Op]) -> None:
         """Run ``ops`` (a part of the program, in its order). With a ``key``, torch's
         generators (the CPU's, and the device's) are seeded before each operation from the
@@ -643,8 +655,8 @@ class Replay:
             if op.expect is not None:
                 self._check(op)
                 continue
-            args = tree_map(self._real, op.args)
-            kwargs = tree_map(self._real, op.kwargs)
+            args = self._real_all(op.args)
+            kwargs = self._real_all(op.kwargs)
             if op.factory:
                 kwargs["device"] = self.device
             out = op.func(*args, **kwargs)

@@ -62,6 +62,7 @@ from fastinit.deferred import storage_key
 from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write
 from fastinit.layout import is_dense, same_view, span
+from fastinit.memory import advise_fresh, fresh_storages
 from fastinit import intercept
 from fastinit.intercept import recording
 from fastinit.streams import _splitmix64, draw_seed, normalize_seed
@@ -351,6 +352,7 @@ class _Allocation:
             nbytes = max(t.untyped_storage().nbytes(),
                          (t.storage_offset() + _extent(t)) * t.element_size())
             storage = storages[key] = torch.UntypedStorage(nbytes, device=device)
+            advise_fresh(storage)  # before the first touch: see fastinit.memory
         new = torch.empty(0, dtype=t.dtype, device=device)
         new.set_(storage, t.storage_offset(), t.shape, t.stride())
         if isinstance(t, nn.Parameter):
@@ -706,6 +708,25 @@ def _seeded_generators(device: torch.device, key: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while materialize runs: its bookkeeping makes many
+    small objects that stay alive until it ends (a few per tensor and per recorded call),
+    so the collector would scan the whole heap again and again - about a quarter of
+    materialize's time for a model of thousands of small tensors. Reference counting still frees what
+    dies; the collector runs as before once materialize returns."""
+    import gc
+
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                 seed: int | None = None, recipe=None, overwrite: bool = False,
                 keep: Iterable[str] | None = None, progress: bool = True,
@@ -789,7 +810,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
     keep = None if keep is None else list(keep)
     stream_name = _stream_namer(names)
     recorded = construction_of(module)
-    with _seeded_generators(device, key):
+    with _seeded_generators(device, key), fresh_storages(), _gc_paused():
         if recorded is not None and _replay_construction(
                 module, recorded, device, key, recipe, overwrite, keep, progress,
                 stream_name):
@@ -991,6 +1012,9 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
     replay = Replay(program, device, key=key)
 
     def bound(s: int) -> None:
+        info = program.storages.get(s)
+        if info is not None and info.empty:  # memory nobody has written yet
+            advise_fresh(replay.env[s])
         for name, ref in by_storage.get(s, ()):
             real = replay.resolve(ref)
             router.track(name, real)

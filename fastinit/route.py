@@ -112,12 +112,17 @@ def _pop_own_modes() -> list:
     """Take fastinit's modes off the top of the torch-function mode stack (stopping at the
     first mode that is not fastinit's: the modes below it stay, so a user's mode above
     ours keeps seeing what it sees today); returns them, innermost first."""
-    popped = []
     n = torch._C._len_torch_function_stack()
+    if not n:
+        return _NONE
+    popped = []
     while n and isinstance(torch._C._get_function_stack_at(n - 1), OwnMode):
         popped.append(torch._C._pop_torch_function_stack())
         n -= 1
     return popped
+
+
+_NONE: list = []  # nothing popped (never appended to)
 
 
 def _push_back(popped: list) -> None:
@@ -138,15 +143,27 @@ def inside() -> bool:
     return _INSIDE.get()
 
 
-@contextlib.contextmanager
-def internal() -> Iterator[None]:
+class _Internal:
+    """The context of :func:`internal` (a class: entered for every tensor a replay
+    resolves, where a generator-based context manager costs more than the work)."""
+
+    __slots__ = ("popped", "token")
+
+    def __enter__(self) -> None:
+        self.popped = _pop_own_modes()
+        self.token = _INSIDE.set(True)
+
+    def __exit__(self, *exc) -> bool:
+        _INSIDE.reset(self.token)
+        _push_back(self.popped)
+        return False
+
+
+def internal() -> _Internal:
     """fastinit's own bookkeeping operations (storage queries, views it makes for itself):
-    not the user's, as inside an entry point."""
-    token = _INSIDE.set(True)
-    try:
-        yield
-    finally:
-        _INSIDE.reset(token)
+    not the user's, as inside an entry point (fastinit's modes are taken off the stack
+    meanwhile, as there). A context manager."""
+    return _Internal()
 
 
 @contextlib.contextmanager
