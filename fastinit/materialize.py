@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from fastinit import initscan
+from fastinit import provenance
 from fastinit import recipes as recipes_mod
 from fastinit import route
 from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
@@ -633,6 +634,8 @@ class _Router(route.NameRouter):
             return
         if not isinstance(target, torch.Tensor):
             return
+        if route._PROVENANCE.get() is not None:
+            provenance.note_op(name, args)
         mark = _mark_for(name, args, kwargs)
         if mark == "skip":
             return
@@ -734,7 +737,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
     key = normalize_seed(seed) if seed is not None else draw_seed(None)
     keep = None if keep is None else list(keep)
     recorded = construction_of(module)
-    with _seeded_generators(device, key):
+    with _seeded_generators(device, key), provenance.session(module):
         if recorded is not None and _replay_construction(
                 module, recorded, device, key, recipe, overwrite, keep, progress):
             return module

@@ -65,6 +65,7 @@ from fastinit.init import (
     fill_spec_,
 )
 from fastinit.kernels import contract as C
+from fastinit.provenance import note_unmatched, recorded as _recorded
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec, check_dtype
 from fastinit.streams import check_rng, draw_seed, normalize_seed
 
@@ -566,6 +567,7 @@ class Rules(Recipe):
         if self.warn_unused:
             for glob in self.mapping:
                 if glob not in used:
+                    note_unmatched(glob, self.name)
                     warnings.warn(f"recipe rule {glob!r} matched no parameter", UserWarning,
                                   stacklevel=4)
         if model is not None:
@@ -1178,6 +1180,7 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
     return list(seen.values())
 
 
+@_recorded
 def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue],
                  seed: int | None = None, generator: torch.Generator | None = None, *,
                  progress: bool = True) -> nn.Module:
