@@ -629,13 +629,13 @@ class _Router(route.NameRouter):
         """A torch in-place operation of the init code ran (``InitMode.on_op``)."""
         name = getattr(func, "__name__", "")
         target = args[0] if args else None
+        if route._PROVENANCE.get() is not None:
+            provenance.note_op(name, args, self)
         if name in ("__set__", "set_") and isinstance(target, torch.Tensor):
             self.rebound(target)  # param.data = x: other memory, written by what made it
             return
         if not isinstance(target, torch.Tensor):
             return
-        if route._PROVENANCE.get() is not None:
-            provenance.note_op(name, args)
         mark = _mark_for(name, args, kwargs)
         if mark == "skip":
             return

@@ -169,7 +169,7 @@ class _Session:
 
 _SESSION = _PROVENANCE  # the open session (fastinit.route reads it at every write)
 
-_FILL, _TORCH, _OP, _MADE = 0, 1, 2, 3
+_FILL, _TORCH, _OP, _MADE, _MOVED = 0, 1, 2, 3, 4
 
 
 def _geometry(t: torch.Tensor):
@@ -198,13 +198,20 @@ def note(write) -> None:
         session.raw.append((_TORCH, geometry, write.whole, session.replay or _site()))
 
 
-def note_op(name: str, args: tuple) -> None:
-    """A torch in-place operation of init code on a tensor (``materialize``'s router)."""
+def note_op(name: str, args: tuple, router=None) -> None:
+    """A torch in-place operation of init code on a tensor (``materialize``'s router,
+    which knows where a tensor given other memory, ``param.data = x``, lived before)."""
     session = _SESSION.get()
     if session is None or not args or not isinstance(args[0], torch.Tensor):
         return
     target = args[0]
     value = None
+    if name in ("__set__", "set_"):
+        old = _old_memory(router, target)
+        geometry = _geometry(target)
+        if old is not None and geometry is not None:
+            session.raw.append((_MOVED, geometry, old, session.replay or _site()))
+        return
     if name == "__setitem__" and len(args) > 2:
         index, value = args[1], args[2]
         if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type == "cpu":
@@ -218,6 +225,18 @@ def note_op(name: str, args: tuple) -> None:
     if geometry is None:
         return
     session.raw.append((_OP, geometry, (name, value), session.replay or _site()))
+
+
+def _old_memory(router, t: torch.Tensor):
+    """(storage, byte offset) where the router last saw named tensor ``t``."""
+    named = getattr(router, "_named", None)
+    if not named:
+        return None
+    for key, entries in named.items():
+        for e in entries:
+            if e[1] is t:
+                return key, e[3][0] * t.element_size()
+    return None
 
 
 _FACTORY_CONSTANTS = {"zeros": 0.0, "zeros_like": 0.0, "ones": 1.0, "ones_like": 1.0}
@@ -436,7 +455,7 @@ def _resolve(raw: list[tuple], named) -> dict[str, _Tensor]:
     out: dict[str, _Tensor] = {}
     if not by_storage:
         return out
-    for kind, g, payload, site in raw:
+    for kind, g, payload, site in _follow_moves(raw):
         tensors = by_storage.get(g[0])
         if not tensors:
             continue
@@ -447,6 +466,25 @@ def _resolve(raw: list[tuple], named) -> dict[str, _Tensor]:
             entry = _entry(kind, g, payload, site, tg, t)
             if entry is not None:
                 out.setdefault(name, _Tensor([], tuple(t.shape), t.dtype)).entries.append(entry)
+    return out
+
+
+def _follow_moves(raw: list[tuple]) -> list[tuple]:
+    """A tensor given other memory (``param.data = x``) keeps the history of its old
+    memory: the earlier writes there, then a copy (the values came from ``x``)."""
+    if not any(r[0] == _MOVED for r in raw):
+        return raw
+    out: list[tuple] = []
+    for kind, g, payload, site in raw:
+        if kind != _MOVED:
+            out.append((kind, g, payload, site))
+            continue
+        (old_storage, old_offset), shift = payload, None
+        shift = g[1] - old_offset
+        for k2, g2, p2, s2 in list(out):
+            if g2[0] == old_storage and k2 != _MOVED:
+                out.append((k2, (g[0], g2[1] + shift) + g2[2:], p2, s2))
+        out.append((_OP, g, ("copy_", None), site))
     return out
 
 
