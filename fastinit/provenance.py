@@ -896,7 +896,7 @@ def _kind(model: nn.Module, name: str, shape: tuple) -> str:
     except AttributeError:
         owner = None
     if owner is not None and (isinstance(owner, nn.Embedding)
-                              or type(owner).__name__.endswith("Embedding")) and len(shape) == 2:
+                              or "Embedding" in type(owner).__name__) and len(shape) == 2:
         return "embedding"
     return {0: "scalar", 1: "vector", 2: "matrix"}.get(len(shape), "conv")
 
@@ -984,7 +984,7 @@ def _drawn(row: dict) -> bool:
             and row["observed_std"] > 0)
 
 
-_INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
+_INDEX = re.compile(r"(?<![^.])\d+(?=\.)")  # a layer index: a whole dotted component
 
 
 def _shape_findings(rows: list[dict]) -> list[Finding]:
