@@ -179,8 +179,9 @@ def _geometry(t: torch.Tensor):
     if t.device.type == "meta" or t.numel() == 0 or t.layout != torch.strided:
         return None
     size = t.element_size()
-    return (t.untyped_storage().data_ptr(), t.storage_offset() * size, tuple(t.shape),
-            t.stride(), size)
+    offset = t.storage_offset() * size
+    # the storage's address: data_ptr() less the offset (untyped_storage() costs more)
+    return (t.data_ptr() - offset, offset, tuple(t.shape), t.stride(), size)
 
 
 def note(write) -> None:
@@ -414,6 +415,8 @@ class _Record:
         self.tensors: dict[str, _Tensor] = {}
         self.unmatched: list[tuple[str, str]] = []
         self.ties: dict[str, str] = {}
+        #: sessions not resolved yet: (raw records, [(name, weak reference)])
+        self.pending: list[tuple[list, list]] = []
 
 
 _RECORDS: "weakref.WeakKeyDictionary[nn.Module, _Record]" = weakref.WeakKeyDictionary()
@@ -611,20 +614,31 @@ def _law(params) -> tuple[str, dict]:
 
 
 def _attach(module: nn.Module, s: _Session) -> None:
-    named = _named(module)
+    """Keep session ``s`` for ``module``: the raw records and weak references to the
+    tensors then named, resolved when :func:`provenance` is first asked (the names,
+    regions and overwrites cost nothing until then)."""
+    named = [(name, weakref.ref(t)) for name, t in _named(module)]
     record = _RECORDS.get(module)
     if record is None:
         record = _RECORDS[module] = _Record()
-    for name, tensor in _resolve(s.raw, named).items():
-        old = record.tensors.get(name)
-        if old is None or old.shape != tensor.shape or old.dtype != tensor.dtype:
-            record.tensors[name] = tensor
-        else:
-            old.entries.extend(tensor.entries)
-    for name, t in named:  # a tensor a session gave no write keeps its earlier ones
-        record.tensors.setdefault(name, _Tensor([], tuple(t.shape), t.dtype))
+    record.pending.append((s.raw, named))
     record.unmatched.extend(s.unmatched)
-    record.ties.update(_ties(module, named))
+    record.ties.update(_ties(module, [(n, r()) for n, r in named]))
+
+
+def _settle(record: "_Record") -> None:
+    """Resolve the sessions kept for a model, in order."""
+    for raw, refs in record.pending:
+        named = [(name, t) for name, t in ((n, r()) for n, r in refs) if t is not None]
+        for name, tensor in _resolve(raw, named).items():
+            old = record.tensors.get(name)
+            if old is None or old.shape != tensor.shape or old.dtype != tensor.dtype:
+                record.tensors[name] = tensor
+            else:
+                old.entries.extend(tensor.entries)
+        for name, t in named:  # a tensor a session gave no write keeps its earlier ones
+            record.tensors.setdefault(name, _Tensor([], tuple(t.shape), t.dtype))
+    record.pending.clear()
 
 
 def _record_of(model: nn.Module) -> _Record:
@@ -632,6 +646,7 @@ def _record_of(model: nn.Module) -> _Record:
         raise TypeError(f"fastinit.provenance needs an nn.Module, got {type(model).__name__}")
     record = _RECORDS.get(model)
     if record is not None:
+        _settle(record)
         return record
     named = _named(model)
     raw = [r for s in _LOGS for r in s.raw]
