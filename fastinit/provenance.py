@@ -166,6 +166,10 @@ class _Session:
         self.raw: list[tuple] = []
         self.unmatched: list[tuple[str, str]] = []
 
+    def note(self, write) -> None:
+        """``fastinit.route``'s hook: see :func:`note`."""
+        note(write)
+
 
 _SESSION = _PROVENANCE  # the open session (fastinit.route reads it at every write)
 
@@ -176,12 +180,16 @@ def _geometry(t: torch.Tensor):
     """(storage, byte offset, shape, stride, element size) of ``t``'s memory, or None."""
     if type(t).__name__ == "DTensor":
         t = t._local_tensor
-    if t.device.type == "meta" or t.numel() == 0 or t.layout != torch.strided:
-        return None
-    size = t.element_size()
-    offset = t.storage_offset() * size
-    # the storage's address: data_ptr() less the offset (untyped_storage() costs more)
-    return (t.data_ptr() - offset, offset, tuple(t.shape), t.stride(), size)
+    with _PLAIN():  # no torch-function mode (a device context) sees these queries
+        if t.device.type == "meta" or t.numel() == 0 or t.layout != torch.strided:
+            return None
+        size = t.element_size()
+        offset = t.storage_offset() * size
+        # the storage's address: data_ptr() less the offset (untyped_storage() costs more)
+        return (t.data_ptr() - offset, offset, tuple(t.shape), t.stride(), size)
+
+
+_PLAIN = torch._C.DisableTorchFunction
 
 
 def note(write) -> None:
@@ -415,8 +423,9 @@ class _Record:
         self.tensors: dict[str, _Tensor] = {}
         self.unmatched: list[tuple[str, str]] = []
         self.ties: dict[str, str] = {}
-        #: sessions not resolved yet: (raw records, [(name, weak reference)])
-        self.pending: list[tuple[list, list]] = []
+        #: raw records of the sessions not resolved yet
+        self.pending: list[list] = []
+        self.generation = 0  # sessions attached so far
 
 
 _RECORDS: "weakref.WeakKeyDictionary[nn.Module, _Record]" = weakref.WeakKeyDictionary()
@@ -614,30 +623,33 @@ def _law(params) -> tuple[str, dict]:
 
 
 def _attach(module: nn.Module, s: _Session) -> None:
-    """Keep session ``s`` for ``module``: the raw records and weak references to the
-    tensors then named, resolved when :func:`provenance` is first asked (the names,
-    regions and overwrites cost nothing until then)."""
-    named = [(name, weakref.ref(t)) for name, t in _named(module)]
+    """Keep session ``s``'s raw records for ``module``, resolved against the model's
+    tensors when :func:`provenance` is first asked (names, regions and overwrites cost
+    nothing until then; a tensor given other memory since - loaded weights - has none of
+    the writes)."""
     record = _RECORDS.get(module)
     if record is None:
         record = _RECORDS[module] = _Record()
-    record.pending.append((s.raw, named))
+    record.pending.append(s.raw)
     record.unmatched.extend(s.unmatched)
-    record.ties.update(_ties(module, [(n, r()) for n, r in named]))
+    record.generation += 1
 
 
-def _settle(record: "_Record") -> None:
+def _settle(record: "_Record", model: nn.Module) -> None:
     """Resolve the sessions kept for a model, in order."""
-    for raw, refs in record.pending:
-        named = [(name, t) for name, t in ((n, r()) for n, r in refs) if t is not None]
+    if not record.pending:
+        return
+    named = _named(model)
+    for raw in record.pending:
         for name, tensor in _resolve(raw, named).items():
             old = record.tensors.get(name)
             if old is None or old.shape != tensor.shape or old.dtype != tensor.dtype:
                 record.tensors[name] = tensor
             else:
                 old.entries.extend(tensor.entries)
-        for name, t in named:  # a tensor a session gave no write keeps its earlier ones
-            record.tensors.setdefault(name, _Tensor([], tuple(t.shape), t.dtype))
+    for name, t in named:  # a tensor no session wrote: no writes
+        record.tensors.setdefault(name, _Tensor([], tuple(t.shape), t.dtype))
+    record.ties = _ties(model, named)
     record.pending.clear()
 
 
@@ -646,7 +658,7 @@ def _record_of(model: nn.Module) -> _Record:
         raise TypeError(f"fastinit.provenance needs an nn.Module, got {type(model).__name__}")
     record = _RECORDS.get(model)
     if record is not None:
-        _settle(record)
+        _settle(record, model)
         return record
     named = _named(model)
     raw = [r for s in _LOGS for r in s.raw]
@@ -926,9 +938,25 @@ def _shape_refs(kind: str, fan_in, fan_out) -> dict:
     return refs
 
 
+_ANALYSED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
 def _analyse(model: nn.Module):
+    """(law table, findings) of ``model``; kept until a tensor changes (its memory, or
+    autograd's version counter, which every in-place write moves)."""
     record = _record_of(model)
-    tensors = dict(_named(model))
+    named = _named(model)
+    key = (record.generation, tuple(
+        (id(t), t._version, t.data_ptr() if t.device.type != "meta" else 0) for _, t in named))
+    cached = _ANALYSED.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    result = _analyse_now(model, record, dict(named))
+    _ANALYSED[model] = (key, result)
+    return result
+
+
+def _analyse_now(model: nn.Module, record: "_Record", tensors: dict):
     rows, findings = [], []
     for name, tensor in record.tensors.items():
         t = tensors.get(name)
@@ -988,7 +1016,7 @@ def _analyse(model: nn.Module):
             findings.append(Finding(alias, "tie", f"recorded as tied to {source}, but it no "
                                     "longer shares its memory: the tie was broken after the "
                                     "init"))
-    for glob, recipe in record.unmatched:
+    for glob, recipe in dict.fromkeys(record.unmatched):
         findings.append(Finding(glob, "unmatched-rule", f"rule {glob!r} of recipe {recipe!r} "
                                 "matched no parameter: the init it names was not applied"))
     return rows, findings
@@ -1068,7 +1096,7 @@ def law_table(model: nn.Module) -> list[dict]:
     Raises:
         TypeError, ValueError: as :func:`provenance`.
     """
-    return _analyse(model)[0]
+    return [dict(r) for r in _analyse(model)[0]]
 
 
 def check_laws(model: nn.Module) -> list[Finding]:
@@ -1087,7 +1115,7 @@ def check_laws(model: nn.Module) -> list[Finding]:
         >>> for f in fastinit.provenance.check_laws(model):
         ...     print(f.name, f.check, f.message)
     """
-    return _analyse(model)[1]
+    return list(_analyse(model)[1])
 
 
 class _CallableModule(type(sys)):

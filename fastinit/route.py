@@ -245,10 +245,9 @@ def torch_write(tensor: torch.Tensor, apply: Callable[[], object], *,
 def _emit(write: Write) -> None:
     """Every write of a routed fill ends here: recorded for provenance (when a recording
     is open, ``fastinit.provenance``), then handed to the router or written now."""
-    if _PROVENANCE.get() is not None:
-        from fastinit.provenance import note
-
-        note(write)
+    recording = _PROVENANCE.get()
+    if recording is not None:
+        recording.note(write)
     router = _ROUTER.get()
     if router is None:
         execute(write)

@@ -298,6 +298,21 @@ def test_the_model_shows_nothing_different():
     assert ref() is None  # the records do not keep the model alive
 
 
+@pytest.mark.parametrize("law", [(0, 0.02, -0.04, 0.04), (0, 1, -2, 2), (0.5, 1, 0, 3),
+                                 (0, 1, 1, 5)])
+def test_truncated_normal_moments_agree_with_scipy(law):
+    stats = pytest.importorskip("scipy.stats")
+    from fastinit.spec import InitSpec
+
+    m, s, a, b = law
+    kp = InitSpec.trunc_normal(m, s, a, b).kernel_params(torch.float64)
+    mean, var, mu4 = P._moments(kp)
+    ref = stats.truncnorm((kp.lo - m) / s, (kp.hi - m) / s, loc=m, scale=s)
+    assert mean == pytest.approx(ref.mean(), rel=1e-12, abs=1e-15)
+    assert var == pytest.approx(ref.var(), rel=1e-12)
+    assert mu4 == pytest.approx(ref.expect(lambda x: (x - ref.mean()) ** 4), rel=1e-9)
+
+
 def test_thresholds_are_the_test_suites():
     from fastinit.cli import laws
 
