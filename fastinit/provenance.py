@@ -946,7 +946,7 @@ def _analyse(model: nn.Module):
     autograd's version counter, which every in-place write moves)."""
     record = _record_of(model)
     named = _named(model)
-    key = (record.generation, tuple(
+    key = (record.generation, len(_LOGS), tuple(
         (id(t), t._version, t.data_ptr() if t.device.type != "meta" else 0) for _, t in named))
     cached = _ANALYSED.get(model)
     if cached is not None and cached[0] == key:
