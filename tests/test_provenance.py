@@ -110,6 +110,7 @@ def test_init_loop_that_missed_the_embeddings_is_flagged():
 
 def test_writes_behind_fastinits_back_are_flagged():
     model = _materialized()
+    assert P.check_laws(model) == []  # (a result kept until a tensor changes)
     with torch.no_grad():
         model.blocks[1].fc.weight.normal_(0.0, 0.05)  # another std
         model.head.weight.mul_(1.1)  # 10% wider
@@ -169,6 +170,26 @@ def test_recipe_writes_are_recorded_and_overwrite_the_models_init():
     assert writes[-1].caller == "recipe 'gpt2'" and not writes[-1].overwritten
     assert all(w.overwritten for w in writes[:-1])
     assert writes[-2].caller.endswith("TinyGPT.init_weights")
+
+
+class Rebinds(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(8, 8))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.w, std=0.1)
+        self.w.data = self.w.data * 1.0  # the values move to other memory
+
+
+def test_a_tensor_given_other_memory_keeps_its_history():
+    with torch.device("meta"):
+        model = Rebinds()
+    fastinit.materialize(model, "cpu", seed=0)
+    writes = P.provenance(model)["w"]
+    assert [(w.law, w.overwritten) for w in writes] == [("normal_", True), ("copy", False)]
+    assert writes[-1].caller.endswith("Rebinds.reset_parameters")
 
 
 # --- torch's layers -------------------------------------------------------------------------
