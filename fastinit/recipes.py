@@ -46,7 +46,9 @@ import contextlib
 import fnmatch
 import functools
 import math
+import os
 import re
+import sys
 import warnings
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
 
@@ -421,6 +423,17 @@ def scaled_residual(std: float = 0.02, num_layers: int | None = None, *, depth: 
 
 RuleValue = Union[Init, Callable[[torch.Tensor, str], object]]
 
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel, from its caller, of the innermost frame outside
+    fastinit: a recipe's warning names the user's line, whatever path led to it."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 # --- plans: what a recipe does to one model ------------------------------------------------------
 
@@ -514,7 +527,7 @@ class Recipe:
         if not plan:
             warnings.warn(f"recipe {self.name!r} matched nothing in {type(model).__name__} "
                           f"(it looks for {self.describe()}); nothing was written",
-                          UserWarning, stacklevel=4)
+                          UserWarning, stacklevel=_user_stacklevel())
         return plan
 
     def __repr__(self) -> str:
@@ -569,7 +582,7 @@ class Rules(Recipe):
                 if glob not in used:
                     note_unmatched(glob, self.name)
                     warnings.warn(f"recipe rule {glob!r} matched no parameter", UserWarning,
-                                  stacklevel=4)
+                                  stacklevel=_user_stacklevel())
         if model is not None:
             if self.must_match and not any(
                     fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()
@@ -696,8 +709,9 @@ class _ResNet(_ModuleRecipe):
         for glob in self.residual_norms:
             hits = [(n, m) for n, m in model.named_modules() if fnmatch.fnmatchcase(n, glob)]
             if not hits:
+                note_unmatched(glob, "resnet")
                 warnings.warn(f"recipe 'resnet': residual_norms glob {glob!r} matched no module",
-                              UserWarning, stacklevel=5)
+                              UserWarning, stacklevel=_user_stacklevel())
             for n, m in hits:
                 if not _affine(m):
                     raise ValueError(f"recipe 'resnet': residual_norms glob {glob!r} matched "
@@ -850,8 +864,9 @@ class _ReZero(_ModuleRecipe):
         if self.globs:
             for g in self.globs:
                 if not any(fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()):
+                    note_unmatched(g, "rezero")
                     warnings.warn(f"recipe 'rezero': glob {g!r} matched no parameter",
-                                  UserWarning, stacklevel=5)
+                                  UserWarning, stacklevel=_user_stacklevel())
 
 
 def rezero(glob: str | Sequence[str] | None = None) -> Recipe:
