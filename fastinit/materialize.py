@@ -713,6 +713,9 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             ``reset_parameters()`` defaults instead (see ``fastinit.initscan``); without
             it such a model is refused before anything is allocated
 
+    Every write is recorded: ``fastinit.provenance(model)`` lists, per parameter and buffer,
+    the writes that made its values (law, init code and line, seed, stream, region).
+
     Returns:
         the module, materialized in place
 

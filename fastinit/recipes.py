@@ -1221,6 +1221,9 @@ def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue
             generator, so ``torch.manual_seed`` makes the call reproducible)
         progress: show a progress bar when a CPU fill is large
 
+    The writes are recorded after the model's earlier ones: see ``fastinit.provenance``
+    (a rule that matched nothing is one of its findings).
+
     Returns:
         the module, re-initialized in place
 
