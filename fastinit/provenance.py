@@ -79,7 +79,7 @@ __all__ = ["Write", "provenance", "recording", "law_table", "check_laws", "SAMPL
 KS_ALPHA = 1e-6
 Z_MAX = 5.0
 #: Most elements of one region the law check reads (evenly spaced positions).
-SAMPLE_MAX = 1 << 18
+SAMPLE_MAX = 1 << 16
 #: A drawn weight wider than this many times He's std with its smaller fan is flagged.
 FAN_FACTOR = 2.0
 #: Siblings (the same tensor in other layers) further than this factor from their median.
@@ -844,7 +844,7 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
         f" ({w.caller})" if w.caller else "")
     law = w.describe()
     out = []
-    finite = bool(torch.isfinite(x).all())
+    finite = math.isfinite(float(x.sum()))  # NaN or inf anywhere makes the sum so
     if not finite:
         return [Finding(name, "law", f"holds NaN or inf where {law}{where} wrote finite "
                         "values: written after the init, or garbage")], stats
@@ -857,8 +857,9 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
                                x.numel() > 1 else None, expected=0.0))
         return out, stats
     if params.clamp:  # every element within the law's bounds, not only the sample
-        lo = min(float(flat[a:b].min()) for a, b in segments)
-        hi = max(float(flat[a:b].max()) for a, b in segments)
+        bounds = [torch.aminmax(flat[a:b]) for a, b in segments]
+        lo = min(float(b.min) for b in bounds)
+        hi = max(float(b.max) for b in bounds)
         if lo < params.lo or hi > params.hi:
             out.append(Finding(name, "law", f"values in [{lo:.6g}, {hi:.6g}] outside the "
                                f"bounds [{params.lo:.6g}, {params.hi:.6g}] of {law}{where}"))
@@ -873,8 +874,7 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
     else:
         low = high = x
         bias = rms = 0.0
-    m = float(x.mean())
-    s = float(x.std(unbiased=False)) if n > 1 else 0.0
+    s, m = (float(v) for v in torch.std_mean(x, correction=0)) if n > 1 else (0.0, float(x[0]))
     stats.update(mean=m, std=s)
     if n >= MIN_MOMENT_N and sigma > 0:
         se_m = sigma / math.sqrt(n)
@@ -889,12 +889,15 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
                                f"standard errors from {sigma:.4g}, the std of {law}{where} "
                                f"(> {Z_MAX:g}): the values were changed after it",
                                observed=s, expected=sigma))
-    xs, order = torch.sort(x)
-    lows, highs = low[order], high[order]
+    if low is x:
+        xs = lows = highs = torch.sort(x).values
+    else:
+        xs, order = torch.sort(x)
+        lows, highs = low[order], high[order]
     fn_hi = torch.arange(1, n + 1, dtype=torch.float64) / n
-    fn_lo = torch.arange(0, n, dtype=torch.float64) / n
+    fn_lo = fn_hi - 1.0 / n
     cdf_hi = _cdf(params, highs)
-    cdf_lo = _cdf(params, lows)
+    cdf_lo = cdf_hi if lows is highs else _cdf(params, lows)
     if params.clamp:  # the clamped values carry the mass beyond the bounds
         cdf_hi = torch.where(xs >= params.hi, torch.ones_like(cdf_hi), cdf_hi)
         cdf_lo = torch.where(xs <= params.lo, torch.zeros_like(cdf_lo), cdf_lo)
@@ -951,7 +954,12 @@ def _analyse(model: nn.Module):
     cached = _ANALYSED.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
-    result = _analyse_now(model, record, dict(named))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small reductions: threads only add their hand-offs
+    try:
+        result = _analyse_now(model, record, dict(named))
+    finally:
+        torch.set_num_threads(threads)
     _ANALYSED[model] = (key, result)
     return result
 
