@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from fastinit import initscan
+from fastinit import provenance
 from fastinit import recipes as recipes_mod
 from fastinit import route
 from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
@@ -674,6 +675,8 @@ class _Router(route.NameRouter):
         """A torch in-place operation of the init code ran (``InitMode.on_op``)."""
         name = getattr(func, "__name__", "")
         target = args[0] if args else None
+        if route._PROVENANCE.get() is not None:
+            provenance.note_op(name, args, self)
         if name in ("__set__", "set_") and isinstance(target, torch.Tensor):
             self.rebound(target)  # param.data = x: other memory, written by what made it
             return
@@ -785,6 +788,9 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             model built under ``empty_init()`` the mapped names are also the names its
             tensors were recorded under
 
+    Every write is recorded: ``fastinit.provenance(model)`` lists, per parameter and buffer,
+    the writes that made its values (law, init code and line, seed, stream, region).
+
     Returns:
         the module, materialized in place
 
@@ -810,7 +816,8 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
     keep = None if keep is None else list(keep)
     stream_name = _stream_namer(names)
     recorded = construction_of(module)
-    with _seeded_generators(device, key), fresh_storages(), _gc_paused():
+    with _seeded_generators(device, key), fresh_storages(), _gc_paused(), \
+            provenance.session(module):
         if recorded is not None and _replay_construction(
                 module, recorded, device, key, recipe, overwrite, keep, progress,
                 stream_name):

@@ -46,7 +46,9 @@ import contextlib
 import fnmatch
 import functools
 import math
+import os
 import re
+import sys
 import warnings
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
 
@@ -60,6 +62,7 @@ from fastinit.intercept import recording
 from fastinit import laws
 from fastinit.init import _check_mode, _kaiming_gain, _variance_scaling_spec, check_spec, fill_spec_
 from fastinit.kernels import contract as C
+from fastinit.provenance import note_unmatched, recorded as _recorded
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec, check_dtype
 from fastinit.streams import check_rng, draw_seed, normalize_seed
 
@@ -372,6 +375,17 @@ def scaled_residual(std: float = 0.02, num_layers: int | None = None, *, depth: 
 
 RuleValue = Union[Init, Callable[[torch.Tensor, str], object]]
 
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel, from its caller, of the innermost frame outside
+    fastinit: a recipe's warning names the user's line, whatever path led to it."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 # --- plans: what a recipe does to one model ------------------------------------------------------
 
@@ -465,7 +479,7 @@ class Recipe:
         if not plan:
             warnings.warn(f"recipe {self.name!r} matched nothing in {type(model).__name__} "
                           f"(it looks for {self.describe()}); nothing was written",
-                          UserWarning, stacklevel=4)
+                          UserWarning, stacklevel=_user_stacklevel())
         return plan
 
     def __repr__(self) -> str:
@@ -518,8 +532,9 @@ class Rules(Recipe):
         if self.warn_unused:
             for glob in self.mapping:
                 if glob not in used:
+                    note_unmatched(glob, self.name)
                     warnings.warn(f"recipe rule {glob!r} matched no parameter", UserWarning,
-                                  stacklevel=4)
+                                  stacklevel=_user_stacklevel())
         if model is not None:
             if self.must_match and not any(
                     fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()
@@ -646,8 +661,9 @@ class _ResNet(_ModuleRecipe):
         for glob in self.residual_norms:
             hits = [(n, m) for n, m in model.named_modules() if fnmatch.fnmatchcase(n, glob)]
             if not hits:
+                note_unmatched(glob, "resnet")
                 warnings.warn(f"recipe 'resnet': residual_norms glob {glob!r} matched no module",
-                              UserWarning, stacklevel=5)
+                              UserWarning, stacklevel=_user_stacklevel())
             for n, m in hits:
                 if not _affine(m):
                     raise ValueError(f"recipe 'resnet': residual_norms glob {glob!r} matched "
@@ -800,8 +816,9 @@ class _ReZero(_ModuleRecipe):
         if self.globs:
             for g in self.globs:
                 if not any(fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()):
+                    note_unmatched(g, "rezero")
                     warnings.warn(f"recipe 'rezero': glob {g!r} matched no parameter",
-                                  UserWarning, stacklevel=5)
+                                  UserWarning, stacklevel=_user_stacklevel())
 
 
 def rezero(glob: str | Sequence[str] | None = None) -> Recipe:
@@ -1130,6 +1147,7 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
     return list(seen.values())
 
 
+@_recorded
 def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue],
                  seed: int | None = None, generator: torch.Generator | None = None, *,
                  progress: bool = True) -> nn.Module:
@@ -1154,6 +1172,9 @@ def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue
         generator: the torch Generator to draw the key from (default: torch's default
             generator, so ``torch.manual_seed`` makes the call reproducible)
         progress: show a progress bar when a CPU fill is large
+
+    The writes are recorded after the model's earlier ones: see ``fastinit.provenance``
+    (a rule that matched nothing is one of its findings).
 
     Returns:
         the module, re-initialized in place

@@ -72,6 +72,8 @@ _INSIDE: ContextVar[bool] = ContextVar("fastinit_inside", default=False)
 
 
 _OBSERVER: ContextVar[Callable | None] = ContextVar("fastinit_entry_observer", default=None)
+#: the open provenance recording (``fastinit.provenance`` sets it), None: none
+_PROVENANCE: ContextVar[object | None] = ContextVar("fastinit_provenance", default=None)
 
 
 def entry(fn: Callable) -> Callable:
@@ -221,13 +223,13 @@ def constant(tensor: torch.Tensor, params: KernelParams) -> None:
     no key is drawn, but a router may still skip the tensor."""
     router = _ROUTER.get()
     if router is None:
-        execute(Fill(tensor, tensor, params, 0, 0))
+        _emit(Fill(tensor, tensor, params, 0, 0))
         return
     decision = router.route(tensor)
     if isinstance(decision, Skip):
         return
     base = decision.base if isinstance(decision, Keyed) else tensor
-    router.emit(Fill(tensor, base, params, 0, 0))
+    _emit(Fill(tensor, base, params, 0, 0))
 
 
 def keyed(tensor: torch.Tensor, seed: int | None,
@@ -252,15 +254,17 @@ def torch_write(tensor: torch.Tensor, apply: Callable[[], object], *,
     ``routed=False``: the caller has already asked the router (:func:`keyed`)."""
     write = TorchWrite(tensor, apply, whole)
     router = _ROUTER.get()
-    if router is None:
-        execute(write)
+    if router is not None and routed and isinstance(router.route(tensor), Skip):
         return
-    if routed and isinstance(router.route(tensor), Skip):
-        return
-    router.emit(write)
+    _emit(write)
 
 
 def _emit(write: Write) -> None:
+    """Every write of a routed fill ends here: recorded for provenance (when a recording
+    is open, ``fastinit.provenance``), then handed to the router or written now."""
+    recording = _PROVENANCE.get()
+    if recording is not None:
+        recording.note(write)
     router = _ROUTER.get()
     if router is None:
         execute(write)
