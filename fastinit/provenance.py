@@ -67,6 +67,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
+from fastinit import laws
 from fastinit.findings import Finding
 from fastinit.route import _PROVENANCE
 from fastinit.kernels import contract as C
@@ -913,10 +914,11 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
 
 
 def _fans(shape: tuple) -> tuple[Optional[int], Optional[int]]:
+    """torch's fans of a tensor of ``shape`` (:func:`fastinit.laws.fans`), or None, None
+    below two dimensions."""
     if len(shape) < 2:
         return None, None
-    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-    return shape[1] * receptive, shape[0] * receptive
+    return laws.fans(torch.empty(shape, device="meta"))
 
 
 def _kind(model: nn.Module, name: str, shape: tuple) -> str:
@@ -934,8 +936,9 @@ def _kind(model: nn.Module, name: str, shape: tuple) -> str:
 def _shape_refs(kind: str, fan_in, fan_out) -> dict:
     if fan_in is None or not fan_in or not fan_out:
         return {}
-    refs = {"lecun": 1 / math.sqrt(fan_in), "xavier": math.sqrt(2 / (fan_in + fan_out)),
-            "he": math.sqrt(2 / fan_in)}
+    refs = {"lecun": laws.variance_scaling_std(fan_in, fan_out, 1.0, "fan_in"),
+            "xavier": laws.xavier_std(fan_in, fan_out),
+            "he": laws.kaiming_std(fan_in, fan_out, laws.calculate_gain("relu"))}
     if kind == "embedding":
         refs["unit"] = 1.0
     return refs
@@ -1043,7 +1046,8 @@ def _shape_findings(rows: list[dict]) -> list[Finding]:
     for row in rows:  # fan: wider than every standard scheme
         refs = row["expected_std_shape"]
         if row["kind"] in ("matrix", "conv") and _drawn(row) and refs:
-            widest = math.sqrt(2 / min(row["fan_in"], row["fan_out"]))
+            widest = laws.kaiming_std(row["fan_in"], row["fan_out"], laws.calculate_gain("relu"),
+                                      "fan_in" if row["fan_in"] <= row["fan_out"] else "fan_out")
             if row["observed_std"] > FAN_FACTOR * widest:
                 out.append(Finding(
                     row["name"], "fan", f"std {row['observed_std']:.4g} is "
