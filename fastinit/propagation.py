@@ -47,6 +47,9 @@ numbers:
   so :func:`stream_trend` fits the variance, not ln(std), and applies the same bound to
   the fitted std ratio. Series inside a flagged stack (the blocks' layers and their
   gradients, which follow the stream) are reported with the stream, not one by one.
+* Parameter-gradient series are of weights (two or more dimensions): the gradient of a
+  bias or a norm's scale is a sum over the batch, set by the mean of the output gradient
+  across samples, which the variance argument does not govern.
 * The slope test (Z = 3, the ordinary least-squares standard error from the scatter of
   the points around the line) keeps a short or ragged series - members of one name
   pattern in different roles - from being flagged on a trend its points do not support.
@@ -634,7 +637,9 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
     pgroups: dict[str, list[ParamRow]] = {}
     for p in prows:
         pat = _pattern(p.name)
-        if pat != p.name and p.grad_std is not None:
+        # Weights only: a bias's or a norm's gradient is a sum over the batch of the
+        # output's gradient, set by its mean across samples, not by the variance argument.
+        if pat != p.name and p.grad_std is not None and len(p.shape) >= 2:
             pgroups.setdefault(pat, []).append(p)
     for pat, members in pgroups.items():
         if len(members) >= MIN_DEPTH:

@@ -266,8 +266,9 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def compare_table(reports: Mapping[str, Report]) -> str:
-    """One summary line per report (its label, findings by check), then each report's table."""
+def compare_table(reports: Mapping[str, Report], max_rows: Optional[int] = TABLE_ROWS) -> str:
+    """One summary line per report (its label, findings by check), then each report's
+    table (``max_rows`` as in :meth:`Report.table`)."""
     lines = ["comparison:"]
     for label, r in reports.items():
         counts: dict[str, int] = {}
@@ -276,7 +277,7 @@ def compare_table(reports: Mapping[str, Report]) -> str:
         what = ", ".join(f"{k} x{v}" for k, v in counts.items()) or "no findings"
         lines.append(f"  {label}: {what}")
     for label, r in reports.items():
-        lines += ["", f"=== {label} ===", r.table()]
+        lines += ["", f"=== {label} ===", r.table(max_rows=max_rows)]
     return "\n".join(lines)
 
 

@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fastinit.cli.bench import run
     elif args.command == "check":
         from fastinit.cli.check import run
+    elif args.command == "inspect":
+        from fastinit.cli.inspect import run
     else:
         from fastinit.cli.demo import run
     try:
