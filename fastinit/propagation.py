@@ -45,8 +45,10 @@ numbers:
 * A residual stream (the input of a stack of blocks, then each block's output) is a
   running sum, not a product: its variance grows linearly with depth and concentrates,
   so :func:`stream_trend` fits the variance, not ln(std), and applies the same bound to
-  the fitted std ratio. Series inside a flagged stack (the blocks' layers and their
-  gradients, which follow the stream) are reported with the stream, not one by one.
+  the fitted std ratio. Its gradient (at each block's output) is judged by
+  :func:`depth_trend`. The layers inside the blocks are shown but not judged: the stream
+  carries the signal, and a depth-scaled init (torchtitan's std / sqrt(2 (l + 1))) makes
+  the branches shrink with depth by design.
 * Parameter-gradient series are of weights (two or more dimensions): the gradient of a
   bias or a norm's scale is a sum over the batch, set by the mean of the output gradient
   across samples, which the variance argument does not govern.
@@ -187,13 +189,17 @@ class Series:
     """Stds along depth, and the fitted trend that judges them (see :func:`depth_trend`).
 
     Attributes:
-        kind: ``"activation"``, ``"activation-grad"``, ``"param-grad"`` or ``"residual"``
+        kind: ``"activation"``, ``"activation-grad"``, ``"param-grad"``, ``"residual"``
+            (the stream: the first block's input, then each block's output) or
+            ``"residual-grad"`` (the gradient at each block's output)
         key: what the members share (a name pattern and class, or the stack's name)
         names: the members, first to last
         stds: their stds (same order)
         change: the fitted change of ln(std) from the first to the last member
         slope, se: the fitted slope of ln(std) per position and its standard error
         flagged: whether the trend crosses the depth rule
+        judged: False for the layers of the branches inside a residual stack (shown, not
+            judged: the stream carries the signal there)
     """
 
     kind: str
@@ -204,6 +210,7 @@ class Series:
     slope: float
     se: float
     flagged: bool
+    judged: bool = True
 
     @property
     def ratio(self) -> float:
@@ -648,6 +655,7 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
     by_name = {}
     for r in rows:
         by_name.setdefault(r.name, r)
+    streams: list[str] = []
     for stack, blocks in stacks:
         first = blocks[0][0]
         if first not in stream_in:
@@ -661,6 +669,18 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         series.append(_series("residual", stack or "(model)",
                               [f"{first} (input)"] + [n for n, _ in blocks],
                               [std0] + [o.std for o in outs]))
+        if all(o.grad_std is not None for o in outs):
+            series.append(_series("residual-grad", stack or "(model)", [n for n, _ in blocks],
+                                  [o.grad_std for o in outs]))
+        streams.append(stack)
+    # Inside a residual stack the stream carries the signal: the layers of the branches
+    # are shown, not judged (a depth-scaled init shrinks them with depth by design).
+    for s in series:
+        if s.kind not in ("residual", "residual-grad") and any(
+                all(n.startswith(st + ".") for n in s.names) if st else True
+                for st in streams):
+            s.flagged = False
+            s.judged = False
     return series
 
 
@@ -696,42 +716,29 @@ def _findings(model, rows, prows, series, stacks) -> list[Finding]:
     if gbad and not bad:
         found.append(Finding(_module_name(gbad[-1].name), "nonfinite",
                              f"gradient has NaN or inf ({len(gbad)} module outputs)"))
-    grown = [s for s in series if s.kind == "residual" and s.flagged]
-    follows: dict[str, list] = {g.key: [] for g in grown}
     for s in series:
         if not s.flagged:
             continue
-        owner = next((g for g in grown if s is not g and
-                      all(n.startswith(g.key + ".") or g.key == "(model)" for n in s.names)),
-                     None)
-        if owner is not None:
-            follows[owner.key].append(s)
-    folded = {id(s) for v in follows.values() for s in v}
-    for s in series:
-        if not s.flagged or id(s) in folded:
-            continue
         grow = s.change > 0
         what = {"activation": "activation std", "activation-grad": "gradient std at the output",
-                "param-grad": "parameter gradient std", "residual": "residual-stream std"}[s.kind]
+                "param-grad": "parameter gradient std", "residual": "residual-stream std",
+                "residual-grad": "residual-stream gradient std"}[s.kind]
         if s.kind == "residual":
             check = "residual-growth" if grow else "residual-shrink"
             hint = ("a scaled-residual init (std / sqrt(2 L) on each branch's output "
                     "projection, or the last norm of each block at zero) keeps it steady"
                     if grow else "the blocks shrink the stream they should add to")
-            if follows.get(s.key):
-                hint += (f"; {len(follows[s.key])} series inside the stack change with it "
-                         f"({', '.join(f.key + ' ' + f.kind for f in follows[s.key][:3])}"
-                         f"{', ...' if len(follows[s.key]) > 3 else ''})")
         else:
             base = "activation" if s.kind == "activation" else "gradient"
             check = f"{base}-{'growth' if grow else 'shrink'}"
-            inside = next((st for st, _ in stacks if st and s.names[0].startswith(st + ".")),
-                          None)
-            hint = ((f"inside the residual stack {inside}: a scaled-residual init or zero-init "
-                     "of each block's last norm keeps it steady") if inside else
-                    ("an init that keeps the variance steady (He for ReLU, Xavier for tanh, "
-                     "1/sqrt(fan_in) otherwise) holds it within a factor "
-                     f"{DEPTH_FACTOR:g}"))
+            if s.kind == "residual-grad":
+                hint = ("the gradient reaching the first blocks differs from the last's: a "
+                        "scaled-residual init (or zero-init of each block's last norm) keeps "
+                        "it steady")
+            else:
+                hint = ("an init that keeps the variance steady (He for ReLU, Xavier for "
+                        "tanh, 1/sqrt(fan_in) otherwise) holds it within a factor "
+                        f"{DEPTH_FACTOR:g}")
         ratio = s.ratio
         shown = f"{ratio:.3g}x" if ratio >= 1e-3 else f"{ratio:.2e}x"
         fit = (f"fitted variance {s.slope:+.3g} +- {s.se:.2g} per block"

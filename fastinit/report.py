@@ -293,7 +293,7 @@ td{padding:2px 8px;border-bottom:1px solid #e3e3e3;vertical-align:top}
 tr.flag td{background:#f8d7d3}
 .ok{background:#d9f0dc;padding:6px 10px;display:inline-block}
 img{max-width:100%;display:block;margin:6px 0}
-.variant{border-top:3px solid #1f77b4;margin-top:14px;padding-top:4px}
+.variant{border-top:3px solid #555;margin-top:14px;padding-top:4px}
 .cols{display:flex;gap:14px}.cols>div{flex:1;min-width:0}
 """
 
@@ -308,23 +308,24 @@ def _figure_png(r: Report) -> str:
     p = r.propagation
     fig = Figure(figsize=(12, 3.6), dpi=100)
     axes = fig.subplots(1, 3)
+    has_grad = any(s.kind == "activation-grad" for s in p.series)
     panels = (("activations: std per layer", ("residual", "activation")),
-              ("gradients: std per layer", ("activation-grad", "param-grad")))
+              ("gradients: std per layer",
+               ("residual-grad", "activation-grad" if has_grad else "param-grad")))
     for ax, (title, kinds) in zip(axes, panels):
         shown = 0
         for kind in kinds:
             for s in p.series:
                 if s.kind != kind or shown >= 8:
                     continue
-                style = dict(lw=2.4, color="k") if kind == "residual" else dict(lw=1.3)
+                bold = kind in ("residual", "residual-grad")
+                style = dict(lw=2.4, color="k") if bold else dict(lw=1.3)
                 if s.flagged:
                     style.update(ls="--")
                 ys = [max(v, 1e-30) for v in s.stds]
                 ax.plot(range(len(ys)), ys, marker=".", ms=3, label=_short(s.key, kind),
                         **style)
                 shown += 1
-            if shown and kind == kinds[0] and kinds[0] == "activation-grad":
-                break  # module gradients when there are any, parameter gradients otherwise
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("layer (position in the series)", fontsize=8)
         if shown:
@@ -363,9 +364,9 @@ def _figure_png(r: Report) -> str:
                    edgecolors="#d62728", lw=1.5, label="flagged", zorder=5)
     if obs:
         ax.set_yscale("log")
-    ax.set_title("tensors: observed std vs expected"
-                 + (f" ({constants} constant not shown)" if constants else ""), fontsize=10)
-    ax.set_xlabel("tensor (registration order)", fontsize=8)
+    ax.set_title("tensors: observed std vs expected", fontsize=10)
+    ax.set_xlabel("tensor (registration order)"
+                  + (f"; {constants} constant ones not shown" if constants else ""), fontsize=8)
     ax.legend(fontsize=6, loc="best")
     ax.tick_params(labelsize=7)
     ax.grid(True, alpha=0.3)
@@ -377,7 +378,7 @@ def _figure_png(r: Report) -> str:
 
 def _short(key: str, kind: str) -> str:
     key = key if len(key) <= 38 else "..." + key[-35:]
-    return f"{key} [{kind}]" if kind in ("param-grad", "residual") else key
+    return f"{key} [{kind}]" if kind in ("param-grad", "residual", "residual-grad") else key
 
 
 def _html_table(headers: list, rows: list, flags: list) -> str:

@@ -93,8 +93,10 @@ def test_prenorm_transformer_scaled_residual():
     grown = [f for f in plain.findings if f.check == "residual-growth"]
     assert [f.name for f in grown] == ["h"] and grown[0].observed > P.DEPTH_FACTOR
     assert "scaled-residual" in grown[0].message
-    # the gradients inside the stack follow the stream: reported with it, not one by one
-    assert not [f for f in plain.findings if f.check.startswith("gradient")]
+    # the layers inside the blocks are shown, not judged: the stream carries the signal
+    inside = [s for s in plain.series if s.names[0].startswith("h.") and s.kind != "residual"
+              and s.kind != "residual-grad"]
+    assert inside and not any(s.judged or s.flagged for s in inside)
     assert scaled.findings == [], scaled.findings
     stream = next(s for s in scaled.series if s.kind == "residual")
     assert len(stream.stds) == 17 and stream.ratio < 2
@@ -110,6 +112,8 @@ def test_resnet_zero_init_residual():
                                  seed=0, progress=False)
     a, b = P.propagate(plain, x), P.propagate(zero, x)
     assert "residual-growth" in checks(a) and any(f.name == "layer1" for f in a.findings)
+    # and the gradient along the stream: larger at the first blocks than at the last
+    assert any(f.check == "gradient-shrink" and f.name == "layer1" for f in a.findings)
     assert b.findings == [], b.findings
     stream = next(s for s in b.series if s.kind == "residual")
     assert max(stream.stds) == pytest.approx(min(stream.stds), rel=1e-5)  # identity blocks
@@ -146,12 +150,12 @@ def _zoo_decoders():
     pytest.importorskip("transformers")
     from tests.test_model_zoo import CASES
 
-    return [c for c in CASES if c.name.endswith(("ForCausalLM", "LMHeadModel", "-tied"))][:8]
+    return [c for c in CASES if c.name.endswith(("ForCausalLM", "LMHeadModel", "-tied"))][:6]
 
 
 def test_hugging_face_zoo_is_quiet():
     cases = _zoo_decoders()
-    assert len(cases) == 8
+    assert len(cases) == 6
     for case in cases:
         torch.manual_seed(0)
         with fastinit.empty_init():
