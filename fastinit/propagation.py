@@ -15,8 +15,9 @@ one backward pass with hooks on every module and records
 
 and flags what the principle rules out (:class:`fastinit.findings.Finding`): activations
 or gradients that shrink or grow across depth (the rule below), NaN or inf, dead units,
-zero-variance parameters that are not recorded constants, a residual stream that grows
-with depth.
+zero-variance parameters that are not recorded constants (judged where
+``fastinit.provenance`` has a record of the model: without one a constant by design
+cannot be told from a lost init), a residual stream that grows with depth.
 
 The depth rule (one definition: :func:`depth_trend`, constants :data:`DEPTH_FACTOR`,
 :data:`DEPTH_Z`, :data:`MIN_DEPTH`). Modules are grouped into *series*: the calls of
