@@ -77,6 +77,7 @@ from fastinit.intercept import TorchRNGWarning, patch
 from fastinit.materialize import materialize
 from fastinit.recipes import apply_recipe
 from fastinit.report import report
+from fastinit import provenance  # callable: fastinit.provenance(model)
 
 __version__ = "0.1.0"  # the only place the version is written (pyproject.toml reads it)
 
@@ -122,4 +123,5 @@ __all__ = [
     "report",
     "TorchRNGWarning",
     "recipes",
+    "provenance",
 ]

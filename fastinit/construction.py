@@ -34,7 +34,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from fastinit import route
+from fastinit import provenance, route
 from fastinit.streams import _splitmix64
 
 try:
@@ -92,6 +92,9 @@ class Op:
     #: a value construction read (``.item()``...): the values the tensor ``args[0]`` held
     #: then (on the CPU); a replay that computes other values stops with an error
     expect: torch.Tensor | None = None
+    #: the init code that made this write (``fastinit.provenance``): where a replay's
+    #: writes are attributed; None for operations that do not write their argument
+    site: tuple | None = None
 
 
 @dataclass
@@ -342,10 +345,11 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         else:  # the common case, kept short: a new tensor from Python values
             s = self.program.track(out, empty=func in _EMPTY)
             self.program.ops.append(Op(func, args, kwargs, (), (s,),
-                                       (self.program.ref(out, s),), True))
+                                       (self.program.ref(out, s),), True,
+                                       site=None if func in _EMPTY else provenance.site()))
         return out
 
-    def record(self, func, args, kwargs, out, factory: bool = False) -> None:
+    def record(self, func, args, kwargs, out, factory: bool = False, entry=None) -> None:
         program = self.program
         reads: list[int] = []
 
@@ -362,8 +366,10 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         rargs = tuple(_map(to_ref, a) for a in args)
         rkwargs = {k: _map(to_ref, v) for k, v in kwargs.items()}
         writes: list[int] = []
+        site = None
         if args and _writes_first(getattr(func, "__name__", ""), args) and program.knows(args[0]):
             writes.append(sid(args[0]))
+            site = provenance.site(entry) if entry is not None else provenance.site()
         out_kw = kwargs.get("out")
         if _plain(out_kw):
             writes.append(program.track(out_kw, empty=False))
@@ -381,7 +387,7 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
             outs.append(program.ref(t, s))
         if writes:
             program.ops.append(Op(func, rargs, rkwargs, tuple(reads), tuple(writes),
-                                  tuple(outs), factory))
+                                  tuple(outs), factory, site=site))
 
     def _own_key(self, fn: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """A call with an explicit generator, or made after the construction code called
@@ -431,9 +437,9 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
             # the common case, kept short: an init call on one tensor, the rest Python values
             s = sid(target)
             program.ops.append(Op(fn, (program.ref(target, s), *args[1:]), dict(kwargs), (s,),
-                                  (s,)))
+                                  (s,), site=provenance.site(fn)))
             return
-        self.record(fn, args, kwargs, None)
+        self.record(fn, args, kwargs, None, entry=fn)
 
 
 _FIRST: dict = {}
@@ -588,6 +594,9 @@ def empty_init() -> Iterator[None]:
 # --- replay ---------------------------------------------------------------------------------
 
 
+_NESTED = (tuple, list, dict)
+
+
 class Replay:
     """Runs recorded operations on a real device.
 
@@ -617,6 +626,15 @@ class Replay:
     def _real(self, x):
         return self.resolve(x) if isinstance(x, Ref) else x
 
+    def _real_all(self, tree):
+        """``tree_map(self._real, tree)``; flat argument tuples and keyword dicts (almost
+        every recorded call) without the general tree walk."""
+        if type(tree) is tuple and not any(type(x) in _NESTED for x in tree):
+            return tuple(self.resolve(x) if type(x) is Ref else x for x in tree)
+        if type(tree) is dict and not any(type(x) in _NESTED for x in tree.values()):
+            return {k: self.resolve(x) if type(x) is Ref else x for k, x in tree.items()}
+        return tree_map(self._real, tree)
+
     def run(self, ops: list[Op]) -> None:
         """Run ``ops`` (a part of the program, in its order). With a ``key``, torch's
         generators (the CPU's, and the device's) are seeded before each operation from the
@@ -624,7 +642,10 @@ class Replay:
         depends on neither which other operations run (a model replayed parameter by
         parameter, as sharded models are, or with some weights loaded) nor their number."""
         seeds = self._seeds()
+        attributed = route._PROVENANCE.get() is not None
         for op in ops:
+            if attributed:  # the replay's writes are the recorded init code's
+                provenance.replaying(op)
             if seeds is not None:
                 seed = seeds[id(op)]
                 torch.default_generator.manual_seed(seed)
@@ -643,12 +664,14 @@ class Replay:
             if op.expect is not None:
                 self._check(op)
                 continue
-            args = tree_map(self._real, op.args)
-            kwargs = tree_map(self._real, op.kwargs)
+            args = self._real_all(op.args)
+            kwargs = self._real_all(op.kwargs)
             if op.factory:
                 kwargs["device"] = self.device
             out = op.func(*args, **kwargs)
             results = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+            if attributed and op.factory:
+                provenance.note_factory(op.func, args, kwargs, results)
             for ref, real in zip(op.outs, results):
                 if ref is None or ref.storage in self.env:
                     continue
@@ -663,6 +686,8 @@ class Replay:
             for s in op.writes:
                 if s not in self.env and isinstance(out_kw, torch.Tensor):
                     self._bind(s, _bytes(out_kw))
+        if attributed:
+            provenance.replaying(None)
 
     def _check(self, op: Op) -> None:
         """Construction read the values of a tensor (``.item()``, ``bool(t)``...) and

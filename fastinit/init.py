@@ -52,10 +52,11 @@ import warnings
 import torch
 
 
-from fastinit import route
+from fastinit import laws, route
 from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target, fill_tensor
 from fastinit.kernels import contract as C
+from fastinit.laws import TRUNCATED_NORMAL_STD_AT_2, calculate_gain
 from fastinit.spec import _CPP_NAMES, SUPPORTED_DTYPES, InitSpec, check_dtype
 from fastinit.streams import check_rng
 
@@ -167,14 +168,27 @@ def _write(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None,
     return tensor
 
 
+def check_spec(tensor: torch.Tensor, spec: InitSpec, fn: str) -> None:
+    """Raise what :func:`fill_spec_` raises for ``tensor`` and ``spec`` before it writes
+    (the dtype, and the distribution's parameters for that dtype), writing nothing."""
+    if spec.dist == C.CONSTANT:
+        if tensor.dtype in SUPPORTED_DTYPES:
+            _params(spec, tensor.dtype)  # the value must fit the dtype, as for fill_
+        elif not tensor.is_nested and tensor.layout == torch.strided:
+            torch.empty(2, dtype=tensor.dtype, device="cpu").fill_(spec.a)  # fill_'s errors
+        return
+    check_dtype(tensor.dtype, fn)
+    _params(spec, tensor.dtype)
+
+
 @route.entry
 def fill_spec_(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Fill ``tensor`` with ``spec`` as the public functions do (recipes, caught tensor
-    methods): validation, then the routed fill. Constants need no key."""
+    methods): the checks of :func:`check_spec`, then the routed fill. Constants need no
+    key."""
     if spec.dist == C.CONSTANT:
-        if tensor.dtype in SUPPORTED_DTYPES:
-            _params(spec, tensor.dtype)  # the value must fit the dtype, as for fill_
+        check_spec(tensor, spec, fn)
         _fill_constant(tensor, spec.a)
         return tensor
     return _write(tensor, spec, fn, seed, generator)
@@ -196,60 +210,7 @@ def _fill_constant(tensor: torch.Tensor, value: float, *, zero: bool = False) ->
         route.torch_write(tensor, functools.partial(tensor.fill_, value))
 
 
-# --- calculate_gain and the fan rule ----------------------------------------------------------
-
-_LINEAR_FNS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-               "conv_transpose3d")
-
-
-def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float:
-    r"""Return the recommended gain value for the given nonlinearity function.
-
-    The values are as follows (identical to :func:`torch.nn.init.calculate_gain`):
-
-    ================= ====================================================
-    nonlinearity      gain
-    ================= ====================================================
-    Linear / Identity :math:`1`
-    Conv{1,2,3}D      :math:`1`
-    Sigmoid           :math:`1`
-    Tanh              :math:`\frac{5}{3}`
-    ReLU              :math:`\sqrt{2}`
-    Leaky Relu        :math:`\sqrt{\frac{2}{1 + \text{negative\_slope}^2}}`
-    SELU              :math:`\frac{3}{4}`
-    ================= ====================================================
-
-    Args:
-        nonlinearity: the non-linear function (`nn.functional` name)
-        param: optional parameter for the non-linear function (the negative slope of
-            ``'leaky_relu'``, default 0.01)
-
-    Raises:
-        ValueError: for an unknown nonlinearity, or a ``param`` that is not an int or a
-            float.
-
-    Examples:
-        >>> gain = fastinit.calculate_gain("leaky_relu", 0.2)  # negative_slope=0.2
-    """
-    if nonlinearity in _LINEAR_FNS or nonlinearity == "sigmoid":
-        return 1
-    elif nonlinearity == "tanh":
-        return 5.0 / 3
-    elif nonlinearity == "relu":
-        return math.sqrt(2.0)
-    elif nonlinearity == "leaky_relu":
-        if param is None:
-            negative_slope = 0.01
-        elif not isinstance(param, bool) and isinstance(param, int) or isinstance(param, float):
-            # True/False are instances of int, hence the check above
-            negative_slope = param
-        else:
-            raise ValueError(f"negative_slope {param} not a valid number")
-        return math.sqrt(2.0 / (1 + negative_slope**2))
-    elif nonlinearity == "selu":
-        return 3.0 / 4  # torch's value, found empirically (pytorch/pytorch#50664)
-    else:
-        raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
+# --- the fan rule and the gains' checks (the formulas: fastinit.laws) --------------------------
 
 
 def _no_fans_for_nested(tensor: torch.Tensor) -> None:
@@ -259,19 +220,9 @@ def _no_fans_for_nested(tensor: torch.Tensor) -> None:
 
 
 def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
-    """torch's fan rule: fans from the full shape (dim 1 in, dim 0 out, times the rest)."""
+    """torch's fan rule (:func:`fastinit.laws.fans`), refusing nested tensors."""
     _no_fans_for_nested(tensor)
-    dimensions = tensor.dim()
-    if dimensions < 2:
-        raise ValueError(
-            "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"
-        )
-    num_input_fmaps = tensor.size(1)
-    num_output_fmaps = tensor.size(0)
-    receptive_field_size = 1
-    for s in tensor.shape[2:]:
-        receptive_field_size *= s
-    return num_input_fmaps * receptive_field_size, num_output_fmaps * receptive_field_size
+    return laws.fans(tensor)
 
 
 def _check_mode(mode: str) -> str:
@@ -298,9 +249,7 @@ def _kaiming_std(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)  # past route.entry
         return None
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    fan = fan_in if mode == "fan_in" else fan_out
-    return gain / math.sqrt(fan)
+    return laws.kaiming_std(*_calculate_fan_in_and_fan_out(tensor), gain, mode)
 
 
 def _xavier_std(tensor: torch.Tensor, gain: float, fn: str) -> float:
@@ -308,7 +257,7 @@ def _xavier_std(tensor: torch.Tensor, gain: float, fn: str) -> float:
     gain = _finite(_real(gain, "gain", fn), "gain", fn)
     if gain < 0:
         raise ArgumentError(f"fastinit.{fn}: gain must be >= 0, got {gain:g}")
-    return gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return laws.xavier_std(fan_in, fan_out, gain)
 
 
 # --- the basic distributions ---------------------------------------------------------------
@@ -605,8 +554,7 @@ def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
     fn = "xavier_uniform_"
     _check_tensor(tensor, fn)
     std = _xavier_std(tensor, gain, fn)
-    a = math.sqrt(3.0) * std  # uniform bounds from the standard deviation, as torch
-    return _write(tensor, _spec(InitSpec.uniform, -a, a, fn), fn, seed, generator)
+    return _write(tensor, _spec(laws.spread, std, "uniform", fn), fn, seed, generator)
 
 
 @route.entry
@@ -637,7 +585,7 @@ def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0,
     fn = "xavier_normal_"
     _check_tensor(tensor, fn)
     std = _xavier_std(tensor, gain, fn)
-    return _write(tensor, _spec(InitSpec.normal, 0.0, std, fn), fn, seed, generator)
+    return _write(tensor, _spec(laws.spread, std, "normal", fn), fn, seed, generator)
 
 
 @route.entry
@@ -688,8 +636,7 @@ def kaiming_uniform_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
     if std is None:
         check_rng(seed, generator)
         return tensor
-    bound = math.sqrt(3.0) * std  # uniform bounds from the standard deviation, as torch
-    return _write(tensor, _spec(InitSpec.uniform, -bound, bound, fn), fn, seed, generator)
+    return _write(tensor, _spec(laws.spread, std, "uniform", fn), fn, seed, generator)
 
 
 @route.entry
@@ -735,7 +682,7 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
     if std is None:
         check_rng(seed, generator)
         return tensor
-    return _write(tensor, _spec(InitSpec.normal, 0.0, std, fn), fn, seed, generator)
+    return _write(tensor, _spec(laws.spread, std, "normal", fn), fn, seed, generator)
 
 
 # --- orthogonal and sparse -----------------------------------------------------------------------
@@ -788,12 +735,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1,
     work = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     flattened = torch.empty((rows, cols), dtype=work, device=tensor.device)
     fill_tensor(flattened, InitSpec.normal(0.0, 1.0).kernel_params(work), key, stream)
-    if rows < cols:
-        flattened.t_()
-    q, r = torch.linalg.qr(flattened)
-    q *= torch.diag(r, 0).sign()  # Haar measure (Mezzadri, arXiv:math-ph/0609050)
-    if rows < cols:
-        q.t_()
+    q = laws.orthonormalize(flattened)
     q.mul_(gain)
     q = q.reshape(tensor.shape)
     if is_dtensor(tensor):  # every rank computed the whole matrix: keep its own part
@@ -969,17 +911,11 @@ def scaled_residual_(tensor: torch.Tensor, std: float = 0.02, num_layers: int | 
     if std < 0 or (truncated and std == 0):
         raise ArgumentError(
             f"fastinit.{fn}: std must be {'> 0' if truncated else '>= 0'}, got {std:g}")
-    scaled = std / math.sqrt(2.0 * depth)
     mean = _real(mean, "mean", fn)
-    if truncated:
-        a = -2.0 if a is None else _real(a, "a", fn)
-        b = 2.0 if b is None else _real(b, "b", fn)
-        spec = _spec(InitSpec.trunc_normal, mean, scaled, a, b, fn)
-    else:
-        if a is not None or b is not None:
-            raise ArgumentError(f"fastinit.{fn}: the cutoffs a and b apply to the truncated "
-                                "normal only: pass truncated=True")
-        spec = _spec(InitSpec.normal, mean, scaled, fn)
+    a = None if a is None else _real(a, "a", fn)
+    b = None if b is None else _real(b, "b", fn)
+    spec = _spec(functools.partial(laws.scaled_residual, mean=mean, truncated=truncated,
+                                   a=a, b=b, fn=fn), std, depth)
     return _write(tensor, spec, fn, seed, generator)
 
 
@@ -987,19 +923,6 @@ def scaled_residual_(tensor: torch.Tensor, std: float = 0.02, num_layers: int | 
 
 _VS_MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 _VS_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
-
-
-def _std_normal_truncated_at_2() -> float:
-    r"""The standard deviation of :math:`\mathcal{N}(0, 1)` truncated to :math:`[-2, 2]`,
-    :math:`\sqrt{1 - 4\varphi(2) / (\Phi(2) - \Phi(-2))}` (JAX's ``.87962566103423978``)."""
-    pdf = math.exp(-2.0) / math.sqrt(2.0 * math.pi)
-    mass = math.erf(2.0 / math.sqrt(2.0))
-    return math.sqrt(1.0 - 4.0 * pdf / mass)
-
-
-#: JAX and Keras divide the target standard deviation by this, so that the values - drawn
-#: from a normal truncated at two of *its* standard deviations - have the target variance.
-TRUNCATED_NORMAL_STD_AT_2 = _std_normal_truncated_at_2()
 
 
 def _variance_scaled(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
@@ -1033,17 +956,8 @@ def _variance_scaling_spec(tensor: torch.Tensor, scale: float, mode: str, distri
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)
         return None
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    denominator = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0,
-                   "fan_geo_avg": math.sqrt(fan_in * fan_out)}[mode]
-    std = math.sqrt(scale / denominator)
-    if distribution == "normal":
-        return _spec(InitSpec.normal, 0.0, std, fn)
-    if distribution == "uniform":
-        bound = math.sqrt(3.0) * std
-        return _spec(InitSpec.uniform, -bound, bound, fn)
-    sigma = std / TRUNCATED_NORMAL_STD_AT_2
-    return _spec(InitSpec.trunc_normal, 0.0, sigma, -2.0 * sigma, 2.0 * sigma, fn)
+    std = laws.variance_scaling_std(*_calculate_fan_in_and_fan_out(tensor), scale, mode)
+    return _spec(laws.spread, std, distribution, fn)
 
 
 @route.entry

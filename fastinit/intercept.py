@@ -37,6 +37,7 @@ from typing import Callable, Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._device import DeviceContext
 from torch.utils._pytree import tree_flatten
 
 from fastinit import route
@@ -414,6 +415,11 @@ def patched_init_functions() -> Iterator[None]:
             _state.depth -= 1
 
 
+class _DeviceMode(route.OwnMode, DeviceContext):
+    """``with torch.device(device)`` of a recording: fastinit's own, so that entry points
+    (whose factories name their devices) run without it on the mode stack."""
+
+
 @contextlib.contextmanager
 def recording(router, device: torch.device | None = None) -> Iterator[None]:
     """Run code with its fills recorded into ``router`` (a ``route.NameRouter``): its
@@ -426,7 +432,7 @@ def recording(router, device: torch.device | None = None) -> Iterator[None]:
         stack.enter_context(route.routing(router))
         stack.enter_context(torch.no_grad())
         if device is not None:
-            stack.enter_context(torch.device(device))
+            stack.enter_context(_DeviceMode(device))
         stack.enter_context(InitMode(
             recorder=router.recorder, methods=True, accepts=router.accepts,
             on_write=router.mark_written, on_op=getattr(router, "saw", None),

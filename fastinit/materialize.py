@@ -21,7 +21,10 @@ on the real device would have given, with fastinit's streams instead of torch's.
   materialize seed and the stream of the tensor's name, and written at the end in grouped
   launches; anything that reads a pending tensor runs after its writes. Init code that
   draws from torch's generators (``torch.rand``) runs under generators seeded from the
-  materialize seed, and the caller's generator states are restored.
+  materialize seed, and the caller's generator states are restored. A temporary made
+  from a model tensor (``t.new_empty(...)``, ``torch.empty_like(t)``) and filled by an
+  init function draws from a stream of that tensor's name, so a pipeline stage holding
+  part of the model gets the whole model's values (``names=`` maps renumbered names).
 * **No uninitialized memory.** Every element of every parameter and buffer must be
   written by the init code (partial writes are tracked element by element) or kept from
   a real tensor; otherwise materialize raises naming the tensors, and leaves the model as
@@ -43,12 +46,14 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import math
+import weakref
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from fastinit import initscan
+from fastinit import provenance
 from fastinit import recipes as recipes_mod
 from fastinit import route
 from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
@@ -58,6 +63,7 @@ from fastinit.deferred import storage_key
 from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write
 from fastinit.layout import is_dense, same_view, span
+from fastinit.memory import advise_fresh, fresh_storages
 from fastinit import intercept
 from fastinit.intercept import recording
 from fastinit.streams import _splitmix64, draw_seed, normalize_seed
@@ -347,6 +353,7 @@ class _Allocation:
             nbytes = max(t.untyped_storage().nbytes(),
                          (t.storage_offset() + _extent(t)) * t.element_size())
             storage = storages[key] = torch.UntypedStorage(nbytes, device=device)
+            advise_fresh(storage)  # before the first touch: see fastinit.memory
         new = torch.empty(0, dtype=t.dtype, device=device)
         new.set_(storage, t.storage_offset(), t.shape, t.stride())
         if isinstance(t, nn.Parameter):
@@ -547,12 +554,20 @@ def _mark_for(name: str, args: tuple, kwargs: dict) -> Callable | None | str:
     return "skip"
 
 
+#: Factories that make a temporary from a tensor (see ``_Router._derive``).
+_DERIVING = frozenset({torch.empty_like, torch.Tensor.new_empty, torch.Tensor.new_empty_strided})
+
+
 class _Router(route.NameRouter):
     """materialize's router: name streams, recording, and element coverage."""
 
     def __init__(self, key: int, named, protected, coverage: Coverage, **kw) -> None:
         super().__init__(key, named, protected, **kw)
         self.coverage = coverage
+        #: temporaries made from a named tensor (``t.new_empty``, ``torch.empty_like(t)``):
+        #: storage -> (weak reference, stream); see :meth:`_derive`
+        self._derived: dict[int, tuple[weakref.ref, int]] = {}
+        self._derived_count: dict[str, int] = {}
         #: temporaries the init code makes with torch.empty & co., and what is written
         #: of them; ``tainted``: storages computed from unwritten memory -> from where.
         #: Only where init code runs on real memory (a plain meta build): a recorded
@@ -582,6 +597,37 @@ class _Router(route.NameRouter):
         why = self.temps.unwritten(t)
         return why
 
+    def _derive(self, func, args: tuple, out) -> None:
+        """A temporary made from a named tensor (``t.new_empty(...)``,
+        ``torch.empty_like(t)``: torchtitan's fused-QKV init draws q, k and v so) draws from
+        a stream of that tensor's name - the ``i``-th such temporary of name ``n`` from the
+        stream of ``"n:i"`` - instead of from the key sequence of the whole model's init.
+        Its values then depend on the seed and the name only, as the named tensors' do:
+        the same in a pipeline stage that holds only part of the model."""
+        if func not in _DERIVING or not args or not isinstance(out, torch.Tensor) or (
+                out.device.type == "meta" or not out.numel()):
+            return
+        hit = self._lookup(args[0]) if isinstance(args[0], torch.Tensor) else None
+        if hit is None:
+            return
+        from fastinit.streams import stream_for_name
+
+        name = self.stream_name(hit[0])
+        i = self._derived_count.get(name, 0)
+        self._derived_count[name] = i + 1
+        self._derived[storage_key(out)] = (weakref.ref(out), stream_for_name(f"{name}:{i}"))
+
+    def route(self, tensor: torch.Tensor) -> route.Route:
+        decision = super().route(tensor)
+        if decision is route.DRAW and self._derived and tensor.numel() and (
+                tensor.device.type != "meta"):
+            entry = self._derived.get(storage_key(tensor))
+            base = entry[0]() if entry is not None else None
+            # the weak reference tells a live temporary from later memory at its address
+            if base is not None and storage_key(base) == storage_key(tensor):
+                return route.Keyed(self.key, entry[1], base)
+        return decision
+
     def flow(self, func, args: tuple, kwargs: dict, out) -> None:
         """Every torch operation of the init code (``InitMode.on_value``): follow values
         computed from memory nobody wrote into the tensors to initialize."""
@@ -591,6 +637,7 @@ class _Router(route.NameRouter):
 
         name = getattr(func, "__name__", "")
         if func in _EMPTY:
+            self._derive(func, args, out)
             if isinstance(out, torch.Tensor) and not out.is_meta and out.numel():
                 self.temps.add(f"memory made by {name} and never written", out)
             return
@@ -628,6 +675,8 @@ class _Router(route.NameRouter):
         """A torch in-place operation of the init code ran (``InitMode.on_op``)."""
         name = getattr(func, "__name__", "")
         target = args[0] if args else None
+        if route._PROVENANCE.get() is not None:
+            provenance.note_op(name, args, self)
         if name in ("__set__", "set_") and isinstance(target, torch.Tensor):
             self.rebound(target)  # param.data = x: other memory, written by what made it
             return
@@ -662,10 +711,30 @@ def _seeded_generators(device: torch.device, key: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while materialize runs: its bookkeeping makes many
+    small objects that stay alive until it ends (a few per tensor and per recorded call),
+    so the collector would scan the whole heap again and again - about a quarter of
+    materialize's time for a model of thousands of small tensors. Reference counting still frees what
+    dies; the collector runs as before once materialize returns."""
+    import gc
+
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                 seed: int | None = None, recipe=None, overwrite: bool = False,
                 keep: Iterable[str] | None = None, progress: bool = True,
-                accept_reset_defaults: bool = False) -> nn.Module:
+                accept_reset_defaults: bool = False,
+                names: Mapping[str, str] | Callable[[str], str] | None = None) -> nn.Module:
     """Give a model built on the meta device real storage, initialized as eager
     construction would have initialized it, in grouped launches.
 
@@ -709,6 +778,18 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             work that re-running the init code cannot redo, giving those modules their
             ``reset_parameters()`` defaults instead (see ``fastinit.initscan``); without
             it such a model is refused before anything is allocated
+        names: for a part of a larger model (a pipeline stage), the names its tensors
+            have in the whole model, so that each takes the whole model's stream and
+            values: a mapping of prefixes (``{"layers.0": "layers.2"}`` renames
+            ``layers.0.*`` to ``layers.2.*``; the longest matching prefix wins, a prefix
+            matches whole components) or a function of the qualified name. Names it does
+            not map stay as they are. Not needed where a split keeps the names (a
+            ``ModuleDict`` of layers, as torchtitan's pipeline split keeps them). For a
+            model built under ``empty_init()`` the mapped names are also the names its
+            tensors were recorded under
+
+    Every write is recorded: ``fastinit.provenance(model)`` lists, per parameter and buffer,
+    the writes that made its values (law, init code and line, seed, stream, region).
 
     Returns:
         the module, materialized in place
@@ -733,10 +814,13 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                          "not 'meta'")
     key = normalize_seed(seed) if seed is not None else draw_seed(None)
     keep = None if keep is None else list(keep)
+    stream_name = _stream_namer(names)
     recorded = construction_of(module)
-    with _seeded_generators(device, key):
+    with _seeded_generators(device, key), fresh_storages(), _gc_paused(), \
+            provenance.session(module):
         if recorded is not None and _replay_construction(
-                module, recorded, device, key, recipe, overwrite, keep, progress):
+                module, recorded, device, key, recipe, overwrite, keep, progress,
+                stream_name):
             return module
         if not accept_reset_defaults:
             initscan.check(module, recipe)  # exact or a clear error, before allocating
@@ -745,7 +829,8 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
             big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS
             coverage = Coverage(alloc.named)
             router = _Router(key, alloc.named, alloc.protected, coverage,
-                             progress=progress and big and device.type == "cpu")
+                             progress=progress and big and device.type == "cpu",
+                             stream_name=stream_name)
             router.seedings = intercept.SEEDINGS[0]
             router.temps = Coverage()
             with recording(router, device):
@@ -764,8 +849,30 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
 # --- models built under empty_init(): replay their construction ------------------------------
 
 
+def _stream_namer(names) -> Callable[[str], str] | None:
+    """``materialize(names=...)`` as a function of a qualified name (None: the identity)."""
+    if names is None or callable(names):
+        return names
+    if not isinstance(names, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
+        raise TypeError("materialize: names must be a mapping of str prefixes to str "
+                        f"prefixes or a function of a name, not {type(names).__name__}")
+    table = dict(names)
+
+    def rename(name: str) -> str:
+        parts = name.split(".")
+        for n in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:n])
+            if prefix in table:
+                return ".".join(filter(None, [table[prefix]] + parts[n:]))
+        return name
+
+    return rename
+
+
 def _replay_construction(module: nn.Module, recorded: Construction, device: torch.device,
-                         key: int, recipe, overwrite: bool, keep, progress: bool) -> bool:
+                         key: int, recipe, overwrite: bool, keep, progress: bool,
+                         stream_name: Callable[[str], str] | None = None) -> bool:
     """materialize for a model built inside ``empty_init()``: replay what its tensors
     depend on (see ``fastinit.construction``), with the same routing, recording, grouped
     writes and coverage as the meta path.
@@ -791,9 +898,11 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         name = names.get(id(t))
         if id(t) in replayed or name is None:
             continue
-        ref = recorded.refs.get(name)
+        # the name it was built under (a stage's renumbered layer: through ``names=``)
+        built = stream_name(name) if stream_name is not None else name
+        ref = recorded.refs.get(built)
         same = ref is not None and (
-            (recorded.objects[name] is t and program.ref(t) == ref)
+            (recorded.objects[built] is t and program.ref(t) == ref)
             or (is_dtensor(t) and tuple(t.shape) == ref.shape and t.dtype == ref.dtype))
         # a real tensor the block made or wrote (legacy torch.Tensor(n), a copy of one) is
         # construction memory: replayed unless kept explicitly (keep=, transformers' flag);
@@ -819,7 +928,9 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
             f"{', '.join(changed)} (made outside the block, replaced or converted after "
             "it, or computed by an operation whose result the recording does not follow); "
             "make them inside the block from torch operations on tensors, or build the "
-            "model under torch.device('meta') to have materialize run its init code instead")
+            "model under torch.device('meta') to have materialize run its init code instead; "
+            "for a part of the built model whose modules were renamed (a pipeline stage's "
+            "renumbered layers), pass names= with the names they were built under")
     sharded = [(t, n, r) for t, (n, r) in ((t, replayed[id(t)]) for _, _, t in slots
                                            if id(t) in replayed) if is_dtensor(t)]
     if sharded:
@@ -828,14 +939,15 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
             alloc.module, alloc.replaced, alloc.emptied = module, [], False
             alloc._to_empty(device)
         for t, name, ref in {id(t): (t, n, r) for t, n, r in sharded}.values():
-            _replay_sharded(program, device, key, name, ref, t, replayed.values())
+            _replay_sharded(program, device, key, name, ref, t, replayed.values(),
+                            stream_name)
         plain = {i: v for i, v in replayed.items()
                  if not any(i == id(t) for t, _, _ in sharded)}
     else:
         plain = replayed
     total = sum(math.prod(ref.shape) for _, ref in plain.values())
     replay, router, coverage = _named_replay(
-        program, device, key, replayed.values(), kept,
+        program, device, key, replayed.values(), kept, stream_name=stream_name,
         checked={name for name, _ in plain.values()},
         progress=progress and total >= PROGRESS_MIN_ELEMENTS and device.type == "cpu")
     swapped: list[tuple[dict, str, torch.Tensor]] = []
@@ -870,14 +982,15 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
 
 
 def _replay_sharded(program: Program, device: torch.device, key: int, name: str, ref: Ref,
-                    dt, named) -> None:
+                    dt, named, stream_name: Callable[[str], str] | None = None) -> None:
     """A DTensor parameter of a recorded model: replay it whole on this rank (one
     temporary of its global size), then keep the part this rank holds. No communication.
     ``named``: every replayed tensor of the model (``(name, ref)``): what this one is
     computed from draws from the same streams as in the whole model's replay."""
     from fastinit.distributed import copy_from_full_
 
-    replay, router, coverage = _named_replay(program, device, key, named, (), checked={name})
+    replay, router, coverage = _named_replay(program, device, key, named, (), checked={name},
+                                             stream_name=stream_name)
     ops = program.needed({ref.storage})
     with recording(router, device):
         replay.run(ops)
@@ -890,7 +1003,9 @@ def _replay_sharded(program: Program, device: torch.device, key: int, name: str,
 
 
 def _named_replay(program: Program, device: torch.device, key: int, named, kept, *,
-                  checked=None, progress: bool = False) -> tuple[Replay, "_Router", Coverage]:
+                  checked=None, progress: bool = False,
+                  stream_name: Callable[[str], str] | None = None
+                  ) -> tuple[Replay, "_Router", Coverage]:
     """A replay whose router names each of ``named`` (``(name, ref)`` pairs) as soon as
     its memory exists - before its fills run - and follows what is written of those in
     ``checked`` (names; default: all). A part of the program replayed on its own (one
@@ -900,10 +1015,13 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
     for name, ref in named:
         by_storage.setdefault(ref.storage, []).append((name, ref))
     coverage = Coverage()
-    router = _Router(key, {}, kept, coverage, progress=progress)
+    router = _Router(key, {}, kept, coverage, progress=progress, stream_name=stream_name)
     replay = Replay(program, device, key=key)
 
     def bound(s: int) -> None:
+        info = program.storages.get(s)
+        if info is not None and info.empty:  # memory nobody has written yet
+            advise_fresh(replay.env[s])
         for name, ref in by_storage.get(s, ()):
             real = replay.resolve(ref)
             router.track(name, real)

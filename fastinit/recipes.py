@@ -46,7 +46,9 @@ import contextlib
 import fnmatch
 import functools
 import math
+import os
 import re
+import sys
 import warnings
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
 
@@ -57,14 +59,10 @@ from fastinit import route
 from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target, fill_tensor
 from fastinit.intercept import recording
-from fastinit.init import (
-    _calculate_fan_in_and_fan_out,
-    _check_mode,
-    _kaiming_gain,
-    _variance_scaling_spec,
-    fill_spec_,
-)
+from fastinit import laws
+from fastinit.init import _check_mode, _kaiming_gain, _variance_scaling_spec, check_spec, fill_spec_
 from fastinit.kernels import contract as C
+from fastinit.provenance import note_unmatched, recorded as _recorded
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec, check_dtype
 from fastinit.streams import check_rng, draw_seed, normalize_seed
 
@@ -86,21 +84,6 @@ _FN = "recipes"
 # --- inits: one initialization of one tensor ------------------------------------------------------
 
 
-def _check_spec(tensor: torch.Tensor, spec: InitSpec) -> None:
-    """What ``fill_spec_`` checks before it writes, without writing."""
-    if spec.dist == C.CONSTANT:
-        if tensor.dtype in SUPPORTED_DTYPES:
-            spec.kernel_params(tensor.dtype)
-            if math.isfinite(spec.a) and abs(spec.a) > torch.finfo(tensor.dtype).max:
-                raise RuntimeError(f"value {spec.a:g} cannot be converted to type "
-                                   f"{tensor.dtype} without overflow")
-        else:  # torch's fill_ decides (and raises) for other dtypes: ask it now
-            torch.empty((), dtype=tensor.dtype, device="cpu").fill_(spec.a)
-        return
-    check_dtype(tensor.dtype, _FN)
-    spec.kernel_params(tensor.dtype)
-
-
 class Init:
     """One initialization of a recipe: a distribution, possibly depending on the tensor.
 
@@ -120,7 +103,7 @@ class Init:
 
     def check(self, tensor: torch.Tensor, name: str) -> None:
         """Raise for a tensor this init cannot fill; called before anything is written."""
-        _check_spec(tensor, self.spec(tensor, name))
+        check_spec(tensor, self.spec(tensor, name), _FN)
 
     def write(self, tensor: torch.Tensor, name: str, seed: int | None = None,
               generator: torch.Generator | None = None) -> None:
@@ -195,17 +178,6 @@ def ones() -> Init:
     return constant(1.0)
 
 
-def _fans(tensor: torch.Tensor, blocks: int = 1) -> tuple[int, int]:
-    """torch's fans of ``tensor``, or of one of ``blocks`` equal row blocks of it (one gate
-    of a stacked recurrent matrix)."""
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    if blocks != 1:
-        if tensor.shape[0] % blocks:
-            raise ValueError(f"{tensor.shape[0]} rows do not split into {blocks} equal blocks")
-        fan_out //= blocks
-    return fan_in, fan_out
-
-
 def _fan_spec(make: Callable[[torch.Tensor], InitSpec]) -> Callable[[torch.Tensor, str], InitSpec]:
     """A fan-based spec, or nothing to draw for a zero-element tensor (whose fans may be 0)."""
     def spec(t: torch.Tensor, name: str) -> InitSpec:
@@ -222,8 +194,7 @@ def kaiming_normal(a: float = 0.0, mode: str = "fan_in",
     gain = _kaiming_gain(a, nonlinearity, "recipes.kaiming_normal")
 
     def make(t: torch.Tensor) -> InitSpec:
-        fan_in, fan_out = _fans(t)
-        return InitSpec.normal(0.0, gain / math.sqrt(fan_in if mode == "fan_in" else fan_out))
+        return laws.spread(laws.kaiming_std(*laws.fans(t), gain, mode), "normal", _FN)
 
     return Init(f"kaiming_normal(a={a}, mode={mode!r}, nonlinearity={nonlinearity!r})",
                 _fan_spec(make))
@@ -236,9 +207,7 @@ def kaiming_uniform(a: float = 0.0, mode: str = "fan_in",
     gain = _kaiming_gain(a, nonlinearity, "recipes.kaiming_uniform")
 
     def make(t: torch.Tensor) -> InitSpec:
-        fan_in, fan_out = _fans(t)
-        bound = math.sqrt(3.0) * gain / math.sqrt(fan_in if mode == "fan_in" else fan_out)
-        return InitSpec.uniform(-bound, bound)
+        return laws.spread(laws.kaiming_std(*laws.fans(t), gain, mode), "uniform", _FN)
 
     return Init(f"kaiming_uniform(a={a}, mode={mode!r}, nonlinearity={nonlinearity!r})",
                 _fan_spec(make))
@@ -256,9 +225,7 @@ def xavier_uniform(gain: float = 1.0, blocks: int = 1) -> Init:
     blocks = _check_blocks(blocks)
 
     def make(t: torch.Tensor) -> InitSpec:
-        fan_in, fan_out = _fans(t, blocks)
-        bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / (fan_in + fan_out))
-        return InitSpec.uniform(-bound, bound)
+        return laws.spread(laws.xavier_std(*laws.fans(t, blocks), gain), "uniform", _FN)
 
     return Init(f"xavier_uniform(gain={gain}, blocks={blocks})", _fan_spec(make))
 
@@ -269,8 +236,7 @@ def xavier_normal(gain: float = 1.0, blocks: int = 1) -> Init:
     blocks = _check_blocks(blocks)
 
     def make(t: torch.Tensor) -> InitSpec:
-        fan_in, fan_out = _fans(t, blocks)
-        return InitSpec.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+        return laws.spread(laws.xavier_std(*laws.fans(t, blocks), gain), "normal", _FN)
 
     return Init(f"xavier_normal(gain={gain}, blocks={blocks})", _fan_spec(make))
 
@@ -295,16 +261,6 @@ def lecun_normal() -> Init:
 def lecun_uniform() -> Init:
     """LeCun uniform, as ``fastinit.lecun_uniform_``."""
     return variance_scaling(1.0, "fan_in", "uniform")
-
-
-def _orthonormalize(m: torch.Tensor) -> torch.Tensor:
-    """``fastinit.orthogonal_``'s QR with torch's sign convention, of one matrix."""
-    wide = m.shape[0] < m.shape[1]
-    if wide:
-        m = m.t()
-    q, r = torch.linalg.qr(m)
-    q *= torch.diag(r, 0).sign()  # Haar measure (Mezzadri, arXiv:math-ph/0609050)
-    return q.t() if wide else q
 
 
 def orthogonal(gain: float = 1.0, blocks: int = 1) -> Init:
@@ -338,9 +294,7 @@ def orthogonal(gain: float = 1.0, blocks: int = 1) -> Init:
         work = torch.float64 if t.dtype == torch.float64 else torch.float32
         flat = torch.empty((rows, t.numel() // rows), dtype=work, device=t.device)
         fill_tensor(flat, InitSpec.normal(0.0, 1.0).kernel_params(work), key, stream)
-        step = rows // blocks
-        q = torch.cat([_orthonormalize(flat[i:i + step]) for i in range(0, rows, step)])
-        q = q.mul_(gain).reshape(t.shape)
+        q = laws.block_orthogonal(flat, blocks).mul_(gain).reshape(t.shape)
         _write_values(t, q, routed=False)
 
     return _WriteInit(f"orthogonal(gain={gain}, blocks={blocks})", check, write)
@@ -394,24 +348,25 @@ def layer_index(name: str) -> int:
 
 
 def scaled_residual(std: float = 0.02, num_layers: int | None = None, *, depth: bool = False,
-                    truncated: bool = False, cutoff: float | None = None) -> Init:
-    """Residual-output init: std / sqrt(2 num_layers), or std / sqrt(2 (layer + 1)) with
-    ``depth=True`` (the layer index is read from the parameter's name).
+                    mean: float = 0.0, truncated: bool = False, a: float | None = None,
+                    b: float | None = None, cutoff: float | None = None) -> Init:
+    """Residual-output init, as ``fastinit.scaled_residual_`` (the same law and arguments):
+    std / sqrt(2 num_layers), or std / sqrt(2 (layer + 1)) with ``depth=True`` (the layer
+    index is read from the parameter's name, where ``scaled_residual_`` takes
+    ``layer_id``).
 
-    ``truncated`` draws from a normal truncated at ``cutoff`` standard deviations
-    (default: torch's absolute bounds -2, 2).
+    ``truncated`` draws from the normal truncated to ``[a, b]`` (absolute bounds, default
+    torch's -2, 2). ``cutoff`` (kept from earlier releases) instead truncates to
+    ``mean +- cutoff`` scaled standard deviations, bounds that shrink with the depth.
     """
     if not depth and (num_layers is None or num_layers < 1):
         raise ValueError("scaled_residual needs num_layers >= 1 unless depth=True")
+    law = functools.partial(laws.scaled_residual, mean=mean, truncated=truncated, a=a, b=b,
+                            cutoff=cutoff, fn="recipes.scaled_residual")
+    law(std, 1)  # the arguments' errors now, before any model is seen
 
     def make(t: torch.Tensor, name: str) -> InitSpec:
-        n = 2 * (layer_index(name) + 1) if depth else 2 * num_layers
-        s = std / math.sqrt(n)
-        if not truncated:
-            return InitSpec.normal(0.0, s)
-        if cutoff is None:
-            return InitSpec.trunc_normal(0.0, s, -2.0, 2.0)
-        return InitSpec.trunc_normal(0.0, s, -cutoff * s, cutoff * s)
+        return law(std, layer_index(name) + 1 if depth else num_layers)
 
     form = "std/sqrt(2(layer+1))" if depth else f"std/sqrt(2*{num_layers})"
     kind = "trunc_normal" if truncated else "normal"
@@ -419,6 +374,17 @@ def scaled_residual(std: float = 0.02, num_layers: int | None = None, *, depth: 
 
 
 RuleValue = Union[Init, Callable[[torch.Tensor, str], object]]
+
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel, from its caller, of the innermost frame outside
+    fastinit: a recipe's warning names the user's line, whatever path led to it."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # --- plans: what a recipe does to one model ------------------------------------------------------
@@ -513,7 +479,7 @@ class Recipe:
         if not plan:
             warnings.warn(f"recipe {self.name!r} matched nothing in {type(model).__name__} "
                           f"(it looks for {self.describe()}); nothing was written",
-                          UserWarning, stacklevel=4)
+                          UserWarning, stacklevel=_user_stacklevel())
         return plan
 
     def __repr__(self) -> str:
@@ -566,8 +532,9 @@ class Rules(Recipe):
         if self.warn_unused:
             for glob in self.mapping:
                 if glob not in used:
+                    note_unmatched(glob, self.name)
                     warnings.warn(f"recipe rule {glob!r} matched no parameter", UserWarning,
-                                  stacklevel=4)
+                                  stacklevel=_user_stacklevel())
         if model is not None:
             if self.must_match and not any(
                     fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()
@@ -694,8 +661,9 @@ class _ResNet(_ModuleRecipe):
         for glob in self.residual_norms:
             hits = [(n, m) for n, m in model.named_modules() if fnmatch.fnmatchcase(n, glob)]
             if not hits:
+                note_unmatched(glob, "resnet")
                 warnings.warn(f"recipe 'resnet': residual_norms glob {glob!r} matched no module",
-                              UserWarning, stacklevel=5)
+                              UserWarning, stacklevel=_user_stacklevel())
             for n, m in hits:
                 if not _affine(m):
                     raise ValueError(f"recipe 'resnet': residual_norms glob {glob!r} matched "
@@ -848,8 +816,9 @@ class _ReZero(_ModuleRecipe):
         if self.globs:
             for g in self.globs:
                 if not any(fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()):
+                    note_unmatched(g, "rezero")
                     warnings.warn(f"recipe 'rezero': glob {g!r} matched no parameter",
-                                  UserWarning, stacklevel=5)
+                                  UserWarning, stacklevel=_user_stacklevel())
 
 
 def rezero(glob: str | Sequence[str] | None = None) -> Recipe:
@@ -1178,6 +1147,7 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
     return list(seen.values())
 
 
+@_recorded
 def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue],
                  seed: int | None = None, generator: torch.Generator | None = None, *,
                  progress: bool = True) -> nn.Module:
@@ -1202,6 +1172,9 @@ def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue
         generator: the torch Generator to draw the key from (default: torch's default
             generator, so ``torch.manual_seed`` makes the call reproducible)
         progress: show a progress bar when a CPU fill is large
+
+    The writes are recorded after the model's earlier ones: see ``fastinit.provenance``
+    (a rule that matched nothing is one of its findings).
 
     Returns:
         the module, re-initialized in place

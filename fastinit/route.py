@@ -72,6 +72,8 @@ _INSIDE: ContextVar[bool] = ContextVar("fastinit_inside", default=False)
 
 
 _OBSERVER: ContextVar[Callable | None] = ContextVar("fastinit_entry_observer", default=None)
+#: the open provenance recording (``fastinit.provenance`` sets it), None: none
+_PROVENANCE: ContextVar[object | None] = ContextVar("fastinit_provenance", default=None)
 
 
 def entry(fn: Callable) -> Callable:
@@ -112,12 +114,17 @@ def _pop_own_modes() -> list:
     """Take fastinit's modes off the top of the torch-function mode stack (stopping at the
     first mode that is not fastinit's: the modes below it stay, so a user's mode above
     ours keeps seeing what it sees today); returns them, innermost first."""
-    popped = []
     n = torch._C._len_torch_function_stack()
+    if not n:
+        return _NONE
+    popped = []
     while n and isinstance(torch._C._get_function_stack_at(n - 1), OwnMode):
         popped.append(torch._C._pop_torch_function_stack())
         n -= 1
     return popped
+
+
+_NONE: list = []  # nothing popped (never appended to)
 
 
 def _push_back(popped: list) -> None:
@@ -138,15 +145,27 @@ def inside() -> bool:
     return _INSIDE.get()
 
 
-@contextlib.contextmanager
-def internal() -> Iterator[None]:
+class _Internal:
+    """The context of :func:`internal` (a class: entered for every tensor a replay
+    resolves, where a generator-based context manager costs more than the work)."""
+
+    __slots__ = ("popped", "token")
+
+    def __enter__(self) -> None:
+        self.popped = _pop_own_modes()
+        self.token = _INSIDE.set(True)
+
+    def __exit__(self, *exc) -> bool:
+        _INSIDE.reset(self.token)
+        _push_back(self.popped)
+        return False
+
+
+def internal() -> _Internal:
     """fastinit's own bookkeeping operations (storage queries, views it makes for itself):
-    not the user's, as inside an entry point."""
-    token = _INSIDE.set(True)
-    try:
-        yield
-    finally:
-        _INSIDE.reset(token)
+    not the user's, as inside an entry point (fastinit's modes are taken off the stack
+    meanwhile, as there). A context manager."""
+    return _Internal()
 
 
 @contextlib.contextmanager
@@ -204,13 +223,13 @@ def constant(tensor: torch.Tensor, params: KernelParams) -> None:
     no key is drawn, but a router may still skip the tensor."""
     router = _ROUTER.get()
     if router is None:
-        execute(Fill(tensor, tensor, params, 0, 0))
+        _emit(Fill(tensor, tensor, params, 0, 0))
         return
     decision = router.route(tensor)
     if isinstance(decision, Skip):
         return
     base = decision.base if isinstance(decision, Keyed) else tensor
-    router.emit(Fill(tensor, base, params, 0, 0))
+    _emit(Fill(tensor, base, params, 0, 0))
 
 
 def keyed(tensor: torch.Tensor, seed: int | None,
@@ -235,15 +254,17 @@ def torch_write(tensor: torch.Tensor, apply: Callable[[], object], *,
     ``routed=False``: the caller has already asked the router (:func:`keyed`)."""
     write = TorchWrite(tensor, apply, whole)
     router = _ROUTER.get()
-    if router is None:
-        execute(write)
+    if router is not None and routed and isinstance(router.route(tensor), Skip):
         return
-    if routed and isinstance(router.route(tensor), Skip):
-        return
-    router.emit(write)
+    _emit(write)
 
 
 def _emit(write: Write) -> None:
+    """Every write of a routed fill ends here: recorded for provenance (when a recording
+    is open, ``fastinit.provenance``), then handed to the router or written now."""
+    recording = _PROVENANCE.get()
+    if recording is not None:
+        recording.note(write)
     router = _ROUTER.get()
     if router is None:
         execute(write)
@@ -263,10 +284,14 @@ class NameRouter:
     """
 
     def __init__(self, key: int, named: Mapping[str, torch.Tensor],
-                 protected: Iterable[torch.Tensor] = (), *, progress: bool = False) -> None:
+                 protected: Iterable[torch.Tensor] = (), *, progress: bool = False,
+                 stream_name: Callable[[str], str] | None = None) -> None:
         from fastinit.deferred import Recorder
 
         self.key = key
+        #: the name whose stream a tensor of this name takes (``materialize(names=...)``:
+        #: a part of a larger model takes the whole model's streams)
+        self.stream_name = stream_name or (lambda name: name)
         self.recorder = Recorder(progress=progress)
         self._named: dict[int, list[tuple[str, torch.Tensor, int, tuple[int, int]]]] = {}
         for name, t in named.items():
@@ -292,7 +317,7 @@ class NameRouter:
 
         if _is_empty(t):
             return
-        entry = (name, t, stream_for_name(name), _span(t))
+        entry = (name, t, stream_for_name(self.stream_name(name)), _span(t))
         entries = self._named.setdefault(_storage(t), [])
         if all(e[1] is not t for e in entries):
             entries.append(entry)

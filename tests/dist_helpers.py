@@ -1066,3 +1066,218 @@ def titan_worker(rank: int, world_size: int) -> dict:
                 summary["tensors"] += 1
             summary["models"].append(f"{case.name}/{build}")
     return summary
+
+
+# --- the flows of issue reports: torchtitan's own FSDP, CPU offload, pipeline stages --------
+
+
+def _titan_fsdp(model: nn.Module, mesh, offload: bool) -> None:
+    """torchtitan's own FSDP2 wrapping (``apply_fsdp_to_decoder``: each block, the
+    embedding, the norm and head, the root); with ``offload``, the same units with
+    ``CPUOffloadPolicy(pin_memory=False)``: torchtitan's ``cpu_offload=True`` passes
+    ``CPUOffloadPolicy()``, whose pinned memory needs an accelerator (FSDP2 pins each
+    shard in ``to_empty``: "Cannot access accelerator device when none is available")."""
+    if not offload:
+        from torchtitan.distributed.fsdp import apply_fsdp_to_decoder
+
+        apply_fsdp_to_decoder(model, mesh, param_dtype=torch.float32,
+                              reduce_dtype=torch.float32, pp_enabled=False)
+        return
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+
+    policy = CPUOffloadPolicy(pin_memory=False)
+    for unit in [model.tok_embeddings, *model.layers.values(), [model.norm, model.lm_head]]:
+        fully_shard(unit, mesh=mesh, offload_policy=policy)
+    fully_shard(model, mesh=mesh, offload_policy=policy)
+
+
+def flows_worker(rank: int, world_size: int, models=("llama3", "dsv3"),
+                 record: bool = True) -> dict:
+    """torchtitan 0.3's Llama 3 and DeepSeek-V3 built on meta, sharded by torchtitan's own
+    ``apply_fsdp_to_decoder``, with CPU offload (FSDP2's ``CPUOffloadPolicy``, unpinned:
+    see :func:`_titan_fsdp`), and
+    pipeline stages (torchtitan's split into 2 stages) with FSDP2 inside each stage:
+    ``materialize`` runs no collective, every local shard lies on the CPU, and every
+    gathered parameter and every buffer equals the single-process materialize bitwise.
+    Every rank computes the single-process model itself. For the record, the same flows
+    with torch's own init (:func:`_torch_flow`)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torchtitan.distributed import pipeline_parallel as pp
+
+    import fastinit
+    from tests.client_zoo import _titan_dsv3, _titan_llama3
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    summary: dict = {"flows": [], "tensors": 0, "offloaded": 0}
+    builds = {"llama3": lambda: _titan_llama3(False), "dsv3": _titan_dsv3}
+    for model_name in models:
+        build = builds[model_name]
+        with torch.device("meta"):
+            ref = build()
+        fastinit.materialize(ref, "cpu", seed=0)
+        expected = dict(ref.named_parameters())
+        expected.update(ref.named_buffers())
+        for flow in ("titan_fsdp", "titan_fsdp_offload", "pp2_fsdp"):
+            if flow == "pp2_fsdp":
+                parts = []
+                for names in pp._generate_llm_fqn_per_model_part(2, 2, 1, 1):
+                    with torch.device("meta"):
+                        stage = pp._split_module(build(), names)
+                    for block in stage.layers.values():
+                        fully_shard(block, mesh=mesh)
+                    fully_shard(stage, mesh=mesh)
+                    parts.append(stage)
+            else:
+                with torch.device("meta"):
+                    model = build()
+                _titan_fsdp(model, mesh, offload=flow.endswith("offload"))
+                parts = [model]
+            for part in parts:
+                with no_collectives() as calls:
+                    fastinit.materialize(part, "cpu", seed=0)
+                assert not calls, (model_name, flow, calls)
+                for n, p in part.named_parameters():
+                    what = f"{model_name} {flow} x{world_size} {n}"
+                    local = p._local_tensor
+                    assert local.device.type == "cpu", what
+                    if flow.endswith("offload"):
+                        summary["offloaded"] += 1
+                    assert_bitwise(p.full_tensor(), expected[n], what)
+                    summary["tensors"] += 1
+                for n, b in part.named_buffers():
+                    assert_bitwise(b, expected[n], f"{model_name} {flow} buffer {n}")
+                    summary["tensors"] += 1
+            summary["flows"].append(f"{model_name}/{flow}")
+            if record:
+                summary.setdefault("torch_flow", {})[f"{model_name}/{flow}"] = _torch_flow(
+                    build, flow, mesh)
+    return summary
+
+
+def _torch_flow(build, flow: str, mesh) -> dict:
+    """For the record, torch's own flow on the same sharding: meta build, shard,
+    ``to_empty``, ``torch.manual_seed(0)`` on every rank, torchtitan's ``init_states``.
+    Returns how many parameters there are, how many gather to the single-process values
+    of torch's flow (``matching``), how many are drawn (``random``: not a constant) and of
+    those how many have the same local shard on every rank (``identical_shards``: each
+    rank drew the same values for different parts of the tensor)."""
+    import hashlib
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torchtitan.distributed import pipeline_parallel as pp
+
+    torch.manual_seed(0)
+    ref = build()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        ref.init_states()
+    expected = dict(ref.named_parameters())
+    if flow == "pp2_fsdp":
+        parts = []
+        for names in pp._generate_llm_fqn_per_model_part(2, 2, 1, 1):
+            with torch.device("meta"):
+                stage = pp._split_module(build(), names)
+            for block in stage.layers.values():
+                fully_shard(block, mesh=mesh)
+            fully_shard(stage, mesh=mesh)
+            parts.append(stage)
+    else:
+        with torch.device("meta"):
+            model = build()
+        _titan_fsdp(model, mesh, offload=flow.endswith("offload"))
+        parts = [model]
+    out = {"matching": 0, "identical_shards": 0, "params": 0, "random": 0}
+    for part in parts:
+        part.to_empty(device="cpu")
+        torch.manual_seed(0)
+        with torch.no_grad():
+            part.init_states()
+        mine = {n: hashlib.sha1(bits(p._local_tensor.contiguous()).numpy().tobytes()).hexdigest()
+                for n, p in part.named_parameters()}
+        everyone = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, mine)
+        for n, p in part.named_parameters():
+            out["params"] += 1
+            out["matching"] += int(torch.equal(bits(p.full_tensor()), bits(expected[n])))
+            if expected[n].unique().numel() > 1:  # drawn (not a constant such as ones)
+                out["random"] += 1
+                out["identical_shards"] += int(dist.get_world_size() > 1 and
+                                               len({e[n] for e in everyone}) == 1)
+    return out
+
+
+
+def titan_parallelize_worker(rank: int, world_size: int, model: str = "dsv3",
+                             backend: str = "partial_dtensor") -> dict:
+    """torchtitan 0.3's own config-driven parallelism (``Module.parallelize`` with
+    ``ParallelDims``): DeepSeek-V3 with expert parallelism (``ep = world_size``), Llama 3
+    with tensor parallelism (``tp = world_size``), sharding configs set by torchtitan's
+    ``set_*_sharding_config``, on a CPU mesh (torchtitan's ``device_type`` is "cuda" when
+    no accelerator is found: set to "cpu" here), built on meta, materialized with no
+    collective from fastinit. Returns the collectives the init code called and, per
+    parameter and buffer, its placements and whether it gathers to the single-process
+    materialize bitwise. ``backend``: torchtitan's ``spmd_backend``; its default,
+    ``"spmd_types"``, keeps plain local tensors (``None`` placements) that say nothing of
+    where they lie in the global tensor."""
+    import fastinit
+    from torchtitan.distributed import parallel_dims as pd
+    from tests import client_zoo
+
+    pd.device_type = "cpu"
+    if model == "dsv3":
+        from torchtitan.models import deepseek_v3 as M
+        from torchtitan.models.deepseek_v3.sharding import set_deepseek_v3_sharding_config
+
+        cls, build = M.DeepSeekV3Model.Config, client_zoo._titan_dsv3
+
+        def configure(cfg):
+            set_deepseek_v3_sharding_config(cfg, enable_sp=False, enable_ep=True)
+        degrees = dict(dp_shard=world_size, tp=1, ep=world_size)
+    else:
+        from torchtitan.models import llama3 as M
+        from torchtitan.models.llama3.sharding import set_llama3_sharding_config
+
+        cls, build = M.Llama3Model.Config, lambda: client_zoo._titan_llama3(False)
+
+        def configure(cfg):
+            set_llama3_sharding_config(cfg, enable_sp=False)
+        degrees = dict(dp_shard=1, tp=world_size, ep=1)
+    dims = pd.ParallelDims(dp_replicate=1, cp=1, pp=1, world_size=world_size,
+                           spmd_backend=backend, **degrees)
+    dims.build_mesh()
+    with torch.device("meta"):
+        ref = build()
+    fastinit.materialize(ref, "cpu", seed=0)
+    plain_build = cls.build
+
+    def sharded_build(cfg, *a, **k):
+        configure(cfg)
+        return plain_build(cfg, *a, **k)
+
+    cls.build = sharded_build
+    try:
+        with torch.device("meta"):
+            net = build()
+    finally:
+        cls.build = plain_build
+    net.parallelize(dims)
+    calls: list = []
+    try:
+        with no_collectives(calls):
+            fastinit.materialize(net, "cpu", seed=0)
+    except CollectiveCalled:
+        # the init code itself communicates (torchtitan's init_states re-distributes each
+        # buffer it recomputes: distribute_tensor, a broadcast for Replicate); materialize
+        # left the model as it was: run it again without the guard, and report the call
+        fastinit.materialize(net, "cpu", seed=0)
+    expected = dict(ref.named_parameters())
+    expected.update(ref.named_buffers())
+    out = {"collectives": calls}
+    for n, p in list(net.named_parameters()) + list(net.named_buffers()):
+        whole = p.full_tensor() if hasattr(p, "full_tensor") else p
+        same = tuple(whole.shape) == tuple(expected[n].shape) and torch.equal(
+            bits(whole), bits(expected[n]))
+        out[n] = [repr(getattr(p, "placements", None)), same]
+    return out

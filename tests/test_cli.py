@@ -79,6 +79,8 @@ def test_bench_exit_status_and_table(bench_run):
         assert len(re.findall(rf"^{fn}\s+(float32|bfloat16)\s+2\^1[02]\s", text, re.M)) == 4, fn
     assert "AMD" in text or T.cpu_name() in text  # the machine is named
     assert "fastinit: meta + materialize" in text
+    assert "limit: torch.empty(n).zero_()" in text  # the first-touch limit, beside it
+    assert "fastinit: empty_init + materialize" in text  # the host cost per tensor
 
 
 def test_bench_json_schema(bench_run):
@@ -105,9 +107,18 @@ def test_bench_json_schema(bench_run):
             assert r["pct_roofline"] is None and r["roofline_s"] > r["fastinit_s"]
         else:
             assert r["pct_roofline"] == pytest.approx(100 * r["roofline_s"] / r["fastinit_s"])
-    models = data["models"]
+    models = [r for r in data["models"] if r["model"] == "tiny"]
     assert [r["method"] for r in models] == ["torch_construct", "torch_to_empty",
-                                             "fastinit_materialize"]
+                                             "fastinit_materialize", "fresh_zero",
+                                             "fresh_uniform"]
+    small = [r for r in data["models"] if r["model"] != "tiny"]
+    assert [r["method"] for r in small] == [k for k, _, _ in B.SMALL_METHODS]
+    count, numel = B.SMALL_TENSORS
+    for r in small:  # the host cost per tensor, relative to empty_init + materialize
+        assert r["model"] == f"{count}x{numel}" and r["params"] == count * numel
+        assert r["seconds"] > 0
+    assert next(r for r in small if r["method"] == "small_empty_init")[
+        "materialize_speedup"] == 1.0
     for r in models:
         assert r["params"] == CONFIGS["tiny"].num_parameters()
         assert r["seconds"] > 0 and r["bytes"] == 4 * r["params"]
@@ -126,7 +137,7 @@ def test_bench_csv(bench_run):
                 "machine_date"):
         assert col in header, col
     assert sum(r["section"] == "functions" for r in rows) == len(B.FUNCTIONS) * 4
-    assert sum(r["section"] == "models" for r in rows) == 3
+    assert sum(r["section"] == "models" for r in rows) == 5 + len(B.SMALL_METHODS)
     assert all(r["machine_torch"] == torch.__version__ for r in rows)
 
 

@@ -7,7 +7,7 @@ Two layers of tests:
 * in-process (no process group): the local-to-global map of :mod:`fastinit.distributed`
   against torch's own splitting code for every rank of many meshes and placements, and
   fills through the segments it produces (both backends);
-* spawned gloo processes (world sizes 1, 2, 4 and a 2x2 mesh; see tests/dist_helpers.py):
+* spawned gloo processes (world sizes 1, 2, 4, 8 and a 2x2 mesh; see tests/dist_helpers.py):
   every fastinit fill on DTensors of awkward shapes with every placement, FSDP2
   (``fully_shard``), tensor parallelism (``parallelize_module``) and FSDP x TP on a small
   Llama-shaped model built on meta (torchtitan's flow) and on the CPU. Local tensors
@@ -383,3 +383,61 @@ def test_torchtitan_models_under_fsdp2_equal_single_process(tmp_path, world_size
 
     for s in run_workers(world_size, "titan_worker", tmp_path, timeout=600):
         assert len(s["models"]) == 6 and s["tensors"] > 60, s
+
+
+@pytest.mark.parametrize("world_size,models", [
+    (2, ("llama3", "dsv3")),
+    pytest.param(4, ("dsv3",), marks=pytest.mark.slow),
+    pytest.param(8, ("llama3",), marks=pytest.mark.slow)])
+def test_torchtitan_fsdp_offload_and_pipeline_stages_equal_single_process(tmp_path,
+                                                                         world_size, models):
+    """torchtitan 0.3's Llama 3 and DeepSeek-V3 (MoE) built on meta and sharded by
+    torchtitan's own apply_fsdp_to_decoder, with FSDP2's CPUOffloadPolicy (unpinned: the
+    pinned default needs an accelerator), and as 2 pipeline stages (torchtitan's split)
+    with FSDP2 inside each, on 2, 4 (DeepSeek-V3) and 8 (Llama 3) gloo ranks:
+    materialize runs no collective, the shards lie on the CPU, and every gathered
+    parameter and buffer equals the single-process materialize bitwise. For the record
+    (2 ranks), torch's own flow on the same meshes (seeded to_empty + init_states) gives
+    every rank the same local shard of drawn parameters on a CPU mesh, so its gathered
+    values are not the single process's."""
+    pytest.importorskip("torchtitan")
+    from tests.dist_helpers import run_workers
+
+    flows = [f"{m}/{f}" for m in models for f in ("titan_fsdp", "titan_fsdp_offload",
+                                                  "pp2_fsdp")]
+    # (tensors checked in the three flows, parameters offloaded), per model
+    per_model = {"llama3": (19 * 3, 17), "dsv3": (31 * 3, 27)}
+    record = world_size == 2  # torch's own flow at 8 ranks: bench/sharded_flows.py
+    for s in run_workers(world_size, "flows_worker", tmp_path, timeout=600, models=models,
+                         record=record):
+        assert s["flows"] == flows, s
+        assert s["tensors"] == sum(per_model[m][0] for m in models), s
+        assert s["offloaded"] == sum(per_model[m][1] for m in models), s
+        for flow, rec in s.get("torch_flow", {}).items():  # torch's own flow, measured
+            assert rec["identical_shards"] > 0 and rec["matching"] < rec["params"], (flow, rec)
+        assert record == ("torch_flow" in s)
+
+
+@pytest.mark.parametrize("model", ["dsv3", pytest.param("llama3", marks=pytest.mark.slow)])
+def test_torchtitan_parallelize_ep_and_tp_equal_single_process(tmp_path, model):
+    """torchtitan 0.3's own config-driven parallelism (Module.parallelize, ParallelDims with
+    spmd_backend="partial_dtensor", its device_type set to "cpu"), on 2 gloo ranks:
+    DeepSeek-V3 with expert parallelism (routed experts Shard(0) over the EP mesh) and Llama
+    3 with tensor parallelism (fused wqkv, wo, FFN, head): every gathered parameter and
+    buffer equals the single-process materialize bitwise. fastinit's fills call no
+    collective; under TP torchtitan's own init_states broadcasts the RoPE buffer it
+    re-distributes (distribute_tensor to Replicate), which the guard reports."""
+    pytest.importorskip("torchtitan")
+    from tests.dist_helpers import run_workers
+
+    for s in run_workers(2, "titan_parallelize_worker", tmp_path, timeout=300, model=model):
+        calls = s.pop("collectives")
+        assert calls == ([] if model == "dsv3" else
+                         ["torch.distributed.distributed_c10d.broadcast"]), calls
+        assert all(same for _, same in s.values()), {n: v for n, v in s.items() if not v[1]}
+        sharded = [n for n, (placements, _) in s.items() if "Shard" in placements]
+        if model == "dsv3":
+            assert sorted(n.rsplit(".", 1)[1] for n in sharded) == ["w1_EFD", "w2_EDF",
+                                                                    "w3_EFD"], sharded
+        else:
+            assert len(sharded) == 12, sharded  # wqkv, wo, w1, w2, w3 x 2 layers, embedding, head

@@ -319,7 +319,7 @@ def test_rnn_same_as_materialize_and_orthogonal_blocks_of_one():
     fastinit.normal_(full, seed=3)  # the same normal values, orthogonalized per block
     for i in range(3):
         assert torch.allclose(gated[16 * i:16 * (i + 1)],
-                              recipes._orthonormalize(full[16 * i:16 * (i + 1)]), atol=1e-6)
+                              fastinit.laws.orthonormalize(full[16 * i:16 * (i + 1)]), atol=1e-6)
     with pytest.raises(ValueError, match="do not split into 3"):
         recipes.orthogonal(blocks=3)(torch.empty(10, 4))
 

@@ -12,6 +12,11 @@
 * ``tune OUT [--size N]``: the single-tensor kernel at 2**28 elements under each of
   ``TUNE_CONFIGS`` (4096 elements on 8 warps, the launchers' setting, against 32 elements
   per thread), GB/s and % of ``zero_()`` (on the CPU: the interpreter, for the dry run).
+* ``offload [--device D]``: FSDP2 with ``CPUOffloadPolicy()`` (pinned, as torchtitan's
+  ``cpu_offload=True`` sets it) on a one-rank mesh of ``D``: a Llama-shaped model built on
+  meta, materialized with no collective, each parameter's shard in pinned CPU memory, equal
+  bitwise to the single-process CPU materialize (run by hand: not one of the timed stages;
+  with ``--device cpu``, unpinned, for the dry run).
 * ``report OUT_DIR``: ``summary.md`` from the stages' JSON: the fills at 2**28 as GB/s and
   % of ``zero_()`` next to torch's own function and the SASS report's prediction, the
   model section, host overhead, the tuning table and the stage table.
@@ -319,6 +324,49 @@ def _report(out_dir: str) -> int:
     return 0
 
 
+def _offload(device: str) -> int:
+    import tempfile
+
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+
+    import fastinit
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.dist_helpers import Llama, no_collectives
+
+    store = os.path.join(tempfile.mkdtemp(), "store")
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
+                            init_method=f"file://{store}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh(device.split(":")[0], (1,))
+        with torch.device("meta"):
+            ref = Llama()
+        fastinit.materialize(ref, "cpu", seed=0)
+        with torch.device("meta"):
+            model = Llama()
+        policy = CPUOffloadPolicy(pin_memory=device.startswith("cuda"))
+        for block in model.layers:
+            fully_shard(block, mesh=mesh, offload_policy=policy)
+        fully_shard(model, mesh=mesh, offload_policy=policy)
+        with no_collectives() as calls:
+            fastinit.materialize(model, device, seed=0)
+        expected = dict(ref.named_parameters())
+        bad = len(calls)
+        for name, p in model.named_parameters():
+            local = p._local_tensor
+            same = torch.equal(local.view(torch.int32), expected[name].view(torch.int32))
+            pinned = local.is_pinned() if device.startswith("cuda") else None
+            print(f"{name:40s} {local.device} pinned={pinned} "
+                  f"{'bitwise equal' if same else 'DIFFERS'}")
+            bad += (not same) or local.device.type != "cpu" or pinned is False
+        print("collectives during the fill:", calls or "none")
+        return 1 if bad else 0
+    finally:
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -336,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("out")
     t.add_argument("--device", default="cuda")
     t.add_argument("--size", type=int, default=1 << 28)
+    o = sub.add_parser("offload")
+    o.add_argument("--device", default="cuda")
     r = sub.add_parser("report")
     r.add_argument("out_dir")
     args = parser.parse_args(argv)
@@ -347,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         return _host_overhead(args.out, args.device)
     if args.cmd == "warm":
         return _warm(args.device, args.jobs)
+    if args.cmd == "offload":
+        return _offload(args.device)
     if args.cmd == "tune":
         return _tune(args.out, args.device, args.size)
     return _report(args.out_dir)

@@ -32,6 +32,7 @@ from numba import literally, njit, types
 from numba.core import event as numba_event
 from numba.extending import intrinsic, overload
 
+from fastinit import memory
 from fastinit.kernels import contract as C
 from fastinit.layout import Segment
 from fastinit.spec import KernelParams
@@ -692,7 +693,8 @@ def _param_args_cached(params: KernelParams, float64: bool, _sign: float) -> tup
 
 
 def _jobs(entry, pieces_for) -> list[tuple]:
-    """``(kernel, dtype, args)`` of every piece of an entry's segments."""
+    """``(kernel, dtype, args, touch)`` of every piece of an entry's segments (``touch``:
+    the ``(address, bytes)`` to populate before the piece is filled, or None)."""
     out, segments, params, key, stream, draw_round = entry
     span = max(s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len for s in segments)
     arr = _flat_array(out, span)
@@ -700,14 +702,24 @@ def _jobs(entry, pieces_for) -> list[tuple]:
     kernel, dargs = _param_args(params, out.dtype == torch.float64)
     args = (U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3)) + dargs
     jobs = []
+    fresh = memory.is_fresh(out)
+    size = out.element_size()
     for s in segments:
         total = s.n_rows * s.row_len
         pieces = pieces_for(total)
+        # Fresh memory (materialize's): each chunk's pages are populated right before the
+        # chunk is filled, by the thread that fills it - one system call instead of a
+        # fault per page, the cleared pages still in cache when the fill writes them.
+        touch = fresh and (s.n_rows == 1 or s.m_row_stride == s.row_len)
+        if touch:
+            pieces = max(pieces, -(-total * size // memory.TOUCH_CHUNK_BYTES))
         for i in range(pieces):
             e0, e1 = total * i // pieces, total * (i + 1) // pieces
             if e1 > e0:
                 jobs.append((kernel, out.dtype, (arr, s.m_base, s.m_row_stride, s.g_base,
-                                                 s.g_row_stride, s.row_len, e0, e1) + args))
+                                                 s.g_row_stride, s.row_len, e0, e1) + args,
+                             (arr.ctypes.data + (s.m_base + e0) * size, (e1 - e0) * size)
+                             if touch else None))
     return jobs
 
 
@@ -716,7 +728,7 @@ def _compile(jobs: list[tuple]) -> None:
 
     Typed as a call types its arguments, so the calls that follow find the code.
     """
-    for kernel, dtype, args in jobs:
+    for kernel, dtype, args, _ in jobs:
         if (kernel, dtype) not in _ready:
             kernel.compile(tuple(numba.typeof(a) for a in args))
             _ready.add((kernel, dtype))
@@ -758,7 +770,7 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
                    s.m_base, s.m_row_stride, s.g_base, s.g_row_stride, s.row_len, 0, s.numel,
                    U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3), *dargs)
             return
-    for kernel, _, args in _prepared_jobs([entry], lambda total: 1):
+    for kernel, _, args, _ in _prepared_jobs([entry], lambda total: 1):
         kernel(*args)
 
 
@@ -810,7 +822,9 @@ def _run(jobs: list[tuple], threads: int, done=None) -> None:
                 i = next(order, None)
             if i is None:
                 return
-            kernel, _, args = jobs[i]
+            kernel, _, args, touch = jobs[i]
+            if touch is not None:
+                memory.populate(*touch)
             kernel(*args)
             if done is not None:
                 done(jobs[i])

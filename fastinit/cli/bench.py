@@ -14,9 +14,13 @@ Two sections:
   offers - normal construction (torch's default init through each module's
   ``reset_parameters``), and meta + ``to_empty`` + ``reset_parameters`` (the FSDP2 recipe) -
   against meta + :func:`fastinit.materialize.materialize`; with transformers installed
-  also ``LlamaForCausalLM`` built normally and materialized from meta. Reported: the
-  median time, parameter bytes / time, the peak memory above the starting point as a
-  multiple of the parameter bytes, and the speed-up of ``materialize``.
+  also ``LlamaForCausalLM`` built normally and materialized from meta. Beside them, the
+  first-touch limit: ``torch.empty(n).zero_()`` and ``fastinit.uniform_`` of fresh memory
+  of the parameter bytes. Reported: the median time, parameter bytes / time, the peak
+  memory above the starting point as a multiple of the parameter bytes, and the speed-up
+  of ``materialize``. Then the host cost per tensor: a model of 3,000 parameters of 4
+  elements built eagerly, under ``empty_init`` + ``materialize`` and on meta +
+  ``materialize`` (:func:`bench_small_tensors`).
 
 Timing is :mod:`fastinit.cli.timing`'s, rendering :mod:`fastinit.cli.rendering`'s.
 """
@@ -54,7 +58,8 @@ from fastinit.cli.rendering import dtype_name, format_bytes, format_size
 from fastinit.cli.timing import DeviceTimer, machine_info
 
 __all__ = ["run", "FunctionCase", "FUNCTIONS", "case_shape", "BenchRun", "bench_functions",
-           "bench_models", "MODEL_METHODS", "has_transformers", "JSON_SCHEMA"]
+           "bench_models", "MODEL_METHODS", "has_transformers", "JSON_SCHEMA",
+           "bench_small_tensors", "SMALL_METHODS", "SMALL_TENSORS"]
 
 #: Version tag of the JSON output (bump on incompatible changes).
 JSON_SCHEMA = "fastinit.bench/1"
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             results.models = bench_models(device, models, model_dtype,
                                           repeats=args.model_repeats, hf=not args.no_hf,
                                           quiet=args.quiet, timer=timer)
+            results.models += bench_small_tensors(device, model_dtype, timer=timer)
     _write_results(args, results)
     return 0
 
@@ -425,12 +431,32 @@ def _hf_recorded_build(cfg, device, dtype):
         return LlamaForCausalLM(hf_config(cfg))
 
 
-#: (key, label, builder, needs transformers). The label is what tables show. The last two
-#: build without materializing: what recording construction costs over a plain meta build.
+def _fresh(cfg, device, dtype) -> torch.Tensor:
+    return torch.empty(cfg.num_parameters(), dtype=dtype, device=device)
+
+
+def _zero_fresh(cfg, device, dtype):
+    """The first-touch limit: ``zero_()`` of fresh memory of the parameter bytes."""
+    return _fresh(cfg, device, dtype).zero_()
+
+
+def _uniform_fresh(cfg, device, dtype):
+    """A fill of fresh memory of the parameter bytes (what the model's Linear layers draw)."""
+    return fastinit.uniform_(_fresh(cfg, device, dtype), -0.1, 0.1)
+
+
+#: (key, label, builder, needs transformers). The label is what tables show. The two
+#: ``fresh`` rows write fresh memory of the parameter bytes (no model): the first-touch
+#: limit of a materialize. The last two build without materializing: what recording
+#: construction costs over a plain meta build.
 MODEL_METHODS: list[tuple[str, str, Callable, bool]] = [
     ("torch_construct", "torch: LlamaShaped(cfg) on the device", _build_torch, False),
     ("torch_to_empty", "torch: meta + to_empty + reset_parameters", _build_to_empty, False),
     ("fastinit_materialize", "fastinit: meta + materialize", _build_materialize, False),
+    ("fresh_zero", "limit: torch.empty(n).zero_(), n = parameters (fresh memory)",
+     _zero_fresh, False),
+    ("fresh_uniform", "fastinit.uniform_(torch.empty(n)) (fresh memory)", _uniform_fresh,
+     False),
     ("hf_construct", "transformers: LlamaForCausalLM(config)", _build_hf, True),
     ("hf_materialize", "fastinit: LlamaForCausalLM on meta + materialize",
      _build_hf_materialize, True),
@@ -440,6 +466,87 @@ MODEL_METHODS: list[tuple[str, str, Callable, bool]] = [
     ("hf_recorded_build", "build only: LlamaForCausalLM in empty_init", _hf_recorded_build,
      True),
 ]
+
+
+# --- many small tensors: the host cost per tensor ---------------------------------------------
+
+#: The small-tensor case: parameters and elements per parameter.
+SMALL_TENSORS = (3000, 4)
+
+
+class _SmallTensors(torch.nn.Module):
+    """``SMALL_TENSORS[0]`` parameters of ``SMALL_TENSORS[1]`` elements, each drawn by
+    ``reset_parameters()`` at construction (what thousands of norms or unfused experts
+    cost per tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        count, numel = SMALL_TENSORS
+        self.params = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.empty(numel)) for _ in range(count))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in self.params:
+            torch.nn.init.normal_(p, std=0.02)
+
+
+def _small_eager(device, dtype):
+    with _default_dtype(dtype), torch.device(device):
+        return _SmallTensors()
+
+
+def _small_empty_init(device, dtype):
+    with _default_dtype(dtype), fastinit.empty_init():
+        model = _SmallTensors()
+    return fastinit.materialize(model, device, seed=0, progress=False)
+
+
+def _small_meta(device, dtype):
+    from fastinit.materialize import materialize
+
+    with _default_dtype(dtype), torch.device("meta"):
+        model = _SmallTensors()
+    return materialize(model, device, seed=0, progress=False)
+
+
+#: The small-tensor rows: (key, label, builder).
+SMALL_METHODS: list[tuple[str, str, Callable]] = [
+    ("small_construct", "torch: construction on the device", _small_eager),
+    ("small_empty_init", "fastinit: empty_init + materialize", _small_empty_init),
+    ("small_materialize", "fastinit: meta + materialize", _small_meta),
+]
+
+
+def bench_small_tensors(device: torch.device, dtype: torch.dtype, *, repeats: int = 5,
+                        timer: DeviceTimer | None = None) -> list[dict]:
+    """Time building a model of :data:`SMALL_TENSORS` tiny parameters in the
+    :data:`SMALL_METHODS` ways, interleaved (one build of each per round), medians.
+
+    Returns records shaped as :func:`bench_models`' (``model`` = ``"3000x4"``);
+    ``materialize_speedup`` is relative to ``empty_init`` + ``materialize``."""
+    timer = timer or DeviceTimer(device)
+    count, numel = SMALL_TENSORS
+    times: dict[str, list[float]] = {key: [] for key, _, _ in SMALL_METHODS}
+    for _, _, build in SMALL_METHODS:  # warm-up
+        build(device, dtype)
+    for _ in range(repeats):
+        for key, _, build in SMALL_METHODS:
+            gc.collect()
+            holder = []
+            times[key].append(timer.wall(lambda: holder.append(build(device, dtype))))
+            del holder
+    nbytes = count * numel * torch.empty((), dtype=dtype).element_size()
+    ref = statistics.median(times["small_empty_init"])
+    rows = []
+    for key, label, _ in SMALL_METHODS:
+        secs = statistics.median(times[key])
+        rows.append({"model": f"{count}x{numel}", "method": key, "label": label,
+                     "dtype": dtype_name(dtype), "device": str(device), "params": count * numel,
+                     "bytes": nbytes, "seconds": secs, "gbps": _gbps(nbytes, secs),
+                     "peak_bytes": None, "peak_x_params": None, "repeats": repeats,
+                     "materialize_speedup": secs / ref})
+    return rows
 
 
 def _timed_build(timer: DeviceTimer, build: Callable, cfg, device, dtype) -> float:

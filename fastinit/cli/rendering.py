@@ -232,7 +232,9 @@ def to_markdown(run: BenchRun, *, title: str | None = None, plot: str | None = N
         out += ["Model builds (median of "
                 f"{run.settings.get('model_repeats', '?')}); GB/s = parameter bytes / time; "
                 "peak mem = peak memory above the start / parameter bytes; materialize "
-                "speed-up = time of the row / time of meta + materialize.", ""]
+                "speed-up = time of the row / time of meta + materialize (rows of the "
+                "3000x4 model: / time of empty_init + materialize); `limit` rows write "
+                "fresh memory of the parameter bytes (no model).", ""]
         out += [_md_table(MODEL_COLUMNS, run.models), ""]
     if plot:
         out += [f"![throughput vs size]({plot})", ""]
