@@ -37,8 +37,10 @@ numbers:
   walk has a standard deviation of about sqrt(6/5 * L * 5/(4 n)) = sqrt(1.5 L / n).
   ln 4 = 1.39 is at least 3 of these standard deviations when n >= 7 L (50 layers at
   width >= 350; a 12-layer transformer at width >= 84): a healthy model of ordinary
-  proportions stays under it. Narrower and deeper networks can cross it by chance; the
-  finding then says by how much.
+  proportions stays under it. A series of layers narrower than that (width <
+  :data:`WIDTH_PER_LAYER` = 7 times its length; width: features per sample, channels of
+  an image-shaped output, the smaller fan of a weight) is shown, not judged: there the
+  bound would not separate a correct init from its noise.
 * The defects the principle is about cross it quickly: Xavier (or torch's default
   ``Linear`` init) under ReLU loses a factor sqrt(2) (sqrt(6)) of std per layer, so
   ln 4 is passed within 5 (2) layers; an unscaled residual stream grows like
@@ -56,6 +58,10 @@ numbers:
 * The slope test (Z = 3, the ordinary least-squares standard error from the scatter of
   the points around the line) keeps a short or ragged series - members of one name
   pattern in different roles - from being flagged on a trend its points do not support.
+
+A series holds layers of one per-sample output shape (one parameter shape): a stage that
+changes width or resolution starts another series, since the variance argument is about
+repeated layers of one shape.
 
 Dead units: a unit (a feature of the last dimension, or a channel of an image-shaped
 output) of a ReLU-like activation that is exactly zero on every one of its S >= 20
@@ -86,7 +92,8 @@ from torch import nn
 from fastinit.findings import Finding
 
 __all__ = ["propagate", "Propagation", "ModuleRow", "ParamRow", "Series", "depth_trend",
-           "stream_trend", "infer_inputs", "dead_bound", "DEPTH_FACTOR", "DEPTH_Z", "MIN_DEPTH"]
+           "stream_trend", "infer_inputs", "dead_bound", "DEPTH_FACTOR", "DEPTH_Z", "MIN_DEPTH",
+           "WIDTH_PER_LAYER"]
 
 #: A series is flagged when its fitted std changes by more than this factor across depth.
 DEPTH_FACTOR = 4.0
@@ -94,6 +101,8 @@ DEPTH_FACTOR = 4.0
 DEPTH_Z = 3.0
 #: Series shorter than this are not judged (no trend can be told from noise).
 MIN_DEPTH = 4
+#: A layer series is judged only when its width is at least this many times its length.
+WIDTH_PER_LAYER = 7
 #: Samples per unit below which dead units are not judged (2^-20 ~ 1e-6 by chance).
 DEAD_MIN_SAMPLES = 20
 
@@ -101,6 +110,7 @@ DEAD_MIN_SAMPLES = 20
 TOKEN_BATCH, TOKEN_LENGTH = 2, 64
 IMAGE_BATCH, IMAGE_SIZE = 8, 64
 VECTOR_BATCH = 256
+AUDIO_SAMPLES = 4000
 
 _LEAKY = {"LeakyReLU", "PReLU", "RReLU"}
 _INT_PART = re.compile(r"(?<![^.])\d+(?![^.])")
@@ -199,8 +209,9 @@ class Series:
         change: the fitted change of ln(std) from the first to the last member
         slope, se: the fitted slope of ln(std) per position and its standard error
         flagged: whether the trend crosses the depth rule
-        judged: False for the layers of the branches inside a residual stack (shown, not
-            judged: the stream carries the signal there)
+        judged: False for the layers of the branches inside a residual stack (the stream
+            carries the signal there) and for series narrower than 7 times their length:
+            shown, not judged
     """
 
     kind: str
@@ -315,9 +326,25 @@ def stream_trend(stds: Sequence[float]) -> tuple[float, float, float, bool]:
     return change, v, se, flagged
 
 
-def _series(kind: str, key: str, names: list, stds: list) -> Series:
+def _width(shape: Sequence[int], kind: str) -> int:
+    """Features per sample of an output (channels of an image-shaped one), or the smaller
+    fan of a weight."""
+    if kind == "param-grad":
+        receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+        return min(shape[0], shape[1] * receptive)
+    if len(shape) >= 4:
+        return int(shape[1])
+    return int(shape[-1]) if shape else 1
+
+
+def _series(kind: str, key: str, names: list, stds: list,
+            width: Optional[int] = None) -> Series:
     trend = stream_trend if kind == "residual" else depth_trend
     change, slope, se, flagged = trend(stds)
+    if width is not None and width < WIDTH_PER_LAYER * len(stds):
+        s = Series(kind, key, list(names), [float(v) for v in stds], change, slope, se, False)
+        s.judged = False
+        return s
     return Series(kind, key, list(names), [float(s) for s in stds], change, slope, se, flagged)
 
 
@@ -340,12 +367,14 @@ def _model_device(model: nn.Module) -> torch.device:
 def infer_inputs(model: nn.Module, *, seed: int = 0) -> tuple[tuple, dict, str]:
     """Random inputs of the right kind for ``model``: ``(args, kwargs, description)``.
 
-    * a Hugging Face model whose config has a ``vocab_size`` (a language model), or a
-      module whose first layer is an ``nn.Embedding``: token ids, uniform over the
-      vocabulary, batch 2 x 64 tokens (``input_ids=`` for Hugging Face models);
-    * a Hugging Face vision model (config ``num_channels`` and ``image_size``) or a
-      module whose first layer is an ``nn.Conv2d``: N(0, 1) images, batch 8, 64 x 64
-      pixels (or the config's size);
+    * a Hugging Face model, by its ``main_input_name``: ``input_ids`` (token ids uniform
+      over ``vocab_size``, 2 x 64, at most half of ``max_position_embeddings`` long;
+      encoder-decoders get a quarter of them as ``decoder_input_ids``), ``pixel_values``
+      (N(0, 1) images, 8 of the config's ``image_size`` and ``num_channels``),
+      ``input_values`` (N(0, 1) waveforms, 2 x 4000 samples);
+    * a module whose first layer is an ``nn.Embedding``: token ids, uniform over the
+      vocabulary, 2 x 64;
+    * a module whose first layer is an ``nn.Conv2d``: N(0, 1) images, 8 x 64 x 64;
     * a module whose first layer is an ``nn.Linear``: N(0, 1) vectors of its
       ``in_features``, batch 256.
 
@@ -356,16 +385,35 @@ def infer_inputs(model: nn.Module, *, seed: int = 0) -> tuple[tuple, dict, str]:
     device = _model_device(model)
     cfg = getattr(model, "config", None)
     first = _first_layer(model)
-    if cfg is not None and getattr(cfg, "vocab_size", None) and not (
-            getattr(cfg, "num_channels", None) and getattr(cfg, "image_size", None)):
-        ids = torch.randint(0, int(cfg.vocab_size), (TOKEN_BATCH, TOKEN_LENGTH), generator=g)
-        return (), {"input_ids": ids.to(device)}, \
-            f"token ids {TOKEN_BATCH}x{TOKEN_LENGTH} uniform over {cfg.vocab_size}"
-    if cfg is not None and getattr(cfg, "num_channels", None) and getattr(cfg, "image_size", None):
-        size = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
-        x = torch.randn(IMAGE_BATCH, cfg.num_channels, size, size, generator=g)
+    main = getattr(model, "main_input_name", None) if cfg is not None else None
+    if main == "input_ids" and getattr(cfg, "vocab_size", None):
+        # position tables bound the length (half of it leaves room for offsets: RoBERTa's)
+        length = min(TOKEN_LENGTH, max(1, int(getattr(cfg, "max_position_embeddings", 0)
+                                               or 2 * TOKEN_LENGTH) // 2))
+        ids = torch.randint(0, int(cfg.vocab_size), (TOKEN_BATCH, length), generator=g)
+        kwargs = {"input_ids": ids.to(device)}
+        if getattr(cfg, "is_encoder_decoder", False):
+            kwargs["decoder_input_ids"] = kwargs["input_ids"][:, : max(1, length // 4)]
+        return (), kwargs, f"token ids {TOKEN_BATCH}x{length} uniform over {cfg.vocab_size}"
+    if main == "pixel_values":
+        size = getattr(cfg, "image_size", None) or IMAGE_SIZE
+        size = size if isinstance(size, int) else int(size[0])
+        channels = int(getattr(cfg, "num_channels", None) or 3)
+        x = torch.randn(IMAGE_BATCH, channels, size, size, generator=g)
         return (), {"pixel_values": x.to(device)}, \
-            f"N(0,1) images {IMAGE_BATCH}x{cfg.num_channels}x{size}x{size}"
+            f"N(0,1) images {IMAGE_BATCH}x{channels}x{size}x{size}"
+    if main == "input_values":
+        x = torch.randn(TOKEN_BATCH, AUDIO_SAMPLES, generator=g)
+        return (), {"input_values": x.to(device)}, \
+            f"N(0,1) waveforms {TOKEN_BATCH}x{AUDIO_SAMPLES}"
+    if main == "input_ids":
+        raise TypeError(f"cannot infer inputs for {type(model).__name__}: its config has no "
+                        "vocab_size (a multi-modal model?); pass example_inputs= (a dict of "
+                        "keyword arguments)")
+    if main is not None:
+        raise TypeError(f"cannot infer inputs for {type(model).__name__} (its main input is "
+                        f"{main!r}; inputs are inferred for input_ids, pixel_values and "
+                        "input_values); pass example_inputs= (a dict of keyword arguments)")
     if isinstance(first, nn.Embedding):
         ids = torch.randint(0, first.num_embeddings, (TOKEN_BATCH, TOKEN_LENGTH), generator=g)
         return (ids.to(device),), {}, \
@@ -613,7 +661,12 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
             g = torch.Generator().manual_seed(seed + 1)
             r = torch.randn(y.shape, generator=g).to(y.device, y.dtype)
             if y.requires_grad:
-                (y * r).sum().backward()
+                try:
+                    (y * r).sum().backward()
+                except RuntimeError as exc:
+                    raise RuntimeError(f"the backward pass of {type(model).__name__} failed "
+                                       f"(its forward in eval mode is not differentiable as "
+                                       f"run): {exc}") from exc
             for n, p in params:
                 grads[n] = p.grad
     finally:
@@ -643,31 +696,43 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
     for r in rows:
         if not r.name or r.name in blocks_by_name:
             continue
-        key = (_pattern(r.name), r.kind, r.call)
+        # one series per per-sample shape: a stage that changes width or resolution is
+        # another stack of layers, not a continuation of this one
+        key = (_pattern(r.name), r.kind, r.call, r.shape[1:])
         if key[0] == r.name:  # no layer index: not part of a depth series
             continue
         groups.setdefault(key, []).append(r)
-    for (pat, kind, call), members in groups.items():
+    shapes_of: dict[tuple, int] = {}
+    for pat, kind, call, shape in groups:
+        shapes_of[(pat, kind, call)] = shapes_of.get((pat, kind, call), 0) + 1
+    for (pat, kind, call, shape), members in groups.items():
         if len(members) < MIN_DEPTH:
             continue
         key = f"{pat} ({kind})" + (f" call {call + 1}" if call else "")
+        if shapes_of[(pat, kind, call)] > 1:
+            key += f" {'x'.join(map(str, shape))}"
+        width = _width(shape and (0, *shape), "activation")
         series.append(_series("activation", key, [m.label for m in members],
-                              [m.std for m in members]))
+                              [m.std for m in members], width))
         with_grad = [m for m in members if m.grad_std is not None]
         if len(with_grad) == len(members):
             series.append(_series("activation-grad", key, [m.label for m in members],
-                                  [m.grad_std for m in members]))
-    pgroups: dict[str, list[ParamRow]] = {}
+                                  [m.grad_std for m in members], width))
+    pgroups: dict[tuple, list[ParamRow]] = {}
     for p in prows:
         pat = _pattern(p.name)
         # Weights only: a bias's or a norm's gradient is a sum over the batch of the
         # output's gradient, set by its mean across samples, not by the variance argument.
         if pat != p.name and p.grad_std is not None and len(p.shape) >= 2:
-            pgroups.setdefault(pat, []).append(p)
-    for pat, members in pgroups.items():
+            pgroups.setdefault((pat, p.shape), []).append(p)
+    pshapes: dict[str, int] = {}
+    for pat, _ in pgroups:
+        pshapes[pat] = pshapes.get(pat, 0) + 1
+    for (pat, shape), members in pgroups.items():
         if len(members) >= MIN_DEPTH:
-            series.append(_series("param-grad", pat, [m.name for m in members],
-                                  [m.grad_std for m in members]))
+            key = pat if pshapes[pat] == 1 else f"{pat} {'x'.join(map(str, shape))}"
+            series.append(_series("param-grad", key, [m.name for m in members],
+                                  [m.grad_std for m in members], _width(shape, "param-grad")))
     by_name = {}
     for r in rows:
         by_name.setdefault(r.name, r)
