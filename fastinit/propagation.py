@@ -15,8 +15,8 @@ one backward pass with hooks on every module and records
 
 and flags what the principle rules out (:class:`fastinit.findings.Finding`): activations
 or gradients that shrink or grow across depth (the rule below), NaN or inf, dead units,
-zero-variance parameters that are not recorded constants (judged where
-``fastinit.provenance`` has a record of the model: without one a constant by design
+zero-variance parameters whose recorded law is a random one (judged where
+``fastinit.provenance`` has a record of the tensor: without one a constant by design
 cannot be told from a lost init), a residual stream that grows with depth.
 
 The depth rule (one definition: :func:`depth_trend`, constants :data:`DEPTH_FACTOR`,
@@ -845,9 +845,11 @@ def _findings(model, rows, prows, series, stacks) -> list[Finding]:
             for p in zero_var:
                 writes = [w for w in records.get(p.name, ()) if not w.overwritten]
                 law = writes[-1].law if writes else None
-                if law is not None and any(c in law for c in _RECORDED_CONSTANTS):
+                # no record at all: nothing to hold the values against (not judged)
+                if law is None or law in ("copy", "tie") or any(
+                        c in law for c in _RECORDED_CONSTANTS):
                     continue
-                why = (f"its recorded law is {law}" if law else "no write was recorded for it")
+                why = f"its recorded law is {law}"
                 found.append(Finding(p.name, "zero-variance",
                                      f"all {math.prod(p.shape)} values equal {p.mean:g}, but "
                                      f"{why}: written behind the init's back?",
