@@ -76,6 +76,7 @@ from fastinit.construction import empty_init
 from fastinit.intercept import TorchRNGWarning, patch
 from fastinit.materialize import materialize
 from fastinit.recipes import apply_recipe
+from fastinit.report import report
 from fastinit import provenance  # callable: fastinit.provenance(model)
 
 __version__ = "0.1.0"  # the only place the version is written (pyproject.toml reads it)
@@ -119,6 +120,7 @@ __all__ = [
     "empty_init",
     "apply_recipe",
     "patch",
+    "report",
     "TorchRNGWarning",
     "recipes",
     "provenance",

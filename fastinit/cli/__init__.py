@@ -1,9 +1,9 @@
-"""The ``fastinit`` command line: ``bench``, ``check`` and ``demo``.
+"""The ``fastinit`` command line: ``bench``, ``check``, ``demo`` and ``inspect``.
 
 * :mod:`~fastinit.cli.parser`: the argument parser and the checks that run before any work
   (output paths, device);
-* :mod:`~fastinit.cli.bench`, :mod:`~fastinit.cli.check`, :mod:`~fastinit.cli.demo`: one
-  module per command, each with its ``run(args, argv)``;
+* :mod:`~fastinit.cli.bench`, :mod:`~fastinit.cli.check`, :mod:`~fastinit.cli.demo`,
+  :mod:`~fastinit.cli.inspect`: one module per command, each with its ``run(args, argv)``;
 * :mod:`~fastinit.cli.timing` (devices, timers, the machine), :mod:`~fastinit.cli.rendering`
   (tables, JSON, CSV, Markdown, plots), :mod:`~fastinit.cli.models` (the Llama-shaped
   models), :mod:`~fastinit.cli.laws` (the exact laws and thresholds ``check`` and the tests
@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fastinit.cli.bench import run
     elif args.command == "check":
         from fastinit.cli.check import run
+    elif args.command == "inspect":
+        from fastinit.cli.inspect import run
     else:
         from fastinit.cli.demo import run
     try:

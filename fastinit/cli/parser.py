@@ -333,6 +333,43 @@ def add_demo_parser(sub) -> argparse.ArgumentParser:
     return d
 
 
+def add_inspect_parser(sub) -> argparse.ArgumentParser:
+    """``fastinit inspect``: the init report (signal propagation, laws) of one model."""
+    from fastinit.cli.models import CONFIGS
+
+    i = sub.add_parser(
+        "inspect", formatter_class=_Formatter,
+        help="report what a model's init does: activations and gradients per layer, laws",
+        description=_paras(
+            "Build a model on meta, materialize it with fastinit, run one forward and "
+            "backward pass with random inputs (token ids, images or vectors, inferred from "
+            "the model) and report what keeps or loses the signal: activations or gradients "
+            "that shrink or grow across depth, a residual stream that grows, dead units, "
+            "NaN/inf, and (with provenance) tensors whose values do not follow their law.",
+            f"MODEL: a built-in Llama shape ({', '.join(CONFIGS)}), a Hugging Face "
+            "config.json or a folder holding one (nothing is downloaded), or "
+            "module:function returning a model. --recipe compares the model's own init "
+            "with a recipe (twice: two recipes). Example: fastinit inspect 125m --recipe "
+            "gpt2 --html report.html"))
+    i.set_defaults(command="inspect")
+    i.add_argument("model", metavar="MODEL", help="what to inspect (see above)")
+    _device_arguments(i)
+    i.add_argument("--recipe", action="append", default=[], metavar="R",
+                   help="a built-in recipe name (gpt2, llama, resnet, ...) or module:attr "
+                        "naming a recipe or a mapping {glob: init}; at most twice")
+    i.add_argument("--seed", type=int, default=0,
+                   help="materialize seed (and the random inputs')")
+    i.add_argument("--no-laws", action="store_true",
+                   help="the propagation check only (no law check from provenance)")
+    i.add_argument("--rows", type=int, default=40,
+                   help="rows of the terminal tables (0: all)")
+    i.add_argument("--strict", action="store_true", help="exit status 1 if anything is flagged")
+    i.add_argument("--json", metavar="PATH", help="write the full report as JSON ('-': stdout)")
+    i.add_argument("--html", metavar="PATH",
+                   help="write a self-contained HTML page with plots (needs matplotlib)")
+    return i
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastinit`` command."""
     parser = argparse.ArgumentParser(
@@ -346,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_check_parser(sub)
     add_demo_parser(sub)
+    add_inspect_parser(sub)
     return parser
 
 
