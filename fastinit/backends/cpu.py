@@ -67,6 +67,8 @@ def _bitcast_intrinsic(src, dst, llvm_type):
 
 _f32_bits = _bitcast_intrinsic(types.float32, types.uint32, ir.IntType(32))
 _bits_f32 = _bitcast_intrinsic(types.uint32, types.float32, ir.FloatType())
+_f32_ibits = _bitcast_intrinsic(types.float32, types.int32, ir.IntType(32))
+_ibits_f32 = _bitcast_intrinsic(types.int32, types.float32, ir.FloatType())
 
 # --- constants, typed so that no operation is promoted to float64 ------------------------
 
@@ -83,13 +85,19 @@ _ROUNDS = C.PHILOX_ROUNDS
 _USHIFT = U(C.UNIFORM_SHIFT)
 _USCALE = F(C.UNIFORM_SCALE)
 _ONE_U = U(1)
-_SQRT_HALF_BITS = np.int64(C.LOG_SQRT_HALF_BITS)
+_USHIFT_1 = U(C.UNIFORM_SHIFT - 1)
+_ONE_BITS = U(0x3F800000)  # float32 bits of 1.0
+_ONE_MINUS_HALF_CELL = F(1.0 - C.UNIFORM_SCALE)  # 1 - 2**-24, exact in float32
+_SIGN_BIT = U(0x80000000)
+_SQRT_HALF_BITS = np.int32(C.LOG_SQRT_HALF_BITS)
+_QUARTER_TURN = np.int32(1 << 21)
+_I22 = np.int32(22)
+_I23 = np.int32(23)
+_I30 = np.int32(30)
 _LN2_HI = F(C.LN2_HI)
 _LN2_LO = F(C.LN2_LO)
 _ZERO = F(0.0)
 _NEG_ZERO = F(-0.0)  # a constant's variate: fma(-0, 0, c) is c for every c, -0 included
-_HALF = F(0.5)
-_QUARTER = F(0.25)
 _ONE = F(1.0)
 _TWO = F(2.0)
 _FOUR = F(4.0)
@@ -153,7 +161,8 @@ def _cached_jit(**options):
 
 @njit(inline="always")
 def philox4x32(c0, c1, c2, c3, k0, k1, rounds):
-    """Philox4x32 with ``rounds`` rounds on uint32 words."""
+    """Philox4x32 with ``rounds`` rounds on uint32 words (any round count; the fills use
+    :func:`_philox_rounds`, the same function in a form the loops vectorize)."""
     for _ in range(rounds):
         p0 = U64(c0) * _M0
         p1 = U64(c2) * _M1
@@ -168,10 +177,49 @@ def philox4x32(c0, c1, c2, c3, k0, k1, rounds):
     return c0, c1, c2, c3
 
 
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+@intrinsic
+def _philox_rounds(typingctx, c0, c1, c2, c3, k0, k1):
+    """Philox4x32 with the contract's round count, as straight-line LLVM IR.
+
+    Each word lives in the low half of a 64-bit integer whose high half is left
+    undefined: a round is then one 32x32->64 multiply per product (``vpmuludq``, which
+    reads the low halves only), a shift for the high word and two xors, and nothing
+    moves between 32- and 64-bit lanes until the four words are truncated at the end.
+    The low 32 bits of every value are those of :func:`philox4x32` (the high halves
+    never reach them: they are masked off before each multiply).
+    """
+    u32 = types.uint32
+    if not all(a == u32 for a in (c0, c1, c2, c3, k0, k1)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        c0, c1, c2, c3, k0, k1 = (builder.zext(a, _I64) for a in args)
+        low = ir.Constant(_I64, 0xFFFFFFFF)
+        m0, m1 = ir.Constant(_I64, C.PHILOX_M0), ir.Constant(_I64, C.PHILOX_M1)
+        w0, w1 = ir.Constant(_I64, C.PHILOX_W0), ir.Constant(_I64, C.PHILOX_W1)
+        s32 = ir.Constant(_I64, 32)
+        for r in range(C.PHILOX_ROUNDS):
+            if r:
+                k0 = builder.and_(builder.add(k0, w0), low)
+                k1 = builder.and_(builder.add(k1, w1), low)
+            p0 = builder.mul(builder.and_(c0, low), m0)
+            p1 = builder.mul(builder.and_(c2, low), m1)
+            c0, c1, c2, c3 = (builder.xor(builder.xor(builder.lshr(p1, s32), c1), k0), p1,
+                              builder.xor(builder.xor(builder.lshr(p0, s32), c3), k1), p0)
+        words = [builder.trunc(c, _I32) for c in (c0, c1, c2, c3)]
+        return context.make_tuple(builder, signature.return_type, words)
+
+    return types.UniTuple(u32, 4)(c0, c1, c2, c3, k0, k1), codegen
+
+
 @njit(inline="always")
 def group_words(group, k0, k1, c2, c3):
     g = U64(group)
-    return philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, _ROUNDS)
+    return _philox_rounds(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1)
 
 
 # --- device math, mirrored ----------------------------------------------------------------
@@ -179,14 +227,18 @@ def group_words(group, k0, k1, c2, c3):
 
 @njit(inline="always")
 def uniform_open(w):
-    return F(U(U(U(w >> _USHIFT) << _ONE_U) | _ONE_U)) * _USCALE
+    """The contract's uniform ``((w >> 9) * 2 + 1) * 2**-24`` of word ``w``, without an
+    integer -> float conversion: the top 23 bits become the mantissa of
+    ``x = 1 + (w >> 9) 2**-23`` and ``x - (1 - 2**-24)`` is exact (Sterbenz), the same
+    bits (all 2**23 values are checked by the tests)."""
+    return _bits_f32(U(U(w >> _USHIFT) | _ONE_BITS)) - _ONE_MINUS_HALF_CELL
 
 
-@njit
+@njit(inline="always")
 def log_f32(x):
-    bits = np.int64(_f32_bits(x))
-    k = (bits - _SQRT_HALF_BITS) >> 23
-    m = _bits_f32(U(bits - (k << 23)))
+    bits = _f32_ibits(x)  # x > 0: the same value as the unsigned bits
+    k = np.int32(bits - _SQRT_HALF_BITS) >> _I23
+    m = _ibits_f32(np.int32(bits - (k << _I23)))
     f = m - _ONE
     p = _fma(f, _L9, _L8)
     p = _fma(p, f, _L7)
@@ -201,11 +253,19 @@ def log_f32(x):
     return _fma(kf, _LN2_HI, _fma(kf, _LN2_LO, f * p))
 
 
-@njit
-def cossin_2pi(u):
-    v = u * _FOUR
-    q = np.int64(v + _HALF)  # floor: v + 1/2 > 0
-    r = (v - F(q)) * _QUARTER
+@njit(inline="always")
+def cossin_2pi(w):
+    """``(cos(2 pi u), sin(2 pi u), n)`` for the uniform u of word ``w``, before the
+    quadrant's signs (see :func:`box_muller`).
+
+    The contract's reduction ``n = floor(4u + 1/2)``, ``r = (4u - n) / 4`` is done exactly
+    on the integer ``odd = u 2**24 = 2 (w >> 9) + 1``: ``n = (odd + 2**21) >> 22`` and
+    ``r = (odd - n 2**22) 2**-24``, the same bits as the float32 form for all 2**23
+    words (checked by the tests), with no float -> int conversion and no branch.
+    """
+    odd = np.int32(U(w >> _USHIFT_1) | _ONE_U)
+    n = np.int32(odd + _QUARTER_TURN) >> _I22
+    r = F(np.int32(odd - (n << _I22))) * _USCALE
     r2 = r * r
     s = _fma(r2, _S4, _S3)
     s = _fma(s, r2, _S2)
@@ -216,21 +276,26 @@ def cossin_2pi(u):
     c = _fma(c, r2, _K2)
     c = _fma(c, r2, _K1)
     c = _fma(c, r2, _K0)
-    q &= 3
-    if q & 1:
-        c, s = s, c
-    if q == 1 or q == 2:
-        c = -c
-    if q >= 2:
-        s = -s
-    return c, s
+    swap = (n & 1) != 0
+    return (s if swap else c), (c if swap else s), n
 
 
-@njit
+@njit(inline="always")
+def _flip(x, sign):
+    """``x`` with its sign bit xor-ed with bit 31 of ``sign``: an exact negation or not."""
+    return _bits_f32(U(_f32_bits(x) ^ U(U(sign) & _SIGN_BIT)))
+
+
+@njit(inline="always")
 def box_muller(wa, wb):
+    """Two standard normals from two words: ``r cos(theta)``, ``r sin(theta)``.
+
+    The cosine is negated in quadrants 1 and 2 (bit 1 of ``n + 1``), the sine in
+    quadrants 2 and 3 (bit 1 of ``n``), after the product with the radius (negation
+    commutes with a rounded product)."""
     r = np.sqrt(_MINUS_TWO * log_f32(uniform_open(wa)))
-    c, s = cossin_2pi(uniform_open(wb))
-    return r * c, r * s
+    c, s, n = cossin_2pi(wb)
+    return _flip(r * c, np.int32(n + 1) << _I30), _flip(r * s, n << _I30)
 
 
 @njit
@@ -463,15 +528,51 @@ def _normal_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
     return z0, z1, z2, z3
 
 
+#: Groups per pass of a truncated normal that reaches the rare regions (w >= NDTRI_W2).
+_TRUNC_TILE = 1024
+
+
 @njit
 def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     regions = literally(regions)  # a compile-time region count: the loop vectorizes
-    for i in range(n):
-        w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
-        _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, xa, regions),
-                trunc_normal_standard(w1, pa, qb, dd, xa, regions),
-                trunc_normal_standard(w2, pa, qb, dd, xa, regions),
-                trunc_normal_standard(w3, pa, qb, dd, xa, regions), shift, scale, lo, hi)
+    if regions <= 2:
+        for i in range(n):
+            w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+            _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, xa, regions),
+                    trunc_normal_standard(w1, pa, qb, dd, xa, regions),
+                    trunc_normal_standard(w2, pa, qb, dd, xa, regions),
+                    trunc_normal_standard(w3, pa, qb, dd, xa, regions), shift, scale, lo, hi)
+        return
+    # Regions 3 and 4 (w >= 6.25: one element in ~1000 for a wide interval) cost a square
+    # root and a polynomial each: a pass over a tile evaluates every element with regions
+    # 1-2 and flags the groups with an element in region 3 or 4, which are then evaluated
+    # again with all regions (scanned 8 flags at a time).
+    size = (min(n, _TRUNC_TILE) + 7) & ~7
+    flags = np.zeros(size, np.uint8)
+    words8 = flags.view(np.uint64)
+    dd2 = dd + dd
+    for t in range(0, n, _TRUNC_TILE):
+        nt = min(_TRUNC_TILE, n - t)
+        o = out[4 * t:]
+        for i in range(nt):
+            w0, w1, w2, w3 = group_words(g0 + t + i, k0, k1, c2, c3)
+            u0, u1, u2, u3 = uniform_open(w0), uniform_open(w1), uniform_open(w2), uniform_open(w3)
+            v0, v1 = _trunc_w(u0, pa, qb, dd), _trunc_w(u1, pa, qb, dd)
+            v2, v3 = _trunc_w(u2, pa, qb, dd), _trunc_w(u3, pa, qb, dd)
+            flags[i] = max(max(v0, v1), max(v2, v3)) >= _W2_
+            _store4(o, 4 * i, _fma(u0, dd2, xa) * ndtri_factor(v0, 2),
+                    _fma(u1, dd2, xa) * ndtri_factor(v1, 2),
+                    _fma(u2, dd2, xa) * ndtri_factor(v2, 2),
+                    _fma(u3, dd2, xa) * ndtri_factor(v3, 2), shift, scale, lo, hi)
+        for i in range(nt, (nt + 7) & ~7):
+            flags[i] = 0
+        for q in range((nt + 7) >> 3):
+            if words8[q]:
+                for i in range(8 * q, min(8 * q + 8, nt)):
+                    if flags[i]:
+                        z0, z1, z2, z3 = _trunc_variates(g0 + t + i, k0, k1, c2, c3, pa, qb,
+                                                         dd, xa, regions)
+                        _store4(o, 4 * i, z0, z1, z2, z3, shift, scale, lo, hi)
 
 
 @njit
@@ -835,13 +936,18 @@ def _words(groups, k0, k1, c2, c3, rounds):
     out = np.empty((groups.size, 4), dtype=np.uint32)
     for i in range(groups.size):
         g = groups[i]
-        w = philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
+        if rounds == _ROUNDS:  # the fills' own Philox
+            w = group_words(g, k0, k1, c2, c3)
+        else:
+            w = philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
         out[i, 0], out[i, 1], out[i, 2], out[i, 3] = w
     return out
 
 
 @_cached_jit()
 def _philox_once(c0, c1, c2, c3, k0, k1, rounds):
+    if rounds == _ROUNDS:  # the fills' own Philox
+        return _philox_rounds(c0, c1, c2, c3, k0, k1)
     return philox4x32(c0, c1, c2, c3, k0, k1, rounds)
 
 
