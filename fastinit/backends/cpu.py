@@ -67,8 +67,118 @@ def _bitcast_intrinsic(src, dst, llvm_type):
 
 _f32_bits = _bitcast_intrinsic(types.float32, types.uint32, ir.IntType(32))
 _bits_f32 = _bitcast_intrinsic(types.uint32, types.float32, ir.FloatType())
-_f32_ibits = _bitcast_intrinsic(types.float32, types.int32, ir.IntType(32))
-_ibits_f32 = _bitcast_intrinsic(types.int32, types.float32, ir.FloatType())
+
+# --- the integer steps of the device math, as 32-bit LLVM IR ----------------------------
+# Numba widens integer arithmetic on uint32 / int32 values to 64 bits; in a vectorized
+# loop that doubles the lanes of every integer step (and LLVM does not always narrow it
+# back). These helpers state each step in 32-bit operations, the same bits.
+
+_F32 = ir.FloatType()
+_I16 = ir.IntType(16)
+
+
+def _c32(v: int) -> ir.Constant:
+    return ir.Constant(ir.IntType(32), v & 0xFFFFFFFF)
+
+
+@intrinsic
+def _uniform_bits(typingctx, w):
+    """float32 ``1 + (w >> 9) 2**-23`` from the word's top 23 bits."""
+    if w != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        m = builder.lshr(args[0], _c32(C.UNIFORM_SHIFT))
+        return builder.bitcast(builder.or_(m, _c32(0x3F800000)), _F32)
+
+    return types.float32(w), codegen
+
+
+@intrinsic
+def _log_split(typingctx, x):
+    """``(m, k)`` with ``x = 2**k m``, m in [sqrt(1/2), sqrt(2)), k as a float32 (x > 0)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        k = builder.ashr(builder.sub(bits, _c32(C.LOG_SQRT_HALF_BITS)), _c32(23))
+        m = builder.bitcast(builder.sub(bits, builder.shl(k, _c32(23))), _F32)
+        return context.make_tuple(builder, signature.return_type,
+                                  [m, builder.sitofp(k, _F32)])
+
+    return types.UniTuple(types.float32, 2)(x), codegen
+
+
+@intrinsic
+def _angle_split(typingctx, w):
+    """The quarter turn ``n`` of the word's uniform and its remainder times 2**24 (a
+    float32, exact): ``odd = 2 (w >> 9) + 1``, ``n = (odd + 2**21) >> 22``,
+    ``odd - n 2**22``."""
+    if w != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        odd = builder.or_(builder.lshr(args[0], _c32(C.UNIFORM_SHIFT - 1)), _c32(1))
+        n = builder.ashr(builder.add(odd, _c32(1 << 21)), _c32(22))
+        rem = builder.sitofp(builder.sub(odd, builder.shl(n, _c32(22))), _F32)
+        return context.make_tuple(builder, signature.return_type, [rem, n])
+
+    return types.Tuple((types.float32, types.int32))(w), codegen
+
+
+@intrinsic
+def _quadrant(typingctx, rc, rs, n):
+    """``(r cos, r sin)`` of the full turn from those of the reduced angle and the quarter
+    turn ``n``: swapped for odd ``n``, the cosine negated where bit 1 of ``n + 1`` is set
+    (quadrants 1 and 2), the sine where bit 1 of ``n`` is (quadrants 2 and 3)."""
+    if not (rc == rs == types.float32 and n == types.int32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        rc, rs, n = args
+        swap = builder.trunc(n, ir.IntType(1))
+        a = builder.select(swap, rs, rc)
+        b = builder.select(swap, rc, rs)
+        sign = _c32(0x80000000)
+
+        def flip(x, k):
+            mask = builder.and_(builder.shl(k, _c32(30)), sign)
+            return builder.bitcast(builder.xor(builder.bitcast(x, ir.IntType(32)), mask), _F32)
+
+        return context.make_tuple(builder, signature.return_type,
+                                  [flip(a, builder.add(n, _c32(1))), flip(b, n)])
+
+    return types.UniTuple(types.float32, 2)(rc, rs, n), codegen
+
+
+@intrinsic
+def _round_bf16_bits(typingctx, x):
+    """float32 rounded to the nearest bfloat16 (even on ties), as a float32."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        b = builder.bitcast(args[0], ir.IntType(32))
+        odd = builder.and_(builder.lshr(b, _c32(16)), _c32(1))
+        b = builder.and_(builder.add(builder.add(b, _c32(0x7FFF)), odd), _c32(0xFFFF0000))
+        return builder.bitcast(b, _F32)
+
+    return types.float32(x), codegen
+
+
+@intrinsic
+def _bf16_bits(typingctx, y):
+    """The top 16 bits of a float32 (its bfloat16 bits when it is a bfloat16 value)."""
+    if y != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        b = builder.bitcast(args[0], ir.IntType(32))
+        return builder.trunc(builder.lshr(b, _c32(16)), _I16)
+
+    return types.uint16(y), codegen
+
 
 # --- constants, typed so that no operation is promoted to float64 ------------------------
 
@@ -82,18 +192,9 @@ _W1 = U(C.PHILOX_W1)
 _LO32 = U64(0xFFFFFFFF)
 _SH32 = U64(32)
 _ROUNDS = C.PHILOX_ROUNDS
-_USHIFT = U(C.UNIFORM_SHIFT)
 _USCALE = F(C.UNIFORM_SCALE)
 _ONE_U = U(1)
-_USHIFT_1 = U(C.UNIFORM_SHIFT - 1)
-_ONE_BITS = U(0x3F800000)  # float32 bits of 1.0
 _ONE_MINUS_HALF_CELL = F(1.0 - C.UNIFORM_SCALE)  # 1 - 2**-24, exact in float32
-_SIGN_BIT = U(0x80000000)
-_SQRT_HALF_BITS = np.int32(C.LOG_SQRT_HALF_BITS)
-_QUARTER_TURN = np.int32(1 << 21)
-_I22 = np.int32(22)
-_I23 = np.int32(23)
-_I30 = np.int32(30)
 _LN2_HI = F(C.LN2_HI)
 _LN2_LO = F(C.LN2_LO)
 _ZERO = F(0.0)
@@ -222,6 +323,15 @@ def group_words(group, k0, k1, c2, c3):
     return _philox_rounds(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1)
 
 
+@njit(inline="always")
+def run_words(g0, i, k0, k1, c2, c3):
+    """The words of group ``g0 + i`` in a run of groups whose high counter word is that of
+    ``g0`` (see :func:`_groups`): the compiler then sees c1 as loop-invariant, and the
+    first two rounds need one vector multiply each instead of two."""
+    g = U64(g0)
+    return _philox_rounds(U(U(g & _LO32) + U(i)), U(g >> _SH32), c2, c3, k0, k1)
+
+
 # --- device math, mirrored ----------------------------------------------------------------
 
 
@@ -231,14 +341,12 @@ def uniform_open(w):
     integer -> float conversion: the top 23 bits become the mantissa of
     ``x = 1 + (w >> 9) 2**-23`` and ``x - (1 - 2**-24)`` is exact (Sterbenz), the same
     bits (all 2**23 values are checked by the tests)."""
-    return _bits_f32(U(U(w >> _USHIFT) | _ONE_BITS)) - _ONE_MINUS_HALF_CELL
+    return _uniform_bits(w) - _ONE_MINUS_HALF_CELL
 
 
 @njit(inline="always")
 def log_f32(x):
-    bits = _f32_ibits(x)  # x > 0: the same value as the unsigned bits
-    k = np.int32(bits - _SQRT_HALF_BITS) >> _I23
-    m = _ibits_f32(np.int32(bits - (k << _I23)))
+    m, kf = _log_split(x)
     f = m - _ONE
     p = _fma(f, _L9, _L8)
     p = _fma(p, f, _L7)
@@ -249,23 +357,21 @@ def log_f32(x):
     p = _fma(p, f, _L2)
     p = _fma(p, f, _L1)
     p = _fma(p, f, _L0)
-    kf = F(k)
     return _fma(kf, _LN2_HI, _fma(kf, _LN2_LO, f * p))
 
 
 @njit(inline="always")
 def cossin_2pi(w):
-    """``(cos(2 pi u), sin(2 pi u), n)`` for the uniform u of word ``w``, before the
-    quadrant's signs (see :func:`box_muller`).
+    """``(cos(2 pi r), sin(2 pi r), n)`` for the uniform u of word ``w``: the reduced
+    angle's and the quarter turn (applied in :func:`box_muller`).
 
     The contract's reduction ``n = floor(4u + 1/2)``, ``r = (4u - n) / 4`` is done exactly
     on the integer ``odd = u 2**24 = 2 (w >> 9) + 1``: ``n = (odd + 2**21) >> 22`` and
     ``r = (odd - n 2**22) 2**-24``, the same bits as the float32 form for all 2**23
     words (checked by the tests), with no float -> int conversion and no branch.
     """
-    odd = np.int32(U(w >> _USHIFT_1) | _ONE_U)
-    n = np.int32(odd + _QUARTER_TURN) >> _I22
-    r = F(np.int32(odd - (n << _I22))) * _USCALE
+    rem, n = _angle_split(w)
+    r = rem * _USCALE
     r2 = r * r
     s = _fma(r2, _S4, _S3)
     s = _fma(s, r2, _S2)
@@ -276,26 +382,18 @@ def cossin_2pi(w):
     c = _fma(c, r2, _K2)
     c = _fma(c, r2, _K1)
     c = _fma(c, r2, _K0)
-    swap = (n & 1) != 0
-    return (s if swap else c), (c if swap else s), n
-
-
-@njit(inline="always")
-def _flip(x, sign):
-    """``x`` with its sign bit xor-ed with bit 31 of ``sign``: an exact negation or not."""
-    return _bits_f32(U(_f32_bits(x) ^ U(U(sign) & _SIGN_BIT)))
+    return c, s, n
 
 
 @njit(inline="always")
 def box_muller(wa, wb):
     """Two standard normals from two words: ``r cos(theta)``, ``r sin(theta)``.
 
-    The cosine is negated in quadrants 1 and 2 (bit 1 of ``n + 1``), the sine in
-    quadrants 2 and 3 (bit 1 of ``n``), after the product with the radius (negation
-    commutes with a rounded product)."""
+    The quadrant's swap and signs are applied after the products with the radius (a
+    negation commutes with a rounded product)."""
     r = np.sqrt(_MINUS_TWO * log_f32(uniform_open(wa)))
     c, s, n = cossin_2pi(wb)
-    return _flip(r * c, np.int32(n + 1) << _I30), _flip(r * s, n << _I30)
+    return _quadrant(r * c, r * s, n)
 
 
 @njit
@@ -433,9 +531,7 @@ def f16_bits_to_f32(typingctx, h):
 @njit
 def round_bf16(x):
     """float32 rounded to the nearest bfloat16 (even on ties), as a float32."""
-    b = _f32_bits(x)
-    b = U(U(b + U(0x7FFF) + ((b >> U(16)) & _ONE_U)) & U(0xFFFF0000))
-    return _bits_f32(b)
+    return _round_bf16_bits(x)
 
 
 def store(out, i, v, shift, scale, lo, hi):
@@ -459,7 +555,7 @@ def _store_impl(out, i, v, shift, scale, lo, hi):
     if out.dtype == types.uint16:
         def store_bf16(out, i, v, shift, scale, lo, hi):
             y = min(max(round_bf16(_fma(v, scale, shift)), lo), hi)
-            out[i] = np.uint16(_f32_bits(y) >> U(16))
+            out[i] = _bf16_bits(y)
         return store_bf16
 
     def store_f16(out, i, v, shift, scale, lo, hi):
@@ -500,7 +596,7 @@ def _constant_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
 @njit
 def _uniform_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     for i in range(n):
-        w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+        w0, w1, w2, w3 = run_words(g0, i, k0, k1, c2, c3)
         _store4(out, 4 * i, uniform_open(w0), uniform_open(w1), uniform_open(w2),
                 uniform_open(w3), shift, scale, lo, hi)
 
@@ -514,7 +610,7 @@ def _uniform_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
 @njit
 def _normal_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     for i in range(n):
-        w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+        w0, w1, w2, w3 = run_words(g0, i, k0, k1, c2, c3)
         z0, z1 = box_muller(w0, w1)
         z2, z3 = box_muller(w2, w3)
         _store4(out, 4 * i, z0, z1, z2, z3, shift, scale, lo, hi)
@@ -537,7 +633,7 @@ def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, sc
     regions = literally(regions)  # a compile-time region count: the loop vectorizes
     if regions <= 2:
         for i in range(n):
-            w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+            w0, w1, w2, w3 = run_words(g0, i, k0, k1, c2, c3)
             _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, xa, regions),
                     trunc_normal_standard(w1, pa, qb, dd, xa, regions),
                     trunc_normal_standard(w2, pa, qb, dd, xa, regions),
@@ -555,7 +651,7 @@ def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, sc
         nt = min(_TRUNC_TILE, n - t)
         o = out[4 * t:]
         for i in range(nt):
-            w0, w1, w2, w3 = group_words(g0 + t + i, k0, k1, c2, c3)
+            w0, w1, w2, w3 = run_words(g0, t + i, k0, k1, c2, c3)
             u0, u1, u2, u3 = uniform_open(w0), uniform_open(w1), uniform_open(w2), uniform_open(w3)
             v0, v1 = _trunc_w(u0, pa, qb, dd), _trunc_w(u1, pa, qb, dd)
             v2, v3 = _trunc_w(u2, pa, qb, dd), _trunc_w(u3, pa, qb, dd)
@@ -603,9 +699,14 @@ def _variates_impl(dist, group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
     return impl
 
 
+_RUN_GROUPS = 1 << 32
+_RUN_MASK = (1 << 32) - 1
+
+
 def _groups(dist, out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     """``n`` whole element groups starting at group ``g0``; ``out`` starts at group ``g0``;
-    ``dist`` is a compile-time constant."""
+    ``dist`` is a compile-time constant. The loops take runs of groups with one high
+    counter word (:func:`run_words`)."""
 
 
 @overload(_groups, prefer_literal=True)
@@ -617,7 +718,13 @@ def _groups_impl(dist, out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shif
             _TRUNC: _trunc_groups}.get(dist.literal_value, _constant_groups)
 
     def impl(dist, out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
-        pick(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+        # runs that keep the high counter word (c1 = group >> 32) of their first group
+        while n > 0:
+            run = min(n, _RUN_GROUPS - (g0 & _RUN_MASK))
+            pick(out, g0, run, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+            out = out[4 * run:]
+            g0 += run
+            n -= run
     return impl
 
 
