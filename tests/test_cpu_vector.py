@@ -75,7 +75,8 @@ def test_truncated_normal_rare_regions_are_re_evaluated(args):
     pa, qb, dd, xa = F(params.pa), F(params.qb), F(params.dd), F(params.xa)
     assert cpu.trunc_regions(pa, qb, dd) >= 3
     key, stream, g_base = 12345, 99, 4 * 1000 + 2
-    groups = 3 * cpu._TRUNC_TILE + 5
+    groups = 3005
+    assert groups > 2 * cpu._TRUNC_TILE  # several tiles
     n = 4 * groups - 5
     out = torch.full((n,), float("nan"))
     cpu.fill(out, [Segment(0, 0, g_base, 0, n, 1)], params, key, stream)
