@@ -202,10 +202,12 @@ if __name__ == "__main__":
     parser.add_argument("--baseline", metavar="REV",
                         help="with --touched: also time the CPU backend of git revision REV")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (the fill's threads too)")
+    parser.add_argument("--threads", type=int,
+                        help="torch.set_num_threads (the fill's threads too)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="with --touched: one thread, timed by its CPU time (shared machines)")
-    parser.add_argument("--log2-elements", type=int, default=24, help="with --touched: 2**N elements")
+    parser.add_argument("--log2-elements", type=int, default=24,
+                        help="with --touched: 2**N elements")
     opts = parser.parse_args()
     if opts.threads or opts.cpu_time:
         torch.set_num_threads(1 if opts.cpu_time else opts.threads)
