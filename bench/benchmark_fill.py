@@ -5,13 +5,27 @@ fastinit fill and torch's equivalent on the same 2**26-element float32 tensor; G
 written is in ``extra_info``. ``python bench/benchmark_fill.py`` prints the medians and
 ratios as a Markdown table (the one in bench/RESULTS.md) and the peak extra memory of a
 fill.
+
+``python bench/benchmark_fill.py --touched [--baseline REV]`` measures the CPU backend
+against the write roofline instead: 2**24 elements on memory already touched, medians of
+7 interleaved rounds, GB/s and % of ``zero_()`` of the same tensor; with ``--baseline``, the
+backend of git revision REV (``fastinit/backends/cpu.py`` as it was there) runs in the
+same rounds, so that before and after are measured in the same minutes.
 """
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+
+if __name__ == "__main__":  # run as a script: time this checkout's fastinit, not an installed one
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest
 import torch
@@ -72,6 +86,84 @@ def peak_extra_memory_mib(fn, t) -> float:
     return (_rss_kib("VmHWM") - before) / 1024
 
 
+#: The fills of the touched-memory table: (label, dtype, InitSpec arguments).
+TOUCHED = (
+    ("uniform_", torch.float32, ("uniform", 0.0, 1.0)),
+    ("normal_", torch.float32, ("normal", 0.0, 1.0)),
+    ("trunc_normal_(std=0.02)", torch.float32, ("trunc_normal", 0.0, 0.02, -2.0, 2.0)),
+    ("normal_", torch.bfloat16, ("normal", 0.0, 1.0)),
+)
+
+
+def load_backend(rev: str):
+    """``fastinit/backends/cpu.py`` as it was at git revision ``rev``, imported as a module
+    of its own (its compiled code is cached apart from the current backend's)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(["git", "show", f"{rev}:fastinit/backends/cpu.py"], cwd=root,
+                            check=True, capture_output=True, text=True).stdout
+    path = os.path.join(tempfile.mkdtemp(prefix="fastinit_baseline_"), "cpu_baseline.py")
+    with open(path, "w") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("fastinit_cpu_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def touched(baseline: str | None = None, n: int = 1 << 24, rounds: int = 7,
+            clock=time.perf_counter) -> None:
+    """Print the touched-memory table (see the module docstring). ``clock``: wall time, or
+    ``time.thread_time`` for one thread on a shared machine (the time the calling thread
+    ran, not the time it waited for a core)."""
+    from fastinit.backends import cpu
+    from fastinit.layout import Segment
+    from fastinit.spec import InitSpec
+
+    backends = [("after", cpu)]
+    if baseline:
+        backends.insert(0, (f"before ({baseline})", load_backend(baseline)))
+    tensors = {dt: torch.empty(n, dtype=dt) for dt in {dt for _, dt, _ in TOUCHED}}
+    for t in tensors.values():
+        t.zero_()
+    segs = [Segment(0, 0, 0, 0, n, 1)]
+    cases = {("zero_", dt, "-"): (lambda t=t: t.zero_()) for dt, t in tensors.items()}
+    for label, dt, (dist, *args) in TOUCHED:
+        params = getattr(InitSpec, dist)(*args).kernel_params(dt)
+        for name, backend in backends:
+            cases[(label, dt, name)] = (lambda b=backend, t=tensors[dt], p=params:
+                                        b.fill(t, segs, p, 1234, 5))
+    for fn in cases.values():  # compile / load, touch
+        fn()
+    times = {k: [] for k in cases}
+    for _ in range(rounds):
+        for k, fn in cases.items():
+            start = clock()
+            fn()
+            times[k].append(clock() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}; "
+          f"{n} elements on touched memory, median of {rounds} interleaved rounds"
+          f"{'' if clock is time.perf_counter else ' (thread CPU time)'}\n")
+    print("| fill | dtype | backend | ms | GB/s | % of zero_() |")
+    print("|---|---|---|---:|---:|---:|")
+    for (label, dt, name), s in med.items():
+        nbytes = n * tensors[dt].element_size()
+        pct = 100 * med[("zero_", dt, "-")] / s
+        print(f"| {label} | {str(dt).removeprefix('torch.')} | {name} | {s * 1e3:.2f} | "
+              f"{nbytes / s / 1e9:.2f} | {pct:.0f}% |")
+
+
+def cpu_name() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return name
+
+
 def main() -> None:
     t = torch.empty(N)
     t.zero_()
@@ -104,4 +196,23 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--touched", action="store_true",
+                        help="the touched-memory table against zero_() (2**24 elements)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="with --touched: also time the CPU backend of git revision REV")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int,
+                        help="torch.set_num_threads (the fill's threads too)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="with --touched: one thread, timed by its CPU time (shared machines)")
+    parser.add_argument("--log2-elements", type=int, default=24,
+                        help="with --touched: 2**N elements")
+    opts = parser.parse_args()
+    if opts.threads or opts.cpu_time:
+        torch.set_num_threads(1 if opts.cpu_time else opts.threads)
+    if opts.touched:
+        touched(opts.baseline, n=1 << opts.log2_elements, rounds=opts.rounds,
+                clock=time.thread_time if opts.cpu_time else time.perf_counter)
+    else:
+        main()

@@ -1,7 +1,7 @@
 """The kernels' cheaper forms of the contract's operations are the same operations.
 
-The GPU kernels compute some steps of the contract differently from its text (and from the
-CPU backend, which follows the text): a uniform from exponent bits instead of an integer
+The GPU kernels compute some steps of the contract differently from its text (the CPU
+backend's vector loops share the first two): a uniform from exponent bits instead of an integer
 -> float conversion and a multiply, the Box-Muller quarter turn and remainder on integers,
 log(4 p q) as log(p q) with 2 added to the exponent, and no clamp where the launcher
 proves it cannot change a value. Each is exact, so the values are the same bits; these

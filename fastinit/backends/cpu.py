@@ -4,7 +4,17 @@ Every float operation mirrors ``fastinit/kernels/distributions.py`` one for one 
 operations, same order, float32 unless the output is float64, explicit fused
 multiply-adds), so the CPU and the GPU give bit-identical values. The work is split
 over a thread pool; Numba releases the GIL and writes straight into the output, so a
-fill needs no temporary beyond a few scalars per thread.
+fill needs no temporary beyond a few scalars per thread (1 KiB of flags for a truncated
+normal that reaches the rare regions).
+
+Vector code: each distribution's loop over element groups is shaped for LLVM's loop
+vectorizer (16 groups per iteration in AVX-512 registers on x86-64, checked in the
+generated assembly by ``tests/test_cpu_vector.py``): Philox as straight-line IR on 64-bit
+lanes (:func:`_philox_rounds`), the integer steps of the uniform, log, angle reduction
+and bfloat16 rounding as 32-bit IR, no branch in a loop body (selects; the quadrant's
+signs as bit flips), and the truncated normal's rare inverse-CDF regions evaluated only
+for the groups that reach them. No fast-math flag is used: every value is the same
+IEEE-754 operation as before, so every output bit is unchanged.
 
 Compiling: each distribution (and truncated-normal region count) has its own entry point,
 compiled for an output dtype the first time a fill needs it and kept in Numba's on-disk
@@ -69,6 +79,118 @@ def _bitcast_intrinsic(src, dst, llvm_type):
 _f32_bits = _bitcast_intrinsic(types.float32, types.uint32, ir.IntType(32))
 _bits_f32 = _bitcast_intrinsic(types.uint32, types.float32, ir.FloatType())
 
+# --- the integer steps of the device math, as 32-bit LLVM IR ----------------------------
+# Numba widens integer arithmetic on uint32 / int32 values to 64 bits; in a vectorized
+# loop that doubles the lanes of every integer step (and LLVM does not always narrow it
+# back). These helpers state each step in 32-bit operations, the same bits.
+
+_F32 = ir.FloatType()
+_I16 = ir.IntType(16)
+
+
+def _c32(v: int) -> ir.Constant:
+    return ir.Constant(ir.IntType(32), v & 0xFFFFFFFF)
+
+
+@intrinsic
+def _uniform_bits(typingctx, w):
+    """float32 ``1 + (w >> 9) 2**-23`` from the word's top 23 bits."""
+    if w != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        m = builder.lshr(args[0], _c32(C.UNIFORM_SHIFT))
+        return builder.bitcast(builder.or_(m, _c32(0x3F800000)), _F32)
+
+    return types.float32(w), codegen
+
+
+@intrinsic
+def _log_split(typingctx, x):
+    """``(m, k)`` with ``x = 2**k m``, m in [sqrt(1/2), sqrt(2)), k as a float32 (x > 0)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        k = builder.ashr(builder.sub(bits, _c32(C.LOG_SQRT_HALF_BITS)), _c32(23))
+        m = builder.bitcast(builder.sub(bits, builder.shl(k, _c32(23))), _F32)
+        return context.make_tuple(builder, signature.return_type,
+                                  [m, builder.sitofp(k, _F32)])
+
+    return types.UniTuple(types.float32, 2)(x), codegen
+
+
+@intrinsic
+def _angle_split(typingctx, w):
+    """The quarter turn ``n`` of the word's uniform and its remainder times 2**24 (a
+    float32, exact): ``odd = 2 (w >> 9) + 1``, ``n = (odd + 2**21) >> 22``,
+    ``odd - n 2**22``."""
+    if w != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        odd = builder.or_(builder.lshr(args[0], _c32(C.UNIFORM_SHIFT - 1)), _c32(1))
+        n = builder.ashr(builder.add(odd, _c32(1 << 21)), _c32(22))
+        rem = builder.sitofp(builder.sub(odd, builder.shl(n, _c32(22))), _F32)
+        return context.make_tuple(builder, signature.return_type, [rem, n])
+
+    return types.Tuple((types.float32, types.int32))(w), codegen
+
+
+@intrinsic
+def _quadrant(typingctx, rc, rs, n):
+    """``(r cos, r sin)`` of the full turn from those of the reduced angle and the quarter
+    turn ``n``: swapped for odd ``n``, the cosine negated where bit 1 of ``n + 1`` is set
+    (quadrants 1 and 2), the sine where bit 1 of ``n`` is (quadrants 2 and 3)."""
+    if not (rc == rs == types.float32 and n == types.int32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        rc, rs, n = args
+        swap = builder.trunc(n, ir.IntType(1))
+        a = builder.select(swap, rs, rc)
+        b = builder.select(swap, rc, rs)
+        sign = _c32(0x80000000)
+
+        def flip(x, k):
+            mask = builder.and_(builder.shl(k, _c32(30)), sign)
+            return builder.bitcast(builder.xor(builder.bitcast(x, ir.IntType(32)), mask), _F32)
+
+        return context.make_tuple(builder, signature.return_type,
+                                  [flip(a, builder.add(n, _c32(1))), flip(b, n)])
+
+    return types.UniTuple(types.float32, 2)(rc, rs, n), codegen
+
+
+@intrinsic
+def _round_bf16_bits(typingctx, x):
+    """float32 rounded to the nearest bfloat16 (even on ties), as a float32."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        b = builder.bitcast(args[0], ir.IntType(32))
+        odd = builder.and_(builder.lshr(b, _c32(16)), _c32(1))
+        b = builder.and_(builder.add(builder.add(b, _c32(0x7FFF)), odd), _c32(0xFFFF0000))
+        return builder.bitcast(b, _F32)
+
+    return types.float32(x), codegen
+
+
+@intrinsic
+def _bf16_bits(typingctx, y):
+    """The top 16 bits of a float32 (its bfloat16 bits when it is a bfloat16 value)."""
+    if y != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        b = builder.bitcast(args[0], ir.IntType(32))
+        return builder.trunc(builder.lshr(b, _c32(16)), _I16)
+
+    return types.uint16(y), codegen
+
+
 # --- constants, typed so that no operation is promoted to float64 ------------------------
 
 F = np.float32
@@ -81,16 +203,12 @@ _W1 = U(C.PHILOX_W1)
 _LO32 = U64(0xFFFFFFFF)
 _SH32 = U64(32)
 _ROUNDS = C.PHILOX_ROUNDS
-_USHIFT = U(C.UNIFORM_SHIFT)
 _USCALE = F(C.UNIFORM_SCALE)
-_ONE_U = U(1)
-_SQRT_HALF_BITS = np.int64(C.LOG_SQRT_HALF_BITS)
+_ONE_MINUS_HALF_CELL = F(1.0 - C.UNIFORM_SCALE)  # 1 - 2**-24, exact in float32
 _LN2_HI = F(C.LN2_HI)
 _LN2_LO = F(C.LN2_LO)
 _ZERO = F(0.0)
 _NEG_ZERO = F(-0.0)  # a constant's variate: fma(-0, 0, c) is c for every c, -0 included
-_HALF = F(0.5)
-_QUARTER = F(0.25)
 _ONE = F(1.0)
 _TWO = F(2.0)
 _FOUR = F(4.0)
@@ -154,7 +272,8 @@ def _cached_jit(**options):
 
 @njit(inline="always")
 def philox4x32(c0, c1, c2, c3, k0, k1, rounds):
-    """Philox4x32 with ``rounds`` rounds on uint32 words."""
+    """Philox4x32 with ``rounds`` rounds on uint32 words (any round count; the fills use
+    :func:`_philox_rounds`, the same function in a form the loops vectorize)."""
     for _ in range(rounds):
         p0 = U64(c0) * _M0
         p1 = U64(c2) * _M1
@@ -169,10 +288,66 @@ def philox4x32(c0, c1, c2, c3, k0, k1, rounds):
     return c0, c1, c2, c3
 
 
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+@intrinsic
+def _philox_rounds(typingctx, c0, c1, c2, c3, k0, k1):
+    """Philox4x32 with the contract's round count, as straight-line LLVM IR.
+
+    Each word lives in the low half of a 64-bit integer whose high half is not kept
+    clean: a round is then one 32x32->64 multiply per product (``vpmuludq``, which
+    reads the low halves only), a shift for the high word and two xors, and nothing
+    moves between 32- and 64-bit lanes until the four words are truncated at the end.
+    The low 32 bits of every value are those of :func:`philox4x32` (the high halves
+    never reach them: they are masked off before each multiply).
+    """
+    u32 = types.uint32
+    if not all(a == u32 for a in (c0, c1, c2, c3, k0, k1)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        c0, c1, c2, c3, k0, k1 = (builder.zext(a, _I64) for a in args)
+        low = ir.Constant(_I64, 0xFFFFFFFF)
+        m0, m1 = ir.Constant(_I64, C.PHILOX_M0), ir.Constant(_I64, C.PHILOX_M1)
+        w0, w1 = ir.Constant(_I64, C.PHILOX_W0), ir.Constant(_I64, C.PHILOX_W1)
+        s32 = ir.Constant(_I64, 32)
+        for r in range(C.PHILOX_ROUNDS):
+            if r:
+                k0 = builder.and_(builder.add(k0, w0), low)
+                k1 = builder.and_(builder.add(k1, w1), low)
+            p0 = builder.mul(builder.and_(c0, low), m0)
+            p1 = builder.mul(builder.and_(c2, low), m1)
+            c0, c1, c2, c3 = (builder.xor(builder.xor(builder.lshr(p1, s32), c1), k0), p1,
+                              builder.xor(builder.xor(builder.lshr(p0, s32), c3), k1), p0)
+        words = [builder.trunc(c, _I32) for c in (c0, c1, c2, c3)]
+        return context.make_tuple(builder, signature.return_type, words)
+
+    return types.UniTuple(u32, 4)(c0, c1, c2, c3, k0, k1), codegen
+
+
 @njit(inline="always")
 def group_words(group, k0, k1, c2, c3):
     g = U64(group)
+    return _philox_rounds(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1)
+
+
+@njit(inline="always")
+def _scalar_group_words(group, k0, k1, c2, c3):
+    """:func:`group_words` as a rolled loop: the same words, less code to compile for the
+    partial groups at the ends of a row (one Philox call each)."""
+    g = U64(group)
     return philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, _ROUNDS)
+
+
+@njit(inline="always")
+def run_words(g0, i, k0, k1, c2, c3):
+    """The words of group ``g0 + i`` in a run of groups whose high counter word is that of
+    ``g0`` (see :func:`_groups`): the compiler then sees c1 as loop-invariant, and the
+    first two rounds need one vector multiply each instead of two."""
+    g = U64(g0)
+    return _philox_rounds(U(U(g & _LO32) + U(i)), U(g >> _SH32), c2, c3, k0, k1)
 
 
 # --- device math, mirrored ----------------------------------------------------------------
@@ -180,14 +355,16 @@ def group_words(group, k0, k1, c2, c3):
 
 @njit(inline="always")
 def uniform_open(w):
-    return F(U(U(U(w >> _USHIFT) << _ONE_U) | _ONE_U)) * _USCALE
+    """The contract's uniform ``((w >> 9) * 2 + 1) * 2**-24`` of word ``w``, without an
+    integer -> float conversion: the top 23 bits become the mantissa of
+    ``x = 1 + (w >> 9) 2**-23`` and ``x - (1 - 2**-24)`` is exact (Sterbenz), the same
+    bits (all 2**23 values are checked by the tests)."""
+    return _uniform_bits(w) - _ONE_MINUS_HALF_CELL
 
 
 @njit
 def log_f32(x):
-    bits = np.int64(_f32_bits(x))
-    k = (bits - _SQRT_HALF_BITS) >> 23
-    m = _bits_f32(U(bits - (k << 23)))
+    m, kf = _log_split(x)
     f = m - _ONE
     p = _fma(f, _L9, _L8)
     p = _fma(p, f, _L7)
@@ -198,15 +375,21 @@ def log_f32(x):
     p = _fma(p, f, _L2)
     p = _fma(p, f, _L1)
     p = _fma(p, f, _L0)
-    kf = F(k)
     return _fma(kf, _LN2_HI, _fma(kf, _LN2_LO, f * p))
 
 
 @njit
-def cossin_2pi(u):
-    v = u * _FOUR
-    q = np.int64(v + _HALF)  # floor: v + 1/2 > 0
-    r = (v - F(q)) * _QUARTER
+def cossin_2pi(w):
+    """``(cos(2 pi r), sin(2 pi r), n)`` for the uniform u of word ``w``: the reduced
+    angle's and the quarter turn (applied in :func:`box_muller`).
+
+    The contract's reduction ``n = floor(4u + 1/2)``, ``r = (4u - n) / 4`` is done exactly
+    on the integer ``odd = u 2**24 = 2 (w >> 9) + 1``: ``n = (odd + 2**21) >> 22`` and
+    ``r = (odd - n 2**22) 2**-24``, the same bits as the float32 form for all 2**23
+    words (checked by the tests), with no float -> int conversion and no branch.
+    """
+    rem, n = _angle_split(w)
+    r = rem * _USCALE
     r2 = r * r
     s = _fma(r2, _S4, _S3)
     s = _fma(s, r2, _S2)
@@ -217,21 +400,18 @@ def cossin_2pi(u):
     c = _fma(c, r2, _K2)
     c = _fma(c, r2, _K1)
     c = _fma(c, r2, _K0)
-    q &= 3
-    if q & 1:
-        c, s = s, c
-    if q == 1 or q == 2:
-        c = -c
-    if q >= 2:
-        s = -s
-    return c, s
+    return c, s, n
 
 
 @njit
 def box_muller(wa, wb):
+    """Two standard normals from two words: ``r cos(theta)``, ``r sin(theta)``.
+
+    The quadrant's swap and signs are applied after the products with the radius (a
+    negation commutes with a rounded product)."""
     r = np.sqrt(_MINUS_TWO * log_f32(uniform_open(wa)))
-    c, s = cossin_2pi(uniform_open(wb))
-    return r * c, r * s
+    c, s, n = cossin_2pi(wb)
+    return _quadrant(r * c, r * s, n)
 
 
 @njit
@@ -369,9 +549,7 @@ def f16_bits_to_f32(typingctx, h):
 @njit
 def round_bf16(x):
     """float32 rounded to the nearest bfloat16 (even on ties), as a float32."""
-    b = _f32_bits(x)
-    b = U(U(b + U(0x7FFF) + ((b >> U(16)) & _ONE_U)) & U(0xFFFF0000))
-    return _bits_f32(b)
+    return _round_bf16_bits(x)
 
 
 def store(out, i, v, shift, scale, lo, hi):
@@ -395,7 +573,7 @@ def _store_impl(out, i, v, shift, scale, lo, hi):
     if out.dtype == types.uint16:
         def store_bf16(out, i, v, shift, scale, lo, hi):
             y = min(max(round_bf16(_fma(v, scale, shift)), lo), hi)
-            out[i] = np.uint16(_f32_bits(y) >> U(16))
+            out[i] = _bf16_bits(y)
         return store_bf16
 
     def store_f16(out, i, v, shift, scale, lo, hi):
@@ -436,21 +614,21 @@ def _constant_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
 @njit
 def _uniform_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     for i in range(n):
-        w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+        w0, w1, w2, w3 = run_words(g0, i, k0, k1, c2, c3)
         _store4(out, 4 * i, uniform_open(w0), uniform_open(w1), uniform_open(w2),
                 uniform_open(w3), shift, scale, lo, hi)
 
 
 @njit
 def _uniform_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
-    w0, w1, w2, w3 = group_words(group, k0, k1, c2, c3)
+    w0, w1, w2, w3 = _scalar_group_words(group, k0, k1, c2, c3)
     return uniform_open(w0), uniform_open(w1), uniform_open(w2), uniform_open(w3)
 
 
 @njit
 def _normal_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     for i in range(n):
-        w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
+        w0, w1, w2, w3 = run_words(g0, i, k0, k1, c2, c3)
         z0, z1 = box_muller(w0, w1)
         z2, z3 = box_muller(w2, w3)
         _store4(out, 4 * i, z0, z1, z2, z3, shift, scale, lo, hi)
@@ -458,27 +636,63 @@ def _normal_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, s
 
 @njit
 def _normal_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
-    w0, w1, w2, w3 = group_words(group, k0, k1, c2, c3)
+    w0, w1, w2, w3 = _scalar_group_words(group, k0, k1, c2, c3)
     z0, z1 = box_muller(w0, w1)
     z2, z3 = box_muller(w2, w3)
     return z0, z1, z2, z3
 
 
+#: Groups per pass of a truncated normal that reaches the rare regions (w >= NDTRI_W2).
+_TRUNC_TILE = 1024
+
+
 @njit
 def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     regions = literally(regions)  # a compile-time region count: the loop vectorizes
-    for i in range(n):
-        w0, w1, w2, w3 = group_words(g0 + i, k0, k1, c2, c3)
-        _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, xa, regions),
-                trunc_normal_standard(w1, pa, qb, dd, xa, regions),
-                trunc_normal_standard(w2, pa, qb, dd, xa, regions),
-                trunc_normal_standard(w3, pa, qb, dd, xa, regions), shift, scale, lo, hi)
+    if regions <= 2:
+        for i in range(n):
+            w0, w1, w2, w3 = run_words(g0, i, k0, k1, c2, c3)
+            _store4(out, 4 * i, trunc_normal_standard(w0, pa, qb, dd, xa, regions),
+                    trunc_normal_standard(w1, pa, qb, dd, xa, regions),
+                    trunc_normal_standard(w2, pa, qb, dd, xa, regions),
+                    trunc_normal_standard(w3, pa, qb, dd, xa, regions), shift, scale, lo, hi)
+        return
+    # Regions 3 and 4 (w >= 6.25: one element in ~1000 for a wide interval) cost a square
+    # root and a polynomial each: a pass over a tile evaluates every element with regions
+    # 1-2 and flags the groups with an element in region 3 or 4, which are then evaluated
+    # again with all regions (scanned 8 flags at a time).
+    size = (min(n, _TRUNC_TILE) + 7) & ~7
+    flags = np.zeros(size, np.uint8)
+    words8 = flags.view(np.uint64)
+    dd2 = dd + dd
+    for t in range(0, n, _TRUNC_TILE):
+        nt = min(_TRUNC_TILE, n - t)
+        o = out[4 * t:]
+        for i in range(nt):
+            w0, w1, w2, w3 = run_words(g0, t + i, k0, k1, c2, c3)
+            u0, u1, u2, u3 = uniform_open(w0), uniform_open(w1), uniform_open(w2), uniform_open(w3)
+            v0, v1 = _trunc_w(u0, pa, qb, dd), _trunc_w(u1, pa, qb, dd)
+            v2, v3 = _trunc_w(u2, pa, qb, dd), _trunc_w(u3, pa, qb, dd)
+            flags[i] = max(max(v0, v1), max(v2, v3)) >= _W2_
+            _store4(o, 4 * i, _fma(u0, dd2, xa) * ndtri_factor(v0, 2),
+                    _fma(u1, dd2, xa) * ndtri_factor(v1, 2),
+                    _fma(u2, dd2, xa) * ndtri_factor(v2, 2),
+                    _fma(u3, dd2, xa) * ndtri_factor(v3, 2), shift, scale, lo, hi)
+        for i in range(nt, (nt + 7) & ~7):
+            flags[i] = 0
+        for q in range((nt + 7) >> 3):
+            if words8[q]:
+                for i in range(8 * q, min(8 * q + 8, nt)):
+                    if flags[i]:
+                        z0, z1, z2, z3 = _trunc_variates(g0 + t + i, k0, k1, c2, c3, pa, qb,
+                                                         dd, xa, regions)
+                        _store4(o, 4 * i, z0, z1, z2, z3, shift, scale, lo, hi)
 
 
 @njit
 def _trunc_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
     regions = literally(regions)
-    w0, w1, w2, w3 = group_words(group, k0, k1, c2, c3)
+    w0, w1, w2, w3 = _scalar_group_words(group, k0, k1, c2, c3)
     return (trunc_normal_standard(w0, pa, qb, dd, xa, regions),
             trunc_normal_standard(w1, pa, qb, dd, xa, regions),
             trunc_normal_standard(w2, pa, qb, dd, xa, regions),
@@ -503,9 +717,14 @@ def _variates_impl(dist, group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
     return impl
 
 
+_RUN_GROUPS = 1 << 32
+_RUN_MASK = (1 << 32) - 1
+
+
 def _groups(dist, out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     """``n`` whole element groups starting at group ``g0``; ``out`` starts at group ``g0``;
-    ``dist`` is a compile-time constant."""
+    ``dist`` is a compile-time constant. The loops take runs of groups with one high
+    counter word (:func:`run_words`)."""
 
 
 @overload(_groups, prefer_literal=True)
@@ -517,7 +736,13 @@ def _groups_impl(dist, out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shif
             _TRUNC: _trunc_groups}.get(dist.literal_value, _constant_groups)
 
     def impl(dist, out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
-        pick(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+        # runs that keep the high counter word (c1 = group >> 32) of their first group
+        while n > 0:
+            run = min(n, _RUN_GROUPS - (g0 & _RUN_MASK))
+            pick(out, g0, run, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+            out = out[4 * run:]
+            g0 += run
+            n -= run
     return impl
 
 
@@ -849,13 +1074,18 @@ def _words(groups, k0, k1, c2, c3, rounds):
     out = np.empty((groups.size, 4), dtype=np.uint32)
     for i in range(groups.size):
         g = groups[i]
-        w = philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
+        if rounds == _ROUNDS:  # the fills' own Philox
+            w = group_words(g, k0, k1, c2, c3)
+        else:
+            w = philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
         out[i, 0], out[i, 1], out[i, 2], out[i, 3] = w
     return out
 
 
 @_cached_jit()
 def _philox_once(c0, c1, c2, c3, k0, k1, rounds):
+    if rounds == _ROUNDS:  # the fills' own Philox
+        return _philox_rounds(c0, c1, c2, c3, k0, k1)
     return philox4x32(c0, c1, c2, c3, k0, k1, rounds)
 
 
