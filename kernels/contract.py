@@ -1,7 +1,7 @@
 """The value contract of fastinit, as data.
 
 Everything a reimplementation needs to reproduce fastinit's values bit for bit lives
-here or in the README section "The value contract": the Philox constants, the counter
+here or in docs/contract.md: the Philox constants, the counter
 layout, the word -> float construction and the polynomial coefficients of the device
 math. Both backends (the Triton kernels in this package and the CPU backend in
 ``fastinit.backends.cpu``) read their constants from this module, so the two cannot

@@ -1,8 +1,8 @@
-"""An independent NumPy reference of the value contract (README, "The value contract").
+"""An independent NumPy reference of the value contract (docs/contract.md).
 
-Written from the README's description, not from the library: it shares no code with
+Written from the description in docs/contract.md, not from the library: it shares no code with
 ``fastinit`` (not even the constants module), so a change to the library's stream that
-the README does not describe shows up as a mismatch here.
+the description does not give shows up as a mismatch here.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def philox4x32(ctr: np.ndarray, key: tuple[int, int], rounds: int = 10) -> np.nd
 
 
 def counters(indices: np.ndarray, stream: int, draw_round: int = 0) -> np.ndarray:
-    """Counter words of the groups of global element ``indices`` (README layout)."""
+    """Counter words of the groups of global element ``indices`` (docs/contract.md)."""
     group = np.asarray(indices, dtype=np.uint64) >> np.uint64(2)
     n = group.size
     ctr = np.empty((n, 4), dtype=np.uint32)

@@ -2,7 +2,7 @@
 
 The hashes below pin the exact output of each distribution and dtype for a fixed seed.
 A change to any of them changes every model initialized with fastinit: it must be a
-deliberate, documented, breaking change (update the README's contract section and
+deliberate, documented, breaking change (update docs/contract.md and
 these hashes together). Both backends must reproduce them.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def test_golden_triton_kernel(case, dtype):
 
 
 def test_seed_keyword_is_key_with_stream_zero():
-    """``seed=s`` means key s and stream 0, as the README states."""
+    """``seed=s`` means key s and stream 0, as docs/contract.md states."""
     from fastinit.backends import cpu
 
     a = fastinit.normal_(torch.empty(100), seed=5)

@@ -60,7 +60,7 @@ def test_kernel_equals_cpu_backend(name, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_uniform_equals_numpy_reference(dtype):
-    """Uniforms bit for bit against the README's recipe (float32 arithmetic)."""
+    """Uniforms bit for bit against the recipe of docs/contract.md (float32 arithmetic)."""
     lo_b, hi_b = -0.3, 0.7
     n, g_base, key, stream = 5000, 2**32 - 17, 123456789, 2**55 + 1
     ref = reference.uniform(key, stream, np.arange(n, dtype=np.uint64) + np.uint64(g_base), lo_b, hi_b)

@@ -390,9 +390,9 @@ def test_resnet_like_empty_init_is_exact_and_the_opt_in_gives_reset_defaults():
 
 
 def test_a_recipe_that_rewrites_every_parameter_makes_the_own_init_moot():
-    """README's example: a meta-built ResNet with the ResNet recipe is not refused (every
-    parameter is the recipe's); a recipe that leaves a parameter to the model's own init
-    is."""
+    """The example of docs/materialize.md: a meta-built ResNet with the ResNet recipe is
+    not refused (every parameter is the recipe's); a recipe that leaves a parameter to the
+    model's own init is."""
     from fastinit import recipes
 
     model = fastinit.materialize(_meta(TVResNet), "cpu", seed=0,

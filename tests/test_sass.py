@@ -185,7 +185,7 @@ def test_hot_paths_have_no_slow_calls(records):
 
 
 def test_targets_met_where_reported(records):
-    """The issue's targets that the diet reaches stay reached (README: Performance model
+    """The issue's targets that the diet reaches stay reached (docs/performance.md: Performance model
     names the misses and their size)."""
     got = {(r["kernel"], r["distribution"], r["dtype"]): r["instructions_per_element"]
            for r in records}

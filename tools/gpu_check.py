@@ -153,7 +153,7 @@ def _precompile(job: tuple) -> None:
 
 def _tune(out: str, device: str, size: int) -> int:
     """Time the single-tensor kernel under each of TUNE_CONFIGS (the 8-vs-4-warps question of
-    the README's performance model): GB/s and % of zero_() of the same tensor."""
+    the performance model in docs/performance.md): GB/s and % of zero_() of the same tensor."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 

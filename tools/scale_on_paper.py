@@ -1,7 +1,7 @@
 """Sharded init of Llama-3-70B on paper: what each rank writes with fastinit, and what a
 seed checkpoint costs instead.
 
-    python tools/scale_on_paper.py            # the table of the README ("Scale, on paper")
+    python tools/scale_on_paper.py            # the table of docs/distributed.md ("Scale, on paper")
     python tools/scale_on_paper.py --dtype-bytes 4 --hbm-tbps 2.8
 
 Shapes are Llama-3-70B's (80 layers, hidden 8192, intermediate 28672, 64 query heads and

@@ -31,7 +31,7 @@ thread-instructions per element: a warp issues one instruction per clock per SM
 sub-partition whatever it does, so uniform-datapath and predicated-off instructions
 count too.
 
-**Model** (documented in the README, "Performance model"): an H100 SXM issues at most
+**Model** (documented in docs/performance.md, "Performance model"): an H100 SXM issues at most
 132 SMs x 4 sub-partitions x 32 lanes per clock (about 29.7e12 thread-instructions/s at
 a sustained 1.755 GHz); the *issue bound* is that rate / instructions per element. The
 *roofline* is the HBM write bandwidth / bytes per element. The predicted ceiling is the
