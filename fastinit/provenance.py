@@ -61,11 +61,13 @@ import os
 import re
 import statistics
 import sys
+import itertools
 import weakref
 from typing import Iterator, Optional
 
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
 
 from fastinit import laws
 from fastinit.findings import Finding
@@ -157,19 +159,66 @@ def _fmt(v) -> str:
 
 
 class _Session:
-    __slots__ = ("raw", "unmatched", "replay")
+    __slots__ = ("raw", "unmatched", "replay", "storages")
 
     def __init__(self) -> None:
         #: the site of the recorded operation a replay runs (``fastinit.construction``)
         self.replay: Optional[tuple] = None
         #: (kind, geometry, payload, site): kind "fill" (payload: Fill params, key,
-        #: stream), "torch" (TorchWrite: whole), "op" (torch op: name, value)
+        #: stream), "torch" (TorchWrite: whole), "op" (torch op: name, value); a
+        #: geometry's first item is the id of a storage (see :meth:`storage_id`)
         self.raw: list[tuple] = []
         self.unmatched: list[tuple[str, str]] = []
+        #: storage address -> (weak reference to the storage written there last, its id)
+        self.storages: dict[int, tuple] = {}
 
     def note(self, write) -> None:
         """``fastinit.route``'s hook: see :func:`note`."""
         note(write)
+
+    def storage_id(self, t: torch.Tensor) -> Optional[int]:
+        """The id of the storage of ``t`` in this session's records.
+
+        A storage is known by its address, but memory freed inside the block (a
+        temporary) is handed out again: another storage at an address gets another id,
+        so the writes to the first are never matched to a tensor of the second. The weak
+        reference held for each keeps the storage's identity unique while the records
+        live (the memory it held is freed as usual)."""
+        with _PLAIN():
+            storage = _local(t).untyped_storage()
+            address = storage.data_ptr()
+            known = self.storages.get(address)
+            if known is None or known[0].cdata != storage._cdata:
+                known = self.storages[address] = (StorageWeakRef(storage), len(self.storages)
+                                                   if known is None else _fresh_id())
+        return known[1]
+
+    def id_at(self, address: int) -> Optional[int]:
+        """The id of the storage recorded last at ``address`` (None: none was)."""
+        known = self.storages.get(address)
+        return None if known is None else known[1]
+
+    def matches(self, t: torch.Tensor) -> Optional[int]:
+        """The id under which this session recorded writes to the storage of ``t`` (None:
+        it recorded none: a storage at that address then was another one)."""
+        with _PLAIN():
+            storage = _local(t).untyped_storage()
+            known = self.storages.get(storage.data_ptr())
+            if known is None or known[0].expired() or known[0].cdata != storage._cdata:
+                return None
+        return known[1]
+
+
+_IDS = itertools.count(1 << 40)
+
+
+def _fresh_id() -> int:
+    """An id no address-numbered storage of a session takes (see ``storage_id``)."""
+    return next(_IDS)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t._local_tensor if type(t).__name__ == "DTensor" else t
 
 
 _SESSION = _PROVENANCE  # the open session (fastinit.route reads it at every write)
@@ -177,17 +226,19 @@ _SESSION = _PROVENANCE  # the open session (fastinit.route reads it at every wri
 _FILL, _TORCH, _OP, _MADE, _MOVED = 0, 1, 2, 3, 4
 
 
-def _geometry(t: torch.Tensor):
-    """(storage, byte offset, shape, stride, element size) of ``t``'s memory, or None."""
-    if type(t).__name__ == "DTensor":
-        t = t._local_tensor
+def _geometry(t: torch.Tensor, session: Optional[_Session] = None):
+    """(storage, byte offset, shape, stride, element size) of ``t``'s memory, or None.
+
+    The storage is its address, or with ``session`` its id there (``storage_id``)."""
+    t = _local(t)
     with _PLAIN():  # no torch-function mode (a device context) sees these queries
         if t.device.type == "meta" or t.numel() == 0 or t.layout != torch.strided:
             return None
         size = t.element_size()
         offset = t.storage_offset() * size
         # the storage's address: data_ptr() less the offset (untyped_storage() costs more)
-        return (t.data_ptr() - offset, offset, tuple(t.shape), t.stride(), size)
+        storage = t.data_ptr() - offset if session is None else session.storage_id(t)
+        return (storage, offset, tuple(t.shape), t.stride(), size)
 
 
 _PLAIN = torch._C.DisableTorchFunction
@@ -198,7 +249,7 @@ def note(write) -> None:
     session = _SESSION.get()
     if session is None:
         return
-    geometry = _geometry(write.target)
+    geometry = _geometry(write.target, session)
     if geometry is None:
         return
     if hasattr(write, "params"):
@@ -218,7 +269,9 @@ def note_op(name: str, args: tuple, router=None) -> None:
     value = None
     if name in ("__set__", "set_"):
         old = _old_memory(router, target)
-        geometry = _geometry(target)
+        if old is not None:
+            old = (session.id_at(old[0]), old[1])
+        geometry = _geometry(target, session)
         if old is not None and geometry is not None:
             session.raw.append((_MOVED, geometry, old, session.replay or _site()))
         return
@@ -231,7 +284,7 @@ def note_op(name: str, args: tuple, router=None) -> None:
             target = target[index]
         else:
             name = "__setitem__[indexed]"
-    geometry = _geometry(target)
+    geometry = _geometry(target, session)
     if geometry is None:
         return
     session.raw.append((_OP, geometry, (name, value), session.replay or _site()))
@@ -265,7 +318,7 @@ def note_factory(func, args: tuple, kwargs: dict, results: list) -> None:
     else:
         payload = (name, {})
     for t in results:
-        geometry = _geometry(t)
+        geometry = _geometry(t, session)
         if geometry is not None:
             session.raw.append((_MADE, geometry, payload, session.replay or (None, None, None, 0)))
 
@@ -383,8 +436,8 @@ def recorded(fn):
 def recording() -> Iterator[None]:
     """Record the provenance of the writes fastinit routes inside the block: for models
     built under ``fastinit.patch()``. After the block, :func:`provenance` of a model built
-    inside it returns its writes (matched by the memory they went to: build and keep the
-    model inside the block, as memory freed there may be reused).
+    inside it returns its writes (matched by the storage they went to: a tensor whose
+    storage was made after the block, or freed in it, has none of them).
 
     Examples:
         >>> with fastinit.patch(), fastinit.provenance.recording():
@@ -394,11 +447,21 @@ def recording() -> Iterator[None]:
     """
     with session() as s:
         yield
-    _LOGS.append(s)
+    _LOGS[:] = [old for old in _LOGS if _alive(old)]
+    if _alive(s):
+        _LOGS.append(s)
+    _CLOSED[0] += 1
 
 
-#: sessions of closed recording() blocks
+def _alive(s: _Session) -> bool:
+    """Whether a storage session ``s`` wrote to still exists."""
+    return any(not ref.expired() for ref, _ in s.storages.values())
+
+
+#: sessions of closed recording() blocks whose storages are not all freed, and how many
+#: blocks have closed
 _LOGS: list[_Session] = []
+_CLOSED = [0]
 
 
 # --- records per model ---------------------------------------------------------------------
@@ -425,7 +488,7 @@ class _Record:
         self.unmatched: list[tuple[str, str]] = []
         self.ties: dict[str, str] = {}
         #: raw records of the sessions not resolved yet
-        self.pending: list[list] = []
+        self.pending: list[_Session] = []
         self.generation = 0  # sessions attached so far
 
 
@@ -456,19 +519,22 @@ def _ties(module: nn.Module, named) -> dict[str, str]:
     return ties
 
 
-def _resolve(raw: list[tuple], named) -> dict[str, _Tensor]:
-    """The raw records of a session, per named tensor (by the memory they wrote)."""
+def _resolve(s: _Session, named) -> dict[str, _Tensor]:
+    """The raw records of session ``s``, per named tensor (by the storage they wrote)."""
     by_storage: dict[int, list] = {}
     for name, t in named:
         g = _geometry(t)
         if g is None:
             continue
+        sid = s.matches(t)
+        if sid is None:
+            continue  # no write of the session went to this storage
         lo, hi = _extent(g)
-        by_storage.setdefault(g[0], []).append((name, t, g, lo, hi))
+        by_storage.setdefault(sid, []).append((name, t, (sid,) + g[1:], lo, hi))
     out: dict[str, _Tensor] = {}
     if not by_storage:
         return out
-    for kind, g, payload, site in _follow_moves(raw):
+    for kind, g, payload, site in _follow_moves(s.raw):
         tensors = by_storage.get(g[0])
         if not tensors:
             continue
@@ -631,7 +697,7 @@ def _attach(module: nn.Module, s: _Session) -> None:
     record = _RECORDS.get(module)
     if record is None:
         record = _RECORDS[module] = _Record()
-    record.pending.append(s.raw)
+    record.pending.append(s)
     record.unmatched.extend(s.unmatched)
     record.generation += 1
 
@@ -640,9 +706,15 @@ def _settle(record: "_Record", model: nn.Module) -> None:
     """Resolve the sessions kept for a model, in order."""
     if not record.pending:
         return
+    _merge(record, record.pending, model)
+    record.pending.clear()
+
+
+def _merge(record: "_Record", sessions, model: nn.Module) -> None:
+    """Add what ``sessions`` wrote to the tensors of ``model`` to ``record``, in order."""
     named = _named(model)
-    for raw in record.pending:
-        for name, tensor in _resolve(raw, named).items():
+    for s in sessions:
+        for name, tensor in _resolve(s, named).items():
             old = record.tensors.get(name)
             if old is None or old.shape != tensor.shape or old.dtype != tensor.dtype:
                 record.tensors[name] = tensor
@@ -651,7 +723,6 @@ def _settle(record: "_Record", model: nn.Module) -> None:
     for name, t in named:  # a tensor no session wrote: no writes
         record.tensors.setdefault(name, _Tensor([], tuple(t.shape), t.dtype))
     record.ties = _ties(model, named)
-    record.pending.clear()
 
 
 def _record_of(model: nn.Module) -> _Record:
@@ -661,19 +732,13 @@ def _record_of(model: nn.Module) -> _Record:
     if record is not None:
         _settle(record, model)
         return record
-    named = _named(model)
-    raw = [r for s in _LOGS for r in s.raw]
-    tensors = _resolve(raw, named)
-    if not tensors:
+    record = _Record()
+    _merge(record, _LOGS, model)
+    if not any(t.entries for t in record.tensors.values()):
         raise ValueError(
             f"fastinit.provenance: no writes were recorded for this {type(model).__name__}: "
             "provenance is recorded by fastinit.materialize and fastinit.apply_recipe, and "
             "for code run under fastinit.patch() inside fastinit.provenance.recording()")
-    record = _Record()
-    record.tensors = tensors
-    for name, t in named:
-        record.tensors.setdefault(name, _Tensor([], tuple(t.shape), t.dtype))
-    record.ties = _ties(model, named)
     return record
 
 
@@ -952,7 +1017,7 @@ def _analyse(model: nn.Module):
     autograd's version counter, which every in-place write moves)."""
     record = _record_of(model)
     named = _named(model)
-    key = (record.generation, len(_LOGS), tuple(
+    key = (record.generation, _CLOSED[0], tuple(
         (id(t), t._version, t.data_ptr() if t.device.type != "meta" else 0) for _, t in named))
     cached = _ANALYSED.get(model)
     if cached is not None and cached[0] == key:

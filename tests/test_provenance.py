@@ -302,6 +302,54 @@ def test_no_record_is_a_clear_error():
         P.provenance(torch.zeros(3))
 
 
+def _reuse(addresses: set, build, tries: int = 64):
+    """``build()`` until one of its tensors' storages sits at one of ``addresses`` (the
+    allocator hands freed memory out again); the model, or a failed precondition."""
+    kept = []
+    for _ in range(tries):
+        model = build()
+        if {t.untyped_storage().data_ptr() for t in model.state_dict().values()} & addresses:
+            return model
+        kept.append(model)  # held, so that the next build gets other memory
+    raise AssertionError("the allocator never reused the freed memory: the test shows nothing")
+
+
+def test_memory_freed_after_a_recording_is_not_the_recorded_tensor():
+    # A recorded model is freed; an eager model built later in its memory has none of its
+    # writes (its own init was not recorded) and the law check does not judge it by them.
+    with fastinit.patch(), P.recording():
+        gone = TinyGPT(emb_std=1.0)
+        gone.init_weights()
+    addresses = {t.untyped_storage().data_ptr() for t in gone.state_dict().values()}
+    del gone
+    gc.collect()
+    later = _reuse(addresses, lambda: TinyGPT(emb_std=0.02))
+    with pytest.raises(ValueError, match="no writes were recorded"):
+        P.provenance(later)
+    with pytest.raises(ValueError, match="no writes were recorded"):
+        P.check_laws(later)
+
+
+def test_a_temporary_freed_inside_a_recording_is_not_a_later_tensor():
+    class Holder(nn.Module):
+        def __init__(self, addresses=None) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.empty(64, 64))
+            nn.init.normal_(self.weight, std=0.02)
+            self.register_buffer("table", torch.ones(64, 64))  # not a routed write
+
+    with fastinit.patch(), P.recording():
+        tmp = torch.empty(64, 64)
+        nn.init.uniform_(tmp, -3.0, 3.0)
+        assert tmp.abs().max() > 1.0  # a read: the deferred fill runs, the memory is free
+        addresses = {tmp.untyped_storage().data_ptr()}
+        del tmp
+        model = _reuse(addresses, Holder)
+    writes = P.provenance(model)
+    assert [w.law for w in writes["weight"]] == ["normal_"]
+    assert writes["table"] == []
+
+
 def test_the_model_shows_nothing_different():
     model = _materialized()
     with torch.device("meta"):
