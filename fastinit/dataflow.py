@@ -249,11 +249,28 @@ def unwritten(program: Program, ops: Iterable[Op], named: Mapping[str, Ref]
               ) -> dict[str, tuple[torch.Tensor | None, str]]:
     """For each of ``named`` (name -> Ref) holding elements computed from memory nobody
     wrote once ``ops`` have run: (a bool map of its valid elements, or None when no
-    element is valid; where the garbage came from)."""
+    element is valid; where the garbage came from).
+
+    Raises:
+        ValueError: construction read values (``.item()``, ``bool(t)``, ``.tolist()``)
+            computed from memory nobody wrote: what it computed from them is garbage
+            wherever it went (a ``fill_`` of the value read leaves no trace of the
+            garbage in the tensor's data flow), so the program is refused.
+    """
     flow = _Flow(program)
     for op in ops:
         if op.expect is None:
             flow.run(op)
+            continue
+        read = op.args[0]
+        if flow.valid(read) is not True:
+            where = flow.origin.get(read.storage, "memory nobody wrote")
+            raise ValueError(
+                "materialize: the model's construction read the values of a tensor (shape "
+                f"{tuple(read.shape)}, {read.dtype}; `.item()`, `bool()`, `.tolist()`...) "
+                f"computed from {where}, and went on with them: eager code computes from "
+                "whatever that memory happens to hold. Write the temporary (torch.empty, "
+                "new_empty) before its values are used")
     out = {}
     for name, ref in named.items():
         v = flow.valid(ref)

@@ -135,6 +135,31 @@ def test_values_from_memory_nobody_wrote_are_refused_naming_the_tensor(cls, name
     assert m.state_dict().keys() == before.keys()
 
 
+class ReadOfUnwritten(nn.Module):
+    """A value read from a temporary nobody wrote decides a buffer (``fill_`` of an
+    ``.item()``): the garbage leaves no trace in the buffer's own data flow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        tmp = torch.empty(8)
+        self.register_buffer("b", torch.zeros(8))
+        self.b.fill_(tmp.abs().sum().item() % 5)
+
+
+@pytest.mark.parametrize("value", [1.0, -3.0, float("nan")])
+def test_a_value_read_from_memory_nobody_wrote_is_refused(value):
+    # whatever the memory holds - the same at construction and in the replay included,
+    # where the value read checks out - the program is refused, before any allocation
+    with Poison(value):
+        with fastinit.empty_init():
+            m = ReadOfUnwritten()
+        with pytest.raises(ValueError, match=r"read the values of a tensor \(shape \(\), "
+                           r"torch.float32.* computed from memory made by empty and never "
+                           r"written, through abs, through sum"):
+            fastinit.materialize(m, "cpu", seed=0)
+    assert m.b.is_meta
+
+
 def test_partly_garbage_names_the_part():
     with fastinit.empty_init():
         m = PartlyWrittenTemporary()
