@@ -28,24 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build(dim: int, layers: int, vocab: int):
-    from torchtitan.models import llama3 as L
-    from torchtitan.models.common import (ComplexRoPE, Embedding, Linear, RMSNorm,
-                                          compute_ffn_hidden_dim)
-    heads = 8
-    cfg = L.Llama3Model.Config(
-        dim=dim, vocab_size=vocab,
-        tok_embeddings=Embedding.Config(num_embeddings=vocab, embedding_dim=dim,
-                                        param_init=L._EMBEDDING_INIT),
-        norm=RMSNorm.Config(normalized_shape=dim, param_init=L._NORM_INIT),
-        lm_head=Linear.Config(in_features=dim, out_features=vocab,
-                              param_init=L._output_linear_init(dim)),
-        layers=L._build_llama3_layers(
-            fuse_qkv=True, n_layers=layers, dim=dim, n_heads=heads, n_kv_heads=4,
-            hidden_dim=compute_ffn_hidden_dim(dim, multiple_of=256),
-            rope=ComplexRoPE.Config(dim=dim // heads, max_seq_len=256, theta=500000,
-                                    scaling="llama"),
-            attn_backend="flex"))
-    return cfg.build()
+    """torchtitan's Llama 3 (the test suite's, at this size: 8 heads, 4 KV heads)."""
+    from tests.client_zoo import _titan_llama3
+
+    return _titan_llama3(False, dim=dim, heads=8, kv_heads=4, vocab=vocab, layers=layers,
+                         multiple_of=256, max_seq_len=256)
 
 
 def _bits(t: torch.Tensor) -> bytes:
@@ -65,26 +52,41 @@ def _local_bytes(model) -> int:
     return total
 
 
-def _single(args) -> dict:
-    """One process: fastinit.materialize and torch's to_empty + init_states."""
+def _time_both(make, repeats: int, barrier=lambda: None):
+    """Seconds of ``fastinit.materialize`` and of torch's flow (``to_empty``, the seed,
+    torchtitan's ``init_states``) on models ``make()`` builds, interleaved; the timings and
+    the last model of each."""
     import fastinit
 
-    torch.set_num_threads(1)
     out = {"fastinit_s": [], "torch_s": []}
-    for _ in range(args.repeats):
-        with torch.device("meta"):
-            m = build(args.dim, args.layers, args.vocab)
+    for _ in range(repeats):
+        m = make()
+        barrier()
         t0 = time.perf_counter()
         fastinit.materialize(m, "cpu", seed=0, progress=False)
         out["fastinit_s"].append(time.perf_counter() - t0)
-        with torch.device("meta"):
-            m2 = build(args.dim, args.layers, args.vocab)
+        m2 = make()
+        barrier()
         t0 = time.perf_counter()
         m2.to_empty(device="cpu")
         torch.manual_seed(0)
         with torch.no_grad():
             m2.init_states()
         out["torch_s"].append(time.perf_counter() - t0)
+    return out, m, m2
+
+
+def _single(args) -> dict:
+    """One process: fastinit.materialize and torch's to_empty + init_states."""
+    import fastinit
+
+    torch.set_num_threads(1)
+
+    def meta():
+        with torch.device("meta"):
+            return build(args.dim, args.layers, args.vocab)
+
+    out, m, m2 = _time_both(meta, args.repeats)
     out["bytes"] = _local_bytes(m)
     out["params"] = sum(p.numel() for p in m.parameters())
     out["fastinit"] = {n: _digest(p) for n, p in m.named_parameters()}
@@ -119,8 +121,6 @@ def _rank(rank: int, world: int, store: str, args, out_dir: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torchtitan.distributed.fsdp import apply_fsdp_to_decoder
 
-    import fastinit
-
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=600))
@@ -133,21 +133,7 @@ def _rank(rank: int, world: int, store: str, args, out_dir: str) -> None:
                               pp_enabled=False)
         return m
 
-    res = {"fastinit_s": [], "torch_s": []}
-    for _ in range(args.repeats):  # interleaved
-        m = sharded()
-        dist.barrier()
-        t0 = time.perf_counter()
-        fastinit.materialize(m, "cpu", seed=0, progress=False)
-        res["fastinit_s"].append(time.perf_counter() - t0)
-        m2 = sharded()
-        dist.barrier()
-        t0 = time.perf_counter()
-        m2.to_empty(device="cpu")
-        torch.manual_seed(0)
-        with torch.no_grad():
-            m2.init_states()
-        res["torch_s"].append(time.perf_counter() - t0)
+    res, m, m2 = _time_both(sharded, args.repeats, dist.barrier)
     res["bytes"] = _local_bytes(m)
     res["fastinit"] = {n: _digest(p.full_tensor()) for n, p in m.named_parameters()}
     res["torch"] = {n: _digest(p.full_tensor()) for n, p in m2.named_parameters()}

@@ -306,12 +306,15 @@ def _titan_inputs(m):
             "attention_masks": m.get_attention_masks(positions=pos)}
 
 
-def _titan_llama3(tied: bool):
+def _titan_llama3(tied: bool, *, dim: int = 64, heads: int = 4, kv_heads: int = 2,
+                  vocab: int = 128, layers: int = 2, multiple_of: int = 32,
+                  max_seq_len: int = 64):
+    """torchtitan's Llama 3 (fused qkv, complex RoPE, flex attention), small by default;
+    ``tied``: the head shares the embedding. Built on the current device, init run."""
     need("torchtitan")
     from torchtitan.models import llama3 as L
     from torchtitan.models.common import (ComplexRoPE, Embedding, Linear, RMSNorm,
                                           compute_ffn_hidden_dim)
-    dim, heads, vocab = 64, 4, 128
     cfg = L.Llama3Model.Config(
         dim=dim, vocab_size=vocab, enable_weight_tying=tied,
         tok_embeddings=Embedding.Config(
@@ -321,9 +324,9 @@ def _titan_llama3(tied: bool):
         lm_head=Linear.Config(in_features=dim, out_features=vocab,
                               param_init=L._output_linear_init(dim)),
         layers=L._build_llama3_layers(
-            fuse_qkv=True, n_layers=2, dim=dim, n_heads=heads, n_kv_heads=2,
-            hidden_dim=compute_ffn_hidden_dim(dim, multiple_of=32),
-            rope=ComplexRoPE.Config(dim=dim // heads, max_seq_len=64, theta=500000,
+            fuse_qkv=True, n_layers=layers, dim=dim, n_heads=heads, n_kv_heads=kv_heads,
+            hidden_dim=compute_ffn_hidden_dim(dim, multiple_of=multiple_of),
+            rope=ComplexRoPE.Config(dim=dim // heads, max_seq_len=max_seq_len, theta=500000,
                                     scaling="llama"),
             attn_backend="flex"))
     model = cfg.build()

@@ -1102,8 +1102,6 @@ def flows_worker(rank: int, world_size: int, models=("llama3", "dsv3"),
     Every rank computes the single-process model itself. For the record, the same flows
     with torch's own init (:func:`_torch_flow`)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-    from torchtitan.distributed import pipeline_parallel as pp
 
     import fastinit
     from tests.client_zoo import _titan_dsv3, _titan_llama3
@@ -1119,20 +1117,7 @@ def flows_worker(rank: int, world_size: int, models=("llama3", "dsv3"),
         expected = dict(ref.named_parameters())
         expected.update(ref.named_buffers())
         for flow in ("titan_fsdp", "titan_fsdp_offload", "pp2_fsdp"):
-            if flow == "pp2_fsdp":
-                parts = []
-                for names in pp._generate_llm_fqn_per_model_part(2, 2, 1, 1):
-                    with torch.device("meta"):
-                        stage = pp._split_module(build(), names)
-                    for block in stage.layers.values():
-                        fully_shard(block, mesh=mesh)
-                    fully_shard(stage, mesh=mesh)
-                    parts.append(stage)
-            else:
-                with torch.device("meta"):
-                    model = build()
-                _titan_fsdp(model, mesh, offload=flow.endswith("offload"))
-                parts = [model]
+            parts = _sharded_parts(build, flow, mesh)
             for part in parts:
                 with no_collectives() as calls:
                     fastinit.materialize(part, "cpu", seed=0)
@@ -1155,6 +1140,29 @@ def flows_worker(rank: int, world_size: int, models=("llama3", "dsv3"),
     return summary
 
 
+def _sharded_parts(build, flow: str, mesh) -> list:
+    """The meta model parts of a sharded flow: ``"pp2_fsdp"`` (two pipeline stages by
+    torchtitan's own split, FSDP2 inside each), else the whole model under torchtitan's
+    FSDP2 (``"titan_fsdp_offload"``: with CPU offload)."""
+    from torch.distributed.fsdp import fully_shard
+    from torchtitan.distributed import pipeline_parallel as pp
+
+    if flow != "pp2_fsdp":
+        with torch.device("meta"):
+            model = build()
+        _titan_fsdp(model, mesh, offload=flow.endswith("offload"))
+        return [model]
+    parts = []
+    for names in pp._generate_llm_fqn_per_model_part(2, 2, 1, 1):
+        with torch.device("meta"):
+            stage = pp._split_module(build(), names)
+        for block in stage.layers.values():
+            fully_shard(block, mesh=mesh)
+        fully_shard(stage, mesh=mesh)
+        parts.append(stage)
+    return parts
+
+
 def _torch_flow(build, flow: str, mesh) -> dict:
     """For the record, torch's own flow on the same sharding: meta build, shard,
     ``to_empty``, ``torch.manual_seed(0)`` on every rank, torchtitan's ``init_states``.
@@ -1165,8 +1173,6 @@ def _torch_flow(build, flow: str, mesh) -> dict:
     import hashlib
 
     import torch.distributed as dist
-    from torch.distributed.fsdp import fully_shard
-    from torchtitan.distributed import pipeline_parallel as pp
 
     torch.manual_seed(0)
     ref = build()
@@ -1174,20 +1180,7 @@ def _torch_flow(build, flow: str, mesh) -> dict:
         torch.manual_seed(0)
         ref.init_states()
     expected = dict(ref.named_parameters())
-    if flow == "pp2_fsdp":
-        parts = []
-        for names in pp._generate_llm_fqn_per_model_part(2, 2, 1, 1):
-            with torch.device("meta"):
-                stage = pp._split_module(build(), names)
-            for block in stage.layers.values():
-                fully_shard(block, mesh=mesh)
-            fully_shard(stage, mesh=mesh)
-            parts.append(stage)
-    else:
-        with torch.device("meta"):
-            model = build()
-        _titan_fsdp(model, mesh, offload=flow.endswith("offload"))
-        parts = [model]
+    parts = _sharded_parts(build, flow, mesh)
     out = {"matching": 0, "identical_shards": 0, "params": 0, "random": 0}
     for part in parts:
         part.to_empty(device="cpu")
