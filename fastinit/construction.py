@@ -394,9 +394,12 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         ``torch.manual_seed``, takes its key from that generator now, in eager order, as
         an eager call does; it is recorded with that key (``seed=``), so that every replay
         - a whole model, one sharded parameter - draws the same values."""
-        has = [p for p in ("seed", "generator") if p in _signature(fn).parameters]
-        if len(has) < 2:
+        reach = _rng_reach(fn)
+        if reach is None:
             return args, kwargs
+        if (len(args) <= reach and kwargs.get("seed") is None
+                and kwargs.get("generator") is None and SEEDINGS[0] == self.seedings_at_entry):
+            return args, kwargs  # neither given, not reseeded: what binding would find
         try:
             bound = _signature(fn).bind(*args, **kwargs)
         except TypeError:
@@ -444,6 +447,27 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
 
 _FIRST: dict = {}
 _SIGNATURES: dict = {}
+_REACH: dict = {}
+
+
+def _rng_reach(fn: Callable) -> int | None:
+    """None if ``fn`` lacks a ``seed`` or a ``generator`` parameter; else how many
+    positional arguments a call can pass without reaching either of them."""
+    if fn in _REACH:
+        return _REACH[fn]
+    import inspect
+
+    params = list(_signature(fn).parameters.values())
+    names = [p.name for p in params]
+    reach = None
+    if "seed" in names and "generator" in names:
+        positional = [i for i, p in enumerate(params) if p.name in ("seed", "generator")
+                      and p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                     inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        varargs = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL]
+        reach = min(positional + varargs + [len(params)])
+    _REACH[fn] = reach
+    return reach
 
 
 def _signature(fn: Callable):
