@@ -95,6 +95,9 @@ class Op:
     #: the init code that made this write (``fastinit.provenance``): where a replay's
     #: writes are attributed; None for operations that do not write their argument
     site: tuple | None = None
+    #: whether the replay runs it without fastinit's modes (``Replay._bare``; None: not
+    #: decided yet)
+    bare: bool | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -117,6 +120,8 @@ class Program:
     ops: list[Op] = field(default_factory=list)
     storages: dict[int, Storage] = field(default_factory=dict)
     _seeds: dict = field(default_factory=dict, repr=False)  # key -> (len(ops), seeds)
+    #: how many of ``storages`` are legacy (``Replay.run`` binds those before an operation)
+    legacy: int = 0
 
     def op_seeds(self, key: int) -> dict[int, int]:
         """``id(op)`` -> the seed of torch's generators for that operation in a replay
@@ -139,6 +144,7 @@ class Program:
         s = storage._cdata
         if s not in self.storages:
             self.storages[s] = Storage(storage.nbytes(), empty, legacy, storage)
+            self.legacy += legacy
         return s
 
     def needed(self, targets: set[int]) -> list[Op]:
@@ -619,6 +625,18 @@ def empty_init() -> Iterator[None]:
 
 
 _NESTED = (tuple, list, dict)
+_TENSORS = (torch.Tensor, nn.Parameter)
+
+
+def _has_ref(tree) -> bool:
+    """Whether an argument structure of a recorded call holds a :class:`Ref`."""
+    if type(tree) is Ref:
+        return True
+    if type(tree) in (tuple, list):
+        return any(_has_ref(x) for x in tree)
+    if type(tree) is dict:
+        return any(_has_ref(x) for x in tree.values())
+    return False
 
 
 class Replay:
@@ -637,15 +655,42 @@ class Replay:
         self.on_bind = on_bind
         self.key = key
         self.env: dict[int, torch.Tensor] = {}
+        #: fastinit's modes taken off the stack by :meth:`run` (None: outside it)
+        self._popped: list | None = None
 
     def _seeds(self) -> dict[int, int] | None:
         return None if self.key is None else self.program.op_seeds(self.key)
 
     def resolve(self, ref: Ref) -> torch.Tensor:
         base = self.env[ref.storage]
+        if self._popped is not None:  # inside run: no fastinit mode is on the stack
+            t = torch.empty(0, dtype=ref.dtype, device=base.device)
+            return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
         with route.internal():
             t = torch.empty(0, dtype=ref.dtype, device=base.device)
             return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
+
+    @contextlib.contextmanager
+    def _modes(self) -> Iterator[None]:
+        """Inside :meth:`run`: fastinit's modes back on the stack, for what the user's
+        code would have run under them (a recorded torch operation, a value read)."""
+        popped = self._popped
+        route._push_back(popped)
+        self._popped = None
+        try:
+            yield
+        finally:
+            self._popped = route._pop_own_modes()
+
+    def _bare(self, op: Op) -> bool:
+        """Whether ``op`` runs the same without fastinit's modes on the stack: a factory
+        of Python values given its device (the modes let it through unchanged), or a
+        fastinit entry point (which takes them off the stack itself)."""
+        bare = op.bare
+        if bare is None:
+            bare = op.bare = bool(getattr(op.func, "_fastinit_entry", False) or (
+                op.factory and not _has_ref(op.args) and not _has_ref(op.kwargs)))
+        return bare
 
     def _real(self, x):
         return self.resolve(x) if isinstance(x, Ref) else x
@@ -667,49 +712,72 @@ class Replay:
         parameter, as sharded models are, or with some weights loaded) nor their number."""
         seeds = self._seeds()
         attributed = route._PROVENANCE.get() is not None
-        for op in ops:
-            if attributed:  # the replay's writes are the recorded init code's
-                provenance.replaying(op)
-            if seeds is not None:
-                seed = seeds[id(op)]
-                torch.default_generator.manual_seed(seed)
-                if self.device.type == "cuda":
-                    index = self.device.index
-                    torch.cuda.default_generators[
-                        torch.cuda.current_device() if index is None else index].manual_seed(seed)
-            # storages this op makes (a copy into a new legacy storage) get its result
-            produced = {ref.storage for ref in op.outs if ref is not None}.difference(op.reads)
-            for s in op.reads + op.writes:
-                info = self.program.storages.get(s)
-                if (s not in self.env and info is not None and info.legacy
-                        and s not in produced):
-                    self._bind(s, torch.empty(info.nbytes, dtype=torch.uint8,
-                                              device=self.device))
-            if op.expect is not None:
-                self._check(op)
-                continue
-            args = self._real_all(op.args)
-            kwargs = self._real_all(op.kwargs)
-            if op.factory:
-                kwargs["device"] = self.device
-            out = op.func(*args, **kwargs)
-            results = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-            if attributed and op.factory:
-                provenance.note_factory(op.func, args, kwargs, results)
-            for ref, real in zip(op.outs, results):
-                if ref is None or ref.storage in self.env:
+        storages = self.program.storages
+        legacy = self.program.legacy
+        env = self.env
+        cuda = self.device.type == "cuda"
+        # fastinit's modes let the replay's own bookkeeping through unchanged: they are
+        # off the stack while it runs, and back for what user code ran under them
+        outer = self._popped
+        self._popped = route._pop_own_modes() if outer is None else outer
+        try:
+            for op in ops:
+                if attributed:  # the replay's writes are the recorded init code's
+                    provenance.replaying(op)
+                if seeds is not None:
+                    seed = seeds[id(op)]
+                    torch.default_generator.manual_seed(seed)
+                    if cuda:
+                        index = self.device.index
+                        torch.cuda.default_generators[
+                            torch.cuda.current_device() if index is None else index
+                        ].manual_seed(seed)
+                if legacy:
+                    # storages this op makes (a copy into a new legacy storage) get its result
+                    produced = {ref.storage for ref in op.outs
+                                if ref is not None}.difference(op.reads)
+                    for s in op.reads + op.writes:
+                        info = storages.get(s)
+                        if (s not in env and info is not None and info.legacy
+                                and s not in produced):
+                            self._bind(s, torch.empty(info.nbytes, dtype=torch.uint8,
+                                                      device=self.device))
+                if op.expect is not None:
+                    with self._modes():
+                        self._check(op)
                     continue
-                if (real.storage_offset(), tuple(real.shape), tuple(real.stride())) != (
-                        ref.offset, ref.shape, ref.stride):
-                    laid_out = torch.empty_strided(ref.shape, ref.stride, dtype=real.dtype,
-                                                   device=real.device)
-                    laid_out.copy_(real)  # the layout the program saw (meta's)
-                    real = laid_out
-                self._bind(ref.storage, _bytes(real))
-            out_kw = kwargs.get("out")
-            for s in op.writes:
-                if s not in self.env and isinstance(out_kw, torch.Tensor):
-                    self._bind(s, _bytes(out_kw))
+                args = self._real_all(op.args)
+                kwargs = self._real_all(op.kwargs)
+                if op.factory:
+                    kwargs["device"] = self.device
+                if self._bare(op):
+                    out = op.func(*args, **kwargs)
+                else:
+                    with self._modes():
+                        out = op.func(*args, **kwargs)
+                results = [out] if type(out) in _TENSORS else [
+                    t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+                if attributed and op.factory:
+                    provenance.note_factory(op.func, args, kwargs, results)
+                for ref, real in zip(op.outs, results):
+                    if ref is None or ref.storage in env:
+                        continue
+                    if (real.storage_offset(), tuple(real.shape), real.stride()) != (
+                            ref.offset, ref.shape, ref.stride):
+                        laid_out = torch.empty_strided(ref.shape, ref.stride, dtype=real.dtype,
+                                                       device=real.device)
+                        with self._modes():
+                            laid_out.copy_(real)  # the layout the program saw (meta's)
+                        real = laid_out
+                    self._bind(ref.storage, _bytes(real))
+                out_kw = kwargs.get("out")
+                for s in op.writes:
+                    if s not in env and isinstance(out_kw, torch.Tensor):
+                        self._bind(s, _bytes(out_kw))
+        finally:
+            if outer is None:
+                route._push_back(self._popped)
+            self._popped = outer
         if attributed:
             provenance.replaying(None)
 

@@ -100,6 +100,7 @@ def entry(fn: Callable) -> Callable:
             _push_back(popped)
         return result
 
+    entered._fastinit_entry = True  # it takes fastinit's modes off the stack itself
     return entered
 
 
