@@ -769,11 +769,11 @@ class Replay:
                         with self._modes():
                             laid_out.copy_(real)  # the layout the program saw (meta's)
                         real = laid_out
-                    self._bind(ref.storage, _bytes(real))
+                    self._bind(ref.storage, _bytes(real, bare=True))
                 out_kw = kwargs.get("out")
                 for s in op.writes:
                     if s not in env and isinstance(out_kw, torch.Tensor):
-                        self._bind(s, _bytes(out_kw))
+                        self._bind(s, _bytes(out_kw, bare=True))
         finally:
             if outer is None:
                 route._push_back(self._popped)
@@ -806,12 +806,15 @@ class Replay:
                 self.on_bind(s)
 
 
-def _bytes(t: torch.Tensor) -> torch.Tensor:
-    """A uint8 tensor over the whole storage of ``t``."""
-    with route.internal():
+def _bytes(t: torch.Tensor, bare: bool = False) -> torch.Tensor:
+    """A uint8 tensor over the whole storage of ``t`` (``bare``: the caller has taken
+    fastinit's modes off the stack, as ``Replay.run`` does)."""
+    if bare:
         storage = t.untyped_storage()
         return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
             storage, 0, (storage.nbytes(),), (1,))
+    with route.internal():
+        return _bytes(t, bare=True)
 
 
 def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
