@@ -170,6 +170,10 @@ class _Flow:
             reads = [r for r in reads if r is not out_kw]
         if partial and name == "__setitem__":
             reads = _refs(args[2:], [])
+        if (overwrite and not partial and not reads and not isinstance(out_kw, Ref)
+                and not any(op.outs)):
+            self.set(target, True)  # a whole write from Python values (an init call)
+            return
         states = [self.valid(r) for r in reads]
         elementwise = name in _ELEMENTWISE
         if all(s is True for s in states):
