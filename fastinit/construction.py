@@ -98,6 +98,9 @@ class Op:
     #: whether the replay runs it without fastinit's modes (``Replay._bare``; None: not
     #: decided yet)
     bare: bool | None = field(default=None, repr=False, compare=False)
+    #: whether its arguments are flat and hold no :class:`Ref` (the replay passes them
+    #: as they are; None: not decided yet)
+    plain: bool | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -746,8 +749,16 @@ class Replay:
                     with self._modes():
                         self._check(op)
                     continue
-                args = self._real_all(op.args)
-                kwargs = self._real_all(op.kwargs)
+                plain = op.plain
+                if plain is None:
+                    plain = op.plain = not any(
+                        type(x) in _NESTED or type(x) is Ref
+                        for x in (*op.args, *op.kwargs.values()))
+                if plain:
+                    args, kwargs = op.args, dict(op.kwargs)
+                else:
+                    args = self._real_all(op.args)
+                    kwargs = self._real_all(op.kwargs)
                 if op.factory:
                     kwargs["device"] = self.device
                 if self._bare(op):
