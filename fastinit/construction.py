@@ -631,14 +631,14 @@ _NESTED = (tuple, list, dict)
 _TENSORS = (torch.Tensor, nn.Parameter)
 
 
-def _has_ref(tree) -> bool:
-    """Whether an argument structure of a recorded call holds a :class:`Ref`."""
-    if type(tree) is Ref:
+def _has_tensor(tree) -> bool:
+    """Whether an argument structure of a recorded call holds a :class:`Ref` or a tensor."""
+    if type(tree) is Ref or isinstance(tree, torch.Tensor):
         return True
     if type(tree) in (tuple, list):
-        return any(_has_ref(x) for x in tree)
+        return any(_has_tensor(x) for x in tree)
     if type(tree) is dict:
-        return any(_has_ref(x) for x in tree.values())
+        return any(_has_tensor(x) for x in tree.values())
     return False
 
 
@@ -687,12 +687,16 @@ class Replay:
 
     def _bare(self, op: Op) -> bool:
         """Whether ``op`` runs the same without fastinit's modes on the stack: a factory
-        of Python values given its device (the modes let it through unchanged), or a
-        fastinit entry point (which takes them off the stack itself)."""
+        of Python values given its device that draws nothing (the modes let it through
+        unchanged; ``patch()`` reports draws), or a fastinit entry point (which takes
+        them off the stack itself)."""
         bare = op.bare
         if bare is None:
+            from fastinit.intercept import _TORCH_DRAWS
+
             bare = op.bare = bool(getattr(op.func, "_fastinit_entry", False) or (
-                op.factory and not _has_ref(op.args) and not _has_ref(op.kwargs)))
+                op.factory and fname_of(op.func) not in _TORCH_DRAWS
+                and not _has_tensor(op.args) and not _has_tensor(op.kwargs)))
         return bare
 
     def _real(self, x):
@@ -812,9 +816,17 @@ class Replay:
 
     def _bind(self, s: int, memory: torch.Tensor) -> None:
         self.env[s] = memory
-        if self.on_bind is not None:
-            with route.internal():
+        if self.on_bind is None:
+            return
+        if self._popped is not None:  # inside run: fastinit's modes are off the stack
+            token = route._INSIDE.set(True)
+            try:
                 self.on_bind(s)
+            finally:
+                route._INSIDE.reset(token)
+            return
+        with route.internal():
+            self.on_bind(s)
 
 
 def _bytes(t: torch.Tensor, bare: bool = False) -> torch.Tensor:
