@@ -95,6 +95,12 @@ class Op:
     #: the init code that made this write (``fastinit.provenance``): where a replay's
     #: writes are attributed; None for operations that do not write their argument
     site: tuple | None = None
+    #: whether the replay runs it without fastinit's modes (``Replay._bare``; None: not
+    #: decided yet)
+    bare: bool | None = field(default=None, repr=False, compare=False)
+    #: whether its arguments are flat and hold no :class:`Ref` (the replay passes them
+    #: as they are; None: not decided yet)
+    plain: bool | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -117,6 +123,8 @@ class Program:
     ops: list[Op] = field(default_factory=list)
     storages: dict[int, Storage] = field(default_factory=dict)
     _seeds: dict = field(default_factory=dict, repr=False)  # key -> (len(ops), seeds)
+    #: how many of ``storages`` are legacy (``Replay.run`` binds those before an operation)
+    legacy: int = 0
 
     def op_seeds(self, key: int) -> dict[int, int]:
         """``id(op)`` -> the seed of torch's generators for that operation in a replay
@@ -139,6 +147,7 @@ class Program:
         s = storage._cdata
         if s not in self.storages:
             self.storages[s] = Storage(storage.nbytes(), empty, legacy, storage)
+            self.legacy += legacy
         return s
 
     def needed(self, targets: set[int]) -> list[Op]:
@@ -394,9 +403,12 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         ``torch.manual_seed``, takes its key from that generator now, in eager order, as
         an eager call does; it is recorded with that key (``seed=``), so that every replay
         - a whole model, one sharded parameter - draws the same values."""
-        has = [p for p in ("seed", "generator") if p in _signature(fn).parameters]
-        if len(has) < 2:
+        reach = _rng_reach(fn)
+        if reach is None:
             return args, kwargs
+        if (len(args) <= reach and kwargs.get("seed") is None
+                and kwargs.get("generator") is None and SEEDINGS[0] == self.seedings_at_entry):
+            return args, kwargs  # neither given, not reseeded: what binding would find
         try:
             bound = _signature(fn).bind(*args, **kwargs)
         except TypeError:
@@ -444,6 +456,27 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
 
 _FIRST: dict = {}
 _SIGNATURES: dict = {}
+_REACH: dict = {}
+
+
+def _rng_reach(fn: Callable) -> int | None:
+    """None if ``fn`` lacks a ``seed`` or a ``generator`` parameter; else how many
+    positional arguments a call can pass without reaching either of them."""
+    if fn in _REACH:
+        return _REACH[fn]
+    import inspect
+
+    params = list(_signature(fn).parameters.values())
+    names = [p.name for p in params]
+    reach = None
+    if "seed" in names and "generator" in names:
+        positional = [i for i, p in enumerate(params) if p.name in ("seed", "generator")
+                      and p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                     inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        varargs = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL]
+        reach = min(positional + varargs + [len(params)])
+    _REACH[fn] = reach
+    return reach
 
 
 def _signature(fn: Callable):
@@ -595,6 +628,18 @@ def empty_init() -> Iterator[None]:
 
 
 _NESTED = (tuple, list, dict)
+_TENSORS = (torch.Tensor, nn.Parameter)
+
+
+def _has_tensor(tree) -> bool:
+    """Whether an argument structure of a recorded call holds a :class:`Ref` or a tensor."""
+    if type(tree) is Ref or isinstance(tree, torch.Tensor):
+        return True
+    if type(tree) in (tuple, list):
+        return any(_has_tensor(x) for x in tree)
+    if type(tree) is dict:
+        return any(_has_tensor(x) for x in tree.values())
+    return False
 
 
 class Replay:
@@ -613,15 +658,46 @@ class Replay:
         self.on_bind = on_bind
         self.key = key
         self.env: dict[int, torch.Tensor] = {}
+        #: fastinit's modes taken off the stack by :meth:`run` (None: outside it)
+        self._popped: list | None = None
 
     def _seeds(self) -> dict[int, int] | None:
         return None if self.key is None else self.program.op_seeds(self.key)
 
     def resolve(self, ref: Ref) -> torch.Tensor:
         base = self.env[ref.storage]
+        if self._popped is not None:  # inside run: no fastinit mode is on the stack
+            t = torch.empty(0, dtype=ref.dtype, device=base.device)
+            return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
         with route.internal():
             t = torch.empty(0, dtype=ref.dtype, device=base.device)
             return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
+
+    @contextlib.contextmanager
+    def _modes(self) -> Iterator[None]:
+        """Inside :meth:`run`: fastinit's modes back on the stack, for what the user's
+        code would have run under them (a recorded torch operation, a value read)."""
+        popped = self._popped
+        route._push_back(popped)
+        self._popped = None
+        try:
+            yield
+        finally:
+            self._popped = route._pop_own_modes()
+
+    def _bare(self, op: Op) -> bool:
+        """Whether ``op`` runs the same without fastinit's modes on the stack: a factory
+        of Python values given its device that draws nothing (the modes let it through
+        unchanged; ``patch()`` reports draws), or a fastinit entry point (which takes
+        them off the stack itself)."""
+        bare = op.bare
+        if bare is None:
+            from fastinit.intercept import _TORCH_DRAWS
+
+            bare = op.bare = bool(getattr(op.func, "_fastinit_entry", False) or (
+                op.factory and fname_of(op.func) not in _TORCH_DRAWS
+                and not _has_tensor(op.args) and not _has_tensor(op.kwargs)))
+        return bare
 
     def _real(self, x):
         return self.resolve(x) if isinstance(x, Ref) else x
@@ -643,49 +719,80 @@ class Replay:
         parameter, as sharded models are, or with some weights loaded) nor their number."""
         seeds = self._seeds()
         attributed = route._PROVENANCE.get() is not None
-        for op in ops:
-            if attributed:  # the replay's writes are the recorded init code's
-                provenance.replaying(op)
-            if seeds is not None:
-                seed = seeds[id(op)]
-                torch.default_generator.manual_seed(seed)
-                if self.device.type == "cuda":
-                    index = self.device.index
-                    torch.cuda.default_generators[
-                        torch.cuda.current_device() if index is None else index].manual_seed(seed)
-            # storages this op makes (a copy into a new legacy storage) get its result
-            produced = {ref.storage for ref in op.outs if ref is not None}.difference(op.reads)
-            for s in op.reads + op.writes:
-                info = self.program.storages.get(s)
-                if (s not in self.env and info is not None and info.legacy
-                        and s not in produced):
-                    self._bind(s, torch.empty(info.nbytes, dtype=torch.uint8,
-                                              device=self.device))
-            if op.expect is not None:
-                self._check(op)
-                continue
-            args = self._real_all(op.args)
-            kwargs = self._real_all(op.kwargs)
-            if op.factory:
-                kwargs["device"] = self.device
-            out = op.func(*args, **kwargs)
-            results = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-            if attributed and op.factory:
-                provenance.note_factory(op.func, args, kwargs, results)
-            for ref, real in zip(op.outs, results):
-                if ref is None or ref.storage in self.env:
+        storages = self.program.storages
+        legacy = self.program.legacy
+        env = self.env
+        cuda = self.device.type == "cuda"
+        # fastinit's modes let the replay's own bookkeeping through unchanged: they are
+        # off the stack while it runs, and back for what user code ran under them
+        outer = self._popped
+        self._popped = route._pop_own_modes() if outer is None else outer
+        try:
+            for op in ops:
+                if attributed:  # the replay's writes are the recorded init code's
+                    provenance.replaying(op)
+                if seeds is not None:
+                    seed = seeds[id(op)]
+                    torch.default_generator.manual_seed(seed)
+                    if cuda:
+                        index = self.device.index
+                        torch.cuda.default_generators[
+                            torch.cuda.current_device() if index is None else index
+                        ].manual_seed(seed)
+                if legacy:
+                    # storages this op makes (a copy into a new legacy storage) get its result
+                    produced = {ref.storage for ref in op.outs
+                                if ref is not None}.difference(op.reads)
+                    for s in op.reads + op.writes:
+                        info = storages.get(s)
+                        if (s not in env and info is not None and info.legacy
+                                and s not in produced):
+                            self._bind(s, torch.empty(info.nbytes, dtype=torch.uint8,
+                                                      device=self.device))
+                if op.expect is not None:
+                    with self._modes():
+                        self._check(op)
                     continue
-                if (real.storage_offset(), tuple(real.shape), tuple(real.stride())) != (
-                        ref.offset, ref.shape, ref.stride):
-                    laid_out = torch.empty_strided(ref.shape, ref.stride, dtype=real.dtype,
-                                                   device=real.device)
-                    laid_out.copy_(real)  # the layout the program saw (meta's)
-                    real = laid_out
-                self._bind(ref.storage, _bytes(real))
-            out_kw = kwargs.get("out")
-            for s in op.writes:
-                if s not in self.env and isinstance(out_kw, torch.Tensor):
-                    self._bind(s, _bytes(out_kw))
+                plain = op.plain
+                if plain is None:
+                    plain = op.plain = not any(
+                        type(x) in _NESTED or type(x) is Ref
+                        for x in (*op.args, *op.kwargs.values()))
+                if plain:
+                    args, kwargs = op.args, dict(op.kwargs)
+                else:
+                    args = self._real_all(op.args)
+                    kwargs = self._real_all(op.kwargs)
+                if op.factory:
+                    kwargs["device"] = self.device
+                if self._bare(op):
+                    out = op.func(*args, **kwargs)
+                else:
+                    with self._modes():
+                        out = op.func(*args, **kwargs)
+                results = [out] if type(out) in _TENSORS else [
+                    t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+                if attributed and op.factory:
+                    provenance.note_factory(op.func, args, kwargs, results)
+                for ref, real in zip(op.outs, results):
+                    if ref is None or ref.storage in env:
+                        continue
+                    if (real.storage_offset(), tuple(real.shape), real.stride()) != (
+                            ref.offset, ref.shape, ref.stride):
+                        laid_out = torch.empty_strided(ref.shape, ref.stride, dtype=real.dtype,
+                                                       device=real.device)
+                        with self._modes():
+                            laid_out.copy_(real)  # the layout the program saw (meta's)
+                        real = laid_out
+                    self._bind(ref.storage, _bytes(real, bare=True))
+                out_kw = kwargs.get("out")
+                for s in op.writes:
+                    if s not in env and isinstance(out_kw, torch.Tensor):
+                        self._bind(s, _bytes(out_kw, bare=True))
+        finally:
+            if outer is None:
+                route._push_back(self._popped)
+            self._popped = outer
         if attributed:
             provenance.replaying(None)
 
@@ -709,17 +816,28 @@ class Replay:
 
     def _bind(self, s: int, memory: torch.Tensor) -> None:
         self.env[s] = memory
-        if self.on_bind is not None:
-            with route.internal():
+        if self.on_bind is None:
+            return
+        if self._popped is not None:  # inside run: fastinit's modes are off the stack
+            token = route._INSIDE.set(True)
+            try:
                 self.on_bind(s)
+            finally:
+                route._INSIDE.reset(token)
+            return
+        with route.internal():
+            self.on_bind(s)
 
 
-def _bytes(t: torch.Tensor) -> torch.Tensor:
-    """A uint8 tensor over the whole storage of ``t``."""
-    with route.internal():
+def _bytes(t: torch.Tensor, bare: bool = False) -> torch.Tensor:
+    """A uint8 tensor over the whole storage of ``t`` (``bare``: the caller has taken
+    fastinit's modes off the stack, as ``Replay.run`` does)."""
+    if bare:
         storage = t.untyped_storage()
         return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
             storage, 0, (storage.nbytes(),), (1,))
+    with route.internal():
+        return _bytes(t, bare=True)
 
 
 def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:

@@ -83,12 +83,12 @@ class _Flow:
     @staticmethod
     def _bytes(m: torch.Tensor, ref: Ref) -> torch.Tensor:
         """The bytes of ``ref``'s elements in byte map ``m``: shape + (element size,)."""
-        es = torch.empty((), dtype=ref.dtype).element_size()
+        es = ref.dtype.itemsize
         return m.as_strided(ref.shape + (es,), tuple(st * es for st in ref.stride) + (1,),
                             ref.offset * es)
 
     def _covers_all(self, ref: Ref) -> bool:
-        es = torch.empty((), dtype=ref.dtype).element_size()
+        es = ref.dtype.itemsize
         n = math.prod(ref.shape)
         if ref.offset or n * es != self._nbytes(ref.storage):
             return False
@@ -170,6 +170,10 @@ class _Flow:
             reads = [r for r in reads if r is not out_kw]
         if partial and name == "__setitem__":
             reads = _refs(args[2:], [])
+        if (overwrite and not partial and not reads and not isinstance(out_kw, Ref)
+                and not any(op.outs)):
+            self.set(target, True)  # a whole write from Python values (an init call)
+            return
         states = [self.valid(r) for r in reads]
         elementwise = name in _ELEMENTWISE
         if all(s is True for s in states):

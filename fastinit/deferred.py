@@ -51,7 +51,12 @@ class Recorder:
         self._pending: dict[int, list[_Record]] = {}
 
     def __len__(self) -> int:
+        """The number of pending writes (a sum over the storages: not for hot paths)."""
         return sum(len(v) for v in self._pending.values())
+
+    def __bool__(self) -> bool:
+        """Whether any write is pending (constant time: every queue kept holds one)."""
+        return bool(self._pending)
 
     def add(self, write: Write) -> None:
         """Record ``write`` (its tensor must not be meta); autograd sees the write now."""

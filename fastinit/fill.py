@@ -109,6 +109,9 @@ def plan(target: torch.Tensor, base: torch.Tensor | None = None
                                   "index goes through fastinit.distributed")
     if not base.is_contiguous():
         return target, None
+    if (target.storage_offset() == base.storage_offset() and target.shape == base.shape
+            and target.stride() == base.stride()):
+        return target, tensor_segments(target)  # the same (contiguous) view: its own index
     return target, view_segments(target, base)
 
 

@@ -204,7 +204,7 @@ class InitMode(route.OwnMode, TorchFunctionMode):
                 return part
         if _is_metadata(func, args):
             return func(*args, **kwargs)
-        if self.recorder is not None and len(self.recorder):
+        if self.recorder:  # a pending write (None: no recorder)
             tensors = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
             hits = self.recorder.pending(tensors)
             if hits:

@@ -63,6 +63,7 @@ from fastinit.deferred import storage_key
 from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write
 from fastinit.layout import is_dense, same_view, span
+from fastinit import memory
 from fastinit.memory import advise_fresh, fresh_storages
 from fastinit import intercept
 from fastinit.intercept import recording
@@ -353,7 +354,8 @@ class _Allocation:
             nbytes = max(t.untyped_storage().nbytes(),
                          (t.storage_offset() + _extent(t)) * t.element_size())
             storage = storages[key] = torch.UntypedStorage(nbytes, device=device)
-            advise_fresh(storage)  # before the first touch: see fastinit.memory
+            if nbytes >= memory.ADVISED_MIN_BYTES:
+                advise_fresh(storage)  # before the first touch: see fastinit.memory
         new = torch.empty(0, dtype=t.dtype, device=device)
         new.set_(storage, t.storage_offset(), t.shape, t.stride())
         if isinstance(t, nn.Parameter):
@@ -1020,8 +1022,9 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
 
     def bound(s: int) -> None:
         info = program.storages.get(s)
-        if info is not None and info.empty:  # memory nobody has written yet
-            advise_fresh(replay.env[s])
+        if info is not None and info.empty and (
+                replay.env[s].numel() >= memory.ADVISED_MIN_BYTES):
+            advise_fresh(replay.env[s])  # memory nobody has written yet (smaller: no advice)
         for name, ref in by_storage.get(s, ()):
             real = replay.resolve(ref)
             router.track(name, real)

@@ -35,6 +35,7 @@ from typing import Iterator
 import torch
 
 __all__ = ["HUGE_PAGES", "FIRST_TOUCH", "HUGE_PAGE_MIN_BYTES", "TOUCH_MIN_BYTES",
+           "ADVISED_MIN_BYTES",
            "TOUCH_CHUNK_BYTES", "thp_mode", "reports_free_huge_blocks", "huge_pages_help",
            "advise_fresh", "fresh_storages", "is_fresh", "populate"]
 
@@ -62,6 +63,10 @@ HUGE_PAGE_MIN_BYTES = 32 << 20
 #: Fresh storages smaller than this are touched by the fill as any memory is (small
 #: allocations mostly reuse heap memory that is already there).
 TOUCH_MIN_BYTES = 1 << 20
+
+#: Storages smaller than this get nothing from :func:`advise_fresh` (neither huge-page
+#: advice nor a first-touch registration): callers with many small storages skip the call.
+ADVISED_MIN_BYTES = min(HUGE_PAGE_MIN_BYTES, TOUCH_MIN_BYTES)
 
 #: The fill of a fresh storage populates and writes it in chunks of this many bytes: small
 #: enough that the pages the kernel has just cleared are still in the core's cache when

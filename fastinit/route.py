@@ -26,9 +26,12 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, Union
 
 import torch
 
+from fastinit.deferred import storage_key
+from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write, execute
+from fastinit.layout import span
 from fastinit.spec import KernelParams
-from fastinit.streams import call_key
+from fastinit.streams import call_key, stream_for_name
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ def entry(fn: Callable) -> Callable:
             _push_back(popped)
         return result
 
+    entered._fastinit_entry = True  # it takes fastinit's modes off the stack itself
     return entered
 
 
@@ -313,8 +317,6 @@ class NameRouter:
 
     def track(self, name: str, t: torch.Tensor) -> None:
         """Name ``t`` (a tensor that now has memory): its fills take its name's stream."""
-        from fastinit.streams import stream_for_name
-
         if _is_empty(t):
             return
         entry = (name, t, stream_for_name(self.stream_name(name)), _span(t))
@@ -372,8 +374,6 @@ class NameRouter:
         hit = self._lookup(write.target)
         if hit is not None:
             self.written.add(hit[0])
-            from fastinit.distributed import is_dtensor
-
             if is_dtensor(hit[1]) and write.target is not hit[1]:
                 self._write_part(write)
                 return
@@ -424,15 +424,10 @@ class NameRouter:
 
 
 def _storage(t: torch.Tensor) -> int:
-    from fastinit.deferred import storage_key
-
     return storage_key(t)
 
 
 def _span(t: torch.Tensor) -> tuple[int, int]:
-    from fastinit.distributed import local_tensor
-    from fastinit.layout import span
-
     return span(local_tensor(t))
 
 

@@ -1035,9 +1035,13 @@ def _size(job: tuple) -> int:
 
 def _run(jobs: list[tuple], threads: int, done=None) -> None:
     """Run every job: the caller works too (a pool thread takes tens of
-    microseconds to wake up), pool threads help when there is more than one job."""
+    microseconds to wake up), pool threads help when there is more than one job and the
+    jobs write :data:`PARALLEL_THRESHOLD` elements or more in all (below that, threads
+    taking turns at the interpreter's lock for each tiny job cost more than the fills)."""
     if not jobs:
         return
+    if threads > 1 and len(jobs) > 1 and sum(_size(job) for job in jobs) < PARALLEL_THRESHOLD:
+        threads = 1
     lock = threading.Lock()
     order = iter(range(len(jobs)))
 
