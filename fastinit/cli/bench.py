@@ -44,16 +44,9 @@ import torch
 import fastinit
 from fastinit.cli import rendering
 from fastinit.cli.parser import (
-    DISTRIBUTION_NAME,
-    MODELS_CPU,
-    MODELS_GPU,
-    SIZES_CPU,
-    SIZES_GPU,
-    CommandError,
-    check_output_paths,
-    parse_size,
-    setup_device,
-)
+    DISTRIBUTION_NAME, DTYPE_CHOICES, MODELS_CPU, MODELS_GPU, SIZES_CPU, SIZES_GPU, argtype,
+    check_output_paths, CommandError, csv_list, device_arguments, dtype_or_auto, Formatter,
+    models_arg, paragraphs, parse_size, positive_float, positive_int, setup_device, size_arg, dtype_arg)
 from fastinit.cli.rendering import dtype_name, format_bytes, format_size
 from fastinit.cli.timing import DeviceTimer, machine_info
 
@@ -625,3 +618,86 @@ def bench_models(device: torch.device, models: Sequence[str], dtype: torch.dtype
     finally:
         bar.close()
     return results
+
+
+# --- the command's arguments -----------------------------------------------------------
+
+
+@argtype
+def _function_name(name: str) -> str:
+
+    key = name if name.endswith("_") else name + "_"
+    if key not in FUNCTIONS:
+        raise ValueError(f"unknown function {name!r}; choose from {', '.join(FUNCTIONS)}")
+    return key
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """``fastinit bench``: its flags in groups (what to time, how, where results go)."""
+    from fastinit.cli.models import CONFIGS
+
+    b = sub.add_parser(
+        "bench", formatter_class=Formatter,
+        help="time the init functions and model materialization against torch",
+        description=paragraphs(
+            "Time fastinit's init functions against torch.nn.init on the same tensor and "
+            "device, with the write roofline (zero_() of the same bytes) measured in the same "
+            "run, and materialize of Llama-shaped models against torch's ways of building "
+            "them.",
+            "CPU timings: time.perf_counter, median of --repeats. GPU timings: CUDA "
+            "events, median of --repeats. GB/s = bytes written / time (10^9 B/s). "
+            "% roofline = zero_() time / fill time; a zero_() slower than a fill (other work "
+            "on the machine) is measured again, and the percentage is marked 'unstable' if "
+            f"it stays so. Default sizes: {SIZES_CPU} elements on a CPU, {SIZES_GPU} on a GPU; "
+            f"default models: {MODELS_CPU} on a CPU, {MODELS_GPU} on a GPU.",
+            "Every output path is checked before the benchmark starts. Example: fastinit "
+            "bench --sizes 2^20,2^24 --markdown bench/RESULTS.md --plot "
+            "bench/throughput_cpu.png"))
+    b.set_defaults(command="bench")
+    device_arguments(b)
+    what = b.add_argument_group("what to time")
+    what.add_argument("--functions", type=csv_list(_function_name, "functions"),
+                      default=None, metavar="F[,F...]",
+                      help=f"functions to time, of: {', '.join(FUNCTIONS)} (default: all)")
+    what.add_argument("--dtypes", type=csv_list(dtype_arg, "dtypes"),
+                      default="float32,bfloat16", metavar="D[,D...]",
+                      help=f"dtypes, of: {DTYPE_CHOICES}")
+    what.add_argument("--sizes", type=csv_list(size_arg, "sizes"), default=None,
+                      metavar="N[,N...]",
+                      help="tensor sizes in elements, e.g. 2^16,2^20 or 65536 (default: by "
+                           "device)")
+    what.add_argument("--models", type=models_arg, default=None, metavar="M[,M...]",
+                      help=f"Llama-shaped models for the model section, of: "
+                           f"{', '.join(CONFIGS)}; 'none' skips the section (default: by "
+                           "device)")
+    what.add_argument("--model-dtype", type=dtype_or_auto, default="auto",
+                      metavar="{auto,float32,bfloat16,float16,float64}",
+                      help="dtype of the model section ('auto': bfloat16 on a GPU, float32 "
+                           "on a CPU)")
+    what.add_argument("--no-hf", action="store_true",
+                      help="skip the transformers LlamaForCausalLM rows of the model section")
+    what.add_argument("--no-torch", action="store_true",
+                      help="skip the torch.nn.init baselines of the function section")
+    what.add_argument("--sass", action="store_true",
+                      help="no timing: compile every kernel variant for sm_90 (no GPU needed) "
+                           "and report SASS instructions per element and the predicted "
+                           "H100/H200 ceiling (with --json / --markdown as below)")
+    how = b.add_argument_group("how")
+    how.add_argument("--repeats", type=positive_int, default=5,
+                     help="timed runs per case (the median is reported)")
+    how.add_argument("--budget", type=positive_float, default=10.0,
+                     help="seconds per case at most: slow baselines get fewer runs (>= 3)")
+    how.add_argument("--model-repeats", type=positive_int, default=3,
+                     help="builds per model and method (the median is reported)")
+    how.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the run")
+    how.add_argument("--quiet", action="store_true", help="no progress bars")
+    out = b.add_argument_group("results (the table is always printed)")
+    out.add_argument("--json", metavar="PATH", help="write the results as JSON ('-': stdout)")
+    out.add_argument("--csv", metavar="PATH", help="write the results as CSV ('-': stdout)")
+    out.add_argument("--markdown", metavar="PATH",
+                     help="write this machine's section of a results Markdown file (replaced "
+                          "if present, e.g. bench/RESULTS.md; '-': stdout)")
+    out.add_argument("--title", help="heading of the Markdown section (default: device and "
+                                     "date)")
+    out.add_argument("--plot", metavar="PNG", help="write a plot of GB/s against size (PNG)")
+    return b

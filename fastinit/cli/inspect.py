@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 import fastinit
-from fastinit.cli.parser import CommandError, check_output_paths, setup_device
+from fastinit.cli.parser import (
+    check_output_paths, CommandError, device_arguments, Formatter, paragraphs, setup_device)
 
 __all__ = ["run", "build", "resolve_recipe"]
 
@@ -190,3 +191,43 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"wrote {args.html}", file=say)
     flagged = any(r.findings for r in reports.values())
     return 1 if (args.strict and flagged) else 0
+
+
+# --- the command's arguments -----------------------------------------------------------
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """``fastinit inspect``: the init report (signal propagation, laws) of one model."""
+    from fastinit.cli.models import CONFIGS
+
+    i = sub.add_parser(
+        "inspect", formatter_class=Formatter,
+        help="report what a model's init does: activations and gradients per layer, laws",
+        description=paragraphs(
+            "Build a model on meta, materialize it with fastinit, run one forward and "
+            "backward pass with random inputs (token ids, images or vectors, inferred from "
+            "the model) and report what keeps or loses the signal: activations or gradients "
+            "that shrink or grow across depth, a residual stream that grows, dead units, "
+            "NaN/inf, and (with provenance) tensors whose values do not follow their law.",
+            f"MODEL: a built-in Llama shape ({', '.join(CONFIGS)}), a Hugging Face "
+            "config.json or a folder holding one (nothing is downloaded), or "
+            "module:function returning a model. --recipe compares the model's own init "
+            "with a recipe (twice: two recipes). Example: fastinit inspect 125m --recipe "
+            "gpt2 --html report.html"))
+    i.set_defaults(command="inspect")
+    i.add_argument("model", metavar="MODEL", help="what to inspect (see above)")
+    device_arguments(i)
+    i.add_argument("--recipe", action="append", default=[], metavar="R",
+                   help="a built-in recipe name (gpt2, llama, resnet, ...) or module:attr "
+                        "naming a recipe or a mapping {glob: init}; at most twice")
+    i.add_argument("--seed", type=int, default=0,
+                   help="materialize seed (and the random inputs')")
+    i.add_argument("--no-laws", action="store_true",
+                   help="the propagation check only (no law check from provenance)")
+    i.add_argument("--rows", type=int, default=40,
+                   help="rows of the terminal tables (0: all)")
+    i.add_argument("--strict", action="store_true", help="exit status 1 if anything is flagged")
+    i.add_argument("--json", metavar="PATH", help="write the full report as JSON ('-': stdout)")
+    i.add_argument("--html", metavar="PATH",
+                   help="write a self-contained HTML page with plots (needs matplotlib)")
+    return i
