@@ -45,6 +45,7 @@ from fastinit.route import _INSIDE
 from fastinit.deferred import Recorder
 from fastinit.fill import Write
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec
+from fastinit.streams import SEEDINGS
 
 INIT_NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_",
               "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
@@ -364,9 +365,9 @@ _install()
 opaque(torch.nn.init.__dict__, _ROUTE_NAME)
 
 
-#: how many times ``torch.manual_seed`` has been called in this process (any reference to
-#: it: the function object gets code that counts, like the init functions above)
-SEEDINGS = [0]
+# ``fastinit.streams.SEEDINGS`` counts the calls of ``torch.manual_seed`` in this process
+# (any reference to it: the function object gets code that counts, like the init
+# functions above)
 _SEED_ORIGINAL = _copy_function(torch.random.manual_seed)
 
 

@@ -31,7 +31,7 @@ from fastinit.distributed import is_dtensor, local_tensor
 from fastinit.fill import Fill, TorchWrite, Write, execute
 from fastinit.layout import span
 from fastinit.spec import KernelParams
-from fastinit.streams import call_key, stream_for_name
+from fastinit.streams import SEEDINGS, call_key, stream_for_name
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ class NameRouter:
             self.track(name, t)
         self.protected = {_storage(t) for t in protected if not _is_empty(t)}
         self.written: set[str] = set()
-        #: ``fastinit.intercept.SEEDINGS`` when the init code started; None: not watched
+        #: ``fastinit.streams.SEEDINGS`` when the init code started; None: not watched
         #: (a replay, whose recording already holds such calls' keys)
         self.seedings: int | None = None
 
@@ -311,8 +311,6 @@ class NameRouter:
         their keys from torch's generator, as eager code's values follow that seed)."""
         if self.seedings is None:
             return False
-        from fastinit.intercept import SEEDINGS
-
         return SEEDINGS[0] != self.seedings
 
     def track(self, name: str, t: torch.Tensor) -> None:

@@ -25,6 +25,12 @@ _local = threading.local()
 _MASK64 = (1 << 64) - 1
 
 
+#: How many times ``torch.manual_seed`` has been called in this process (counted by the
+#: watch ``fastinit.intercept`` puts on it; ``route``'s router compares it to tell whether
+#: init code reseeded torch).
+SEEDINGS = [0]
+
+
 def _draw_buffer() -> torch.Tensor:
     buf = getattr(_local, "buf", None)
     if buf is None:
