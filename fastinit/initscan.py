@@ -1,7 +1,7 @@
 """Before a plain meta build is materialized: does ``__init__`` do init work the re-run loses?
 
 A model built under ``torch.device("meta")`` keeps nothing of its construction, so
-``materialize`` runs the model's init code again (``fastinit.materialize.run_model_init``):
+``materialize`` runs the model's init code again (``fastinit.modelinit.run_model_init``):
 every module's ``reset_parameters()`` children first, then the model-level entry point.
 Whatever a module's ``__init__`` wrote beyond that - torchvision's ResNet drawing its
 convolutions Kaiming-normal (fan_out) and zeroing the last norm of each block, timm's
@@ -486,10 +486,10 @@ def _trusted(module: nn.Module) -> set[int]:
     """ids of the modules whose init the model's own entry point re-does (the ones
     ``run_model_init`` calls): Hugging Face models and everything in them; else the root
     module when it has an ``init_weights()``; PEFT LoRA layers with data-free inits."""
-    from fastinit.materialize import _outermost_hf_models
+    from fastinit.modelinit import outermost_hf_models
 
     trusted: set[int] = set()
-    hf = _outermost_hf_models(module)
+    hf = outermost_hf_models(module)
     if hf:
         trusted = {id(m) for model in hf for m in model.modules()}
     elif callable(getattr(module, "init_weights", None)):

@@ -60,13 +60,15 @@ from fastinit.construction import (Construction, Program, Ref, Replay, construct
                                    tensor_attributes)
 from fastinit.dataflow import unwritten
 from fastinit.deferred import storage_key
-from fastinit.distributed import is_dtensor, local_tensor
+from fastinit.distributed import is_dtensor
 from fastinit.fill import Fill, TorchWrite, Write
-from fastinit.layout import is_dense, same_view, span
+from fastinit.layout import is_dense
 from fastinit import memory
 from fastinit.memory import advise_fresh, fresh_storages
 from fastinit import intercept
 from fastinit.intercept import recording
+from fastinit.coverage import WHOLE_WRITES, Coverage, mark_for
+from fastinit.modelinit import is_hf_model, run_model_init
 from fastinit.streams import _splitmix64, draw_seed, normalize_seed
 
 #: Smaller models never show a progress bar (they take well under a second).
@@ -75,188 +77,6 @@ PROGRESS_MIN_ELEMENTS = 1 << 26
 
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def _is_hf_model(module: nn.Module) -> bool:
-    return any(c.__name__ == "PreTrainedModel" and c.__module__.startswith("transformers")
-               for c in type(module).__mro__)
-
-
-# --- the model's own init, in eager order ---------------------------------------------------
-
-
-def _reset(module: nn.Module) -> None:
-    """Run ``module``'s own reset (as its constructor did), parametrizations included."""
-    reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
-    if not callable(reset):
-        return
-    parametrized = getattr(module, "parametrizations", None)
-    legacy = _legacy_weight_norms(module)
-    if parametrized is None and not legacy:
-        reset()
-        return
-    from torch.nn.utils import parametrize
-
-    with contextlib.ExitStack() as stack:
-        for name, hook in legacy:  # the attribute the hook recomputes: a plain tensor now
-            stack.enter_context(_legacy_weight_norm_reset(module, name, hook))
-        if parametrized is None:
-            reset()
-            return
-        with parametrize.cached():
-            # the parametrized tensors are computed once and cached: the reset writes them
-            values = {name: getattr(module, name) for name in parametrized.keys()}
-            reset()
-        for name, value in values.items():
-            _register_again(module, name, value)
-
-
-def _register_again(module: nn.Module, name: str, value: torch.Tensor) -> None:
-    """Give parametrization ``name`` of ``module`` the plain initial ``value``, as
-    registering it after construction does: its ``right_inverse`` sets the originals
-    (without one, the original is the value itself); torch's spectral norm also draws its
-    power-iteration vectors again."""
-    plist = module.parametrizations[name]
-    try:
-        setattr(module, name, value)  # right_inverse; it rebinds the originals (set_)
-        router = route.active()
-        if isinstance(router, _Router):  # Tensor.set_ is invisible to torch function
-            for original in plist.parameters(recurse=False):
-                router.rebound(original)
-    except RuntimeError:
-        if not hasattr(plist, "original") or any(hasattr(p, "right_inverse") for p in plist):
-            raise
-        plist.original.copy_(value)
-    for p in plist:
-        if type(p).__name__ == "_SpectralNorm" and hasattr(p, "_u"):
-            weight_mat = p._reshape_weight_to_matrix(plist.original)
-            h, w = weight_mat.shape
-            p._u.copy_(nn.functional.normalize(weight_mat.new_empty(h).normal_(0, 1), dim=0,
-                                               eps=p.eps))
-            p._v.copy_(nn.functional.normalize(weight_mat.new_empty(w).normal_(0, 1), dim=0,
-                                               eps=p.eps))
-            p._power_method(weight_mat, 15)
-
-
-def _legacy_weight_norms(module: nn.Module) -> list[tuple[str, object]]:
-    """``(name, hook)`` of the hook-based ``torch.nn.utils.weight_norm`` on ``module``."""
-    return [(h.name, h) for h in module._forward_pre_hooks.values()
-            if type(h).__name__ == "WeightNorm" and hasattr(h, "name")]
-
-
-@contextlib.contextmanager
-def _legacy_weight_norm_reset(module: nn.Module, name: str, hook) -> Iterator[None]:
-    g = getattr(module, name + "_g")
-    v = getattr(module, name + "_v")
-    plain = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    setattr(module, name, plain)
-    yield
-    with torch.no_grad():  # what weight_norm() computes from the weight at registration
-        v.copy_(plain)
-        g.copy_(torch.norm_except_dim(plain, 2, hook.dim))
-
-
-def run_model_init(module: nn.Module) -> None:
-    """Run the model's initialization in the order eager construction runs it.
-
-    Every submodule's ``reset_parameters()`` (or ``_reset_parameters()``), children before
-    their parent; then the model-level init: Hugging Face ``initialize_weights()``
-    (transformers 5) or ``init_weights()``, or a torchtitan-style ``init_weights()``.
-    """
-    seen: set[int] = set()
-
-    def post_order(m: nn.Module) -> None:
-        if id(m) in seen:  # a shared module is constructed, and reset, once
-            return
-        seen.add(id(m))
-        for child in m.children():
-            if type(child).__name__ != "ParametrizationList":
-                post_order(child)
-        _reset(m)
-
-    post_order(module)
-    hf_models = _outermost_hf_models(module)
-    for model in hf_models:
-        with _untied(model):
-            if hasattr(model, "initialize_weights"):
-                model.initialize_weights()
-            else:
-                model.init_weights()
-        # Eager construction ends by tying (post_init); transformers 5.0 does not tie a
-        # model built on meta, later versions do, and tying twice is a no-op.
-        tie = getattr(model, "tie_weights", None)
-        if callable(tie) and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
-            tie()
-    if not hf_models:
-        init_weights = getattr(module, "init_weights", None)
-        if callable(init_weights):
-            init_weights()
-    _reset_lora_adapters(module)
-
-
-def _outermost_hf_models(module: nn.Module) -> list[nn.Module]:
-    """The transformers models in ``module`` that no other transformers model contains
-    (the model itself, or the base model inside a PEFT wrapper)."""
-    if _is_hf_model(module):
-        return [module]
-    found: list[nn.Module] = []
-    for child in module.children():
-        found += _outermost_hf_models(child)
-    return found
-
-
-def _reset_lora_adapters(module: nn.Module) -> None:
-    """PEFT adapters are initialized after the base model is built, by each LoRA layer's
-    ``reset_lora_parameters(adapter, init_lora_weights)``: do it again, in that order."""
-    configs = next((m.peft_config for m in module.modules()
-                    if isinstance(getattr(m, "peft_config", None), dict)), None)
-    if not configs:
-        return
-    for m in module.modules():
-        reset = getattr(m, "reset_lora_parameters", None)
-        if not callable(reset):
-            continue
-        adapters = set()
-        for table in ("lora_A", "lora_embedding_A"):
-            adapters.update(getattr(m, table, {}).keys())
-        for name in sorted(adapters):
-            init = getattr(configs.get(name), "init_lora_weights", True)
-            if init is True or init is False or init == "gaussian":  # data-free schemes
-                reset(name, init)
-
-
-@contextlib.contextmanager
-def _untied(module: nn.Module) -> Iterator[None]:
-    """Hugging Face ties parameters after initializing them, so the init code of a tied
-    *target* (the LM head sharing the embedding) writes values that the tie throws away.
-    On a model built on meta the tie exists before init, and that write would land on the
-    shared tensor (undoing, e.g., a zeroed padding row). Give each tied target a meta
-    stand-in while the init code runs: its writes go nowhere, as in transformers' own order.
-    """
-    targets = getattr(module, "all_tied_weights_keys", None)
-    if not isinstance(targets, dict):
-        yield
-        return
-    swapped = []
-    for target, source in targets.items():
-        try:
-            t = module.get_parameter(target)
-            src = module.get_parameter(source)
-        except AttributeError:
-            continue
-        if t is not src:
-            continue
-        owner_name, _, attr = target.rpartition(".")
-        owner = module.get_submodule(owner_name)
-        stand_in = nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
-                                requires_grad=t.requires_grad)
-        swapped.append((owner, attr, t))
-        owner._parameters[attr] = stand_in
-    try:
-        yield
-    finally:
-        for owner, attr, t in reversed(swapped):
-            owner._parameters[attr] = t
 
 
 # --- allocation -----------------------------------------------------------------------------
@@ -294,7 +114,7 @@ class _Allocation:
             names.setdefault(id(p), name)
         for name, b in module.named_buffers(remove_duplicate=False):
             names.setdefault(id(b), name)
-        hf = _is_hf_model(module)
+        hf = is_hf_model(module)
         storages: dict[int, torch.UntypedStorage] = {}  # meta storage -> real storage
         memo: dict[int, torch.Tensor] = {}
         try:
@@ -403,159 +223,6 @@ def _refuse_uninitialized_parameters(slots) -> None:
             "build the model with explicit sizes) before materializing it")
 
 
-# --- what was written: no uninitialized memory ------------------------------------------------
-
-
-class Coverage:
-    """Which elements of the tensors to initialize have been written.
-
-    A write covers a tensor whole when it is the same view or a dense view around it (the
-    common case, no bookkeeping); other writes mark the elements they touch in a boolean
-    map of the storage, made only for storages that need one.
-    """
-
-    def __init__(self, named: Mapping[str, torch.Tensor] = {}) -> None:
-        self._entries: dict[int, list[list]] = {}  # storage -> [[name, tensor, full]]
-        self._maps: dict[int, torch.Tensor] = {}  # storage -> bool map of its elements
-        self.why: dict[str, str] = {}  # name -> where its garbage came from
-        for name, t in named.items():
-            self.add(name, t)
-
-    def add(self, name: str, t: torch.Tensor, full: bool = False) -> None:
-        """Follow ``t`` (``full``: its values are already all there)."""
-        if local_tensor(t).numel():
-            self._entries.setdefault(storage_key(t), []).append([name, t, full])
-
-    def wrote(self, view: torch.Tensor, mark: Callable[[torch.Tensor], object] | None = None
-              ) -> None:
-        """``view`` was written: all of it, or the elements ``mark(bool view)`` sets."""
-        local = local_tensor(view)
-        if local.is_meta or local.numel() == 0:
-            return
-        key = storage_key(view)
-        entries = self._entries.get(key)
-        if not entries:
-            return
-        lo, hi = span(local)
-        dense = mark is None and is_dense(local)
-        pending = False
-        for entry in entries:
-            if entry[2]:
-                continue
-            t = local_tensor(entry[1])
-            tlo, thi = span(t)
-            if thi < lo or hi < tlo:
-                continue
-            if mark is None and (same_view(local, t) or (dense and lo <= tlo and thi <= hi)):
-                entry[2] = True
-            else:
-                pending = True
-        if pending:
-            if local.dtype != local_tensor(entries[0][1]).dtype:
-                return  # a view of another element size: conservatively not counted
-            bmap = self._maps.get(key)
-            if bmap is None:
-                n = local.untyped_storage().nbytes() // local.element_size()
-                bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
-            target = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
-            if mark is None:
-                target.fill_(True)
-            else:
-                mark(target)
-
-    def restrict(self, name: str, valid: torch.Tensor | None, why: str) -> None:
-        """Only the elements ``valid`` marks of tensor ``name`` hold values (None: none);
-        the others were computed from memory nobody wrote (``why``: from where)."""
-        for key, entries in self._entries.items():
-            for entry in entries:
-                if entry[0] != name:
-                    continue
-                entry[2] = False
-                self.why[name] = why
-                local = local_tensor(entry[1])
-                bmap = self._maps.get(key)
-                if bmap is None:
-                    n = local.untyped_storage().nbytes() // local.element_size()
-                    bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
-                view = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
-                view.copy_(valid) if valid is not None else view.fill_(False)
-
-    def unwritten(self, view: torch.Tensor) -> str | None:
-        """The name of a followed tensor whose unwritten elements ``view`` covers (its
-        memory), or None."""
-        entries = self._entries.get(storage_key(view))
-        if not entries:
-            return None
-        local = local_tensor(view)
-        for name, t, full in entries:
-            if full:
-                continue
-            bmap = self._maps.get(storage_key(view))
-            if bmap is None or local.dtype != local_tensor(t).dtype:
-                return name
-            if not bool(bmap.as_strided(local.shape, local.stride(),
-                                        local.storage_offset()).all()):
-                return name
-        return None
-
-    def rebound(self, t: torch.Tensor) -> None:
-        """``t`` now lives in memory something else computed (``param.data = x``)."""
-        for entries in self._entries.values():
-            for entry in entries:
-                if entry[1] is t:
-                    entry[2] = True
-
-    def missing(self) -> dict[str, str]:
-        """name -> "untouched" / "partly written", for tensors not entirely written."""
-        out = {}
-        for key, entries in self._entries.items():
-            for name, t, full in entries:
-                if full:
-                    continue
-                bmap = self._maps.get(key)
-                local = local_tensor(t)
-                if bmap is None:
-                    out[name] = "never written"
-                elif not bool(bmap.as_strided(local.shape, local.stride(),
-                                              local.storage_offset()).all()):
-                    touched = bool(bmap.as_strided(local.shape, local.stride(),
-                                                   local.storage_offset()).any())
-                    out[name] = "partly written" if touched else "never written"
-                if name in out and name in self.why:
-                    out[name] = ("partly " if out[name].startswith("partly") else "") + (
-                        f"computed from {self.why[name]}")
-        return out
-
-
-#: torch in-place operations that write every element of their first argument.
-_WHOLE_WRITES = frozenset({
-    "fill_", "zero_", "copy_", "normal_", "uniform_", "random_", "bernoulli_", "exponential_",
-    "geometric_", "log_normal_", "cauchy_",
-})
-
-
-def _mark_for(name: str, args: tuple, kwargs: dict) -> Callable | None | str:
-    """How a torch in-place operation marks the elements it writes (see ``Coverage.wrote``):
-    None for all of them, a function for some, "skip" for operations that only update
-    values already there (``mul_``, ``add_``...)."""
-    if name in _WHOLE_WRITES:
-        return None
-    if name == "__setitem__":
-        index = args[1]
-        return lambda m: m.__setitem__(index, True)
-    if name == "index_fill_":
-        return lambda m: m.index_fill_(args[1], args[2], True)
-    if name == "index_copy_":
-        return lambda m: m.index_fill_(args[1], args[2], True)
-    if name == "masked_fill_":
-        return lambda m: m.masked_fill_(args[1], True)
-    if name == "index_put_":
-        return lambda m: m.index_put_(args[1], torch.tensor(True))
-    if name == "scatter_":
-        return lambda m: m.scatter_(args[1], args[2], True)
-    return "skip"
-
-
 #: Factories that make a temporary from a tensor (see ``_Router._derive``).
 _DERIVING = frozenset({torch.empty_like, torch.Tensor.new_empty, torch.Tensor.new_empty_strided})
 
@@ -649,7 +316,7 @@ class _Router(route.NameRouter):
         inputs = _tensors(args[1:] if inplace else args, kwargs)
         origin = next((g for g in map(self._garbage, inputs) if g is not None), None)
         if origin is None:
-            if inplace and name in _WHOLE_WRITES:
+            if inplace and name in WHOLE_WRITES:
                 self._clean(args[0])
             return
         origin = f"{origin}, through {name}"
@@ -684,7 +351,7 @@ class _Router(route.NameRouter):
             return
         if not isinstance(target, torch.Tensor):
             return
-        mark = _mark_for(name, args, kwargs)
+        mark = mark_for(name, args, kwargs)
         if mark == "skip":
             return
         self.mark_written(target)
@@ -888,7 +555,7 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
     # tensors kept as plain attributes, made in the block (on meta): replayed like the rest
     slots += [(table, attr, t) for _, table, attr, t in tensor_attributes(module)
               if t.is_meta and recorded.program.knows(t)]
-    hf = _is_hf_model(module)
+    hf = is_hf_model(module)
     names: dict[int, str] = {}
     for name, t in _named(module):
         names.setdefault(id(t), name)

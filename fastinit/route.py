@@ -358,6 +358,12 @@ class NameRouter:
                     self.written.add(e[0])
                     return
 
+    def rebound(self, t: torch.Tensor) -> None:
+        """``t`` was given other memory by code fastinit does not see (``Tensor.set_``
+        inside a parametrization's ``right_inverse``): the init-code runner says so here.
+        Follows it (:meth:`rebind`); a router that tracks more overrides this."""
+        self.rebind(t)
+
     def route(self, tensor: torch.Tensor) -> Route:
         if _is_empty(tensor):
             return DRAW
