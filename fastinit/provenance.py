@@ -352,7 +352,10 @@ def note_unmatched(glob: str, recipe: str) -> None:
 # init wrappers (transformers.initialization) and not contextlib's.
 _SKIP, _FN, _RECIPE, _USER = 0, 1, 2, 3
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_INIT_FILE = _OWN_DIR + "init.py"
+#: the init functions' modules: fastinit.init and those it re-exports (fastinit.initscan's
+#: _FRONT_END names the same modules)
+_INIT_FILES = frozenset(_OWN_DIR + f for f in ("init.py", "arguments.py", "structured.py",
+                                               "embeddings.py"))
 _RECIPES_FILE = _OWN_DIR + "recipes.py"
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _TORCH_MODULES = _TORCH_DIR + os.path.join("nn", "modules") + os.sep
@@ -366,7 +369,7 @@ def _category(code) -> int:
     if c is None:
         f = code.co_filename
         if f.startswith(_OWN_DIR):
-            if f == _INIT_FILE and not code.co_name.startswith("_"):
+            if f in _INIT_FILES and not code.co_name.startswith("_"):
                 c = _FN
             elif f == _RECIPES_FILE and code.co_name == "run" and "self" in code.co_varnames:
                 c = _RECIPE

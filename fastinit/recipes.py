@@ -60,7 +60,7 @@ from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target, fill_tensor
 from fastinit.intercept import recording
 from fastinit import laws
-from fastinit.init import _check_mode, _kaiming_gain, _variance_scaling_spec, check_spec, fill_spec_
+from fastinit.arguments import _check_mode, _kaiming_gain, _variance_scaling_spec, check_spec, fill_spec_
 from fastinit.kernels import contract as C
 from fastinit.provenance import note_unmatched, recorded as _recorded
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec, check_dtype
