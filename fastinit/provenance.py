@@ -356,7 +356,7 @@ _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: _FRONT_END names the same modules)
 _INIT_FILES = frozenset(_OWN_DIR + f for f in ("init.py", "arguments.py", "structured.py",
                                                "embeddings.py"))
-_RECIPES_FILE = _OWN_DIR + "recipes.py"
+_RECIPES_FILE = _OWN_DIR + "rules.py"  # Plan.run: a recipe's writes
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _TORCH_MODULES = _TORCH_DIR + os.path.join("nn", "modules") + os.sep
 _WRAPPERS = (os.sep + os.path.join("transformers", "initialization.py"),
