@@ -450,7 +450,7 @@ def law_table(model: nn.Module) -> list[dict]:
 
 def check_laws(model: nn.Module) -> list[Finding]:
     """Check ``model``'s values against their recorded laws and its shapes against the
-    references (see the module documentation for every check and its threshold).
+    references (every check and its threshold: :mod:`fastinit.lawcheck`).
 
     Returns:
         the findings (empty when nothing is flagged): checks ``"law"``, ``"fan"``,

@@ -353,8 +353,12 @@ _CLOSED = [0]
 
 
 class _Record:
+    """What is kept for one model: the raw records of its sessions until they are asked
+    for (``pending``), then their writes per tensor (``fastinit.records._Tensor``, resolved
+    there)."""
+
     def __init__(self) -> None:
-        self.tensors: dict[str, _Tensor] = {}
+        self.tensors: dict[str, "records._Tensor"] = {}  # noqa: F821 (fastinit.records)
         self.unmatched: list[tuple[str, str]] = []
         self.ties: dict[str, str] = {}
         #: raw records of the sessions not resolved yet
