@@ -361,18 +361,22 @@ class Plan:
         self._procedures: list[tuple[Callable[[], None], dict[str, torch.Tensor]]] = []
 
     def add(self, name: str, tensor: torch.Tensor, init: RuleValue) -> None:
+        """Write ``tensor`` (named ``name``) with ``init``, replacing an earlier entry."""
         self._writes.pop(id(tensor), None)  # keep the order of the last assignment
         self._writes[id(tensor)] = (name, tensor, init)
 
     def add_procedure(self, run: Callable[[], None], targets: Mapping[str, torch.Tensor]) -> None:
+        """Run ``run()`` (code that writes ``targets`` itself) after the writes."""
         self._procedures.append((run, dict(targets)))
 
     @property
     def writes(self) -> list[tuple[str, torch.Tensor, RuleValue]]:
+        """The ``(name, tensor, init)`` writes, in order."""
         return list(self._writes.values())
 
     @property
     def has_procedures(self) -> bool:
+        """Whether the plan runs code that writes its targets itself."""
         return bool(self._procedures)
 
     def targets(self) -> dict[str, torch.Tensor]:
@@ -424,6 +428,7 @@ class Recipe:
     name = "recipe"
 
     def plan(self, model: nn.Module, params: Mapping[str, torch.Tensor]) -> Plan:
+        """The recipe's writes in ``model``, among ``params`` (name -> tensor it may write)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -473,9 +478,12 @@ class Rules(Recipe):
         self.must_match = tuple(must_match)
 
     def describe(self) -> str:
+        """The globs the rules are for."""
         return "parameters named " + ", ".join(repr(g) for g in self.must_match or self.mapping)
 
     def plan(self, model: nn.Module | None, params: Mapping[str, torch.Tensor]) -> Plan:
+        """Each of ``params`` with its first matching rule (``model``: None for
+        :func:`fastinit.recipes.apply`, which has no model to check)."""
         plan = Plan(self.name)
         used: set[str] = set()
         unmatched = []
