@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 import fastinit
-from fastinit import provenance
+from fastinit import provenance, sessions
 from fastinit.cli.models import LlamaShaped, get_config, hf_config
 
 _SESSION = provenance.session
@@ -53,10 +53,12 @@ _HOOKS = ("note", "note_op", "note_factory", "note_unmatched", "site", "replayin
 
 
 def _timed_hooks() -> None:
-    """Add the time spent inside the recording's functions to ``_IN_HOOKS`` (the module's
-    callers look them up on the module at every call)."""
+    """Add the time spent inside the recording's functions to ``_IN_HOOKS``. Their callers
+    look them up at every call: materialize and fastinit.construction on
+    ``fastinit.provenance``, the recording itself (a session's ``note``, ``_attach``) on
+    ``fastinit.sessions``, where they are defined; both get the timed function."""
     for name in _HOOKS:
-        original = getattr(provenance, name)
+        original = getattr(sessions, name)
 
         def timed(*args, _original=original, **kwargs):
             start = time.perf_counter()
@@ -65,7 +67,9 @@ def _timed_hooks() -> None:
             finally:
                 _IN_HOOKS[0] += time.perf_counter() - start
 
-        setattr(provenance, name, timed)
+        setattr(sessions, name, timed)
+        if hasattr(provenance, name):
+            setattr(provenance, name, timed)
 
 
 def _time(build, on: bool, empty: bool) -> float:

@@ -8,6 +8,14 @@ rules, warnings and the exception types torch raises follow ``torch.nn.init``;
 ``seed=`` (keyword-only, on the functions that draw random numbers) is fastinit's
 extension that pins a call's stream.
 
+The module is the front end's one public face; the functions are defined by job and all
+re-exported here: the drawing, constant, Xavier / Kaiming, scaled-residual,
+variance-scaling and class-prior functions and the deprecated aliases in this module, the
+structured inits (``eye_``, ``dirac_``, ``orthogonal_``, ``sparse_``) in
+:mod:`fastinit.structured`, :func:`mean_resize_embeddings_` in :mod:`fastinit.embeddings`,
+and the argument checks with the checked write they share (:class:`ArgumentError`,
+:func:`check_spec`, :func:`fill_spec_`) in :mod:`fastinit.arguments`.
+
 Where fastinit differs from ``torch.nn.init`` on purpose:
 
 * Arguments torch accepts although they make no sense raise :class:`ArgumentError` (a
@@ -51,14 +59,30 @@ import warnings
 
 import torch
 
-
 from fastinit import laws, route
+from fastinit.arguments import (
+    ArgumentError,
+    _check_tensor,
+    _fill_constant,
+    _finite,
+    _kaiming_std,
+    _real,
+    _spec,
+    _variance_scaling_spec,
+    _write,
+    _xavier_std,
+    check_spec,
+    fill_spec_,
+)
 from fastinit.distributed import is_dtensor
-from fastinit.fill import fill_target, fill_tensor
-from fastinit.kernels import contract as C
+from fastinit.fill import fill_target
 from fastinit.laws import TRUNCATED_NORMAL_STD_AT_2, calculate_gain
 from fastinit.spec import _CPP_NAMES, SUPPORTED_DTYPES, InitSpec, check_dtype
 from fastinit.streams import check_rng
+
+# The rest of the front end, defined by job and re-exported here (``fastinit.init.X``):
+from fastinit.embeddings import MEAN_RESIZE_EPSILON, mean_resize_embeddings_
+from fastinit.structured import dirac_, eye_, orthogonal_, sparse_
 
 __all__ = [
     "calculate_gain",
@@ -95,170 +119,6 @@ __all__ = [
     "orthogonal",
     "sparse",
 ]
-
-
-class ArgumentError(ValueError, RuntimeError):
-    """A bad argument value (every value check of fastinit's init functions raises it).
-
-    A ``ValueError``; also a ``RuntimeError`` because ``torch.nn.init`` reports many of
-    the same inputs (``a > b``, ``std < 0``, NaN bounds, NaN gains, bounds out of the
-    dtype's range) as ``RuntimeError``: code written against either keeps working.
-    """
-
-
-# --- validation helpers ---------------------------------------------------------------------
-
-
-def _check_tensor(tensor: object, fn: str) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"fastinit.{fn}(): expected a torch.Tensor, got {type(tensor).__name__}")
-
-
-def _real(x: object, name: str, fn: str) -> float:
-    """``x`` as a float if it is a real number (or a 0-dim real tensor), else TypeError."""
-    t = type(x)
-    if t is float or t is int:
-        return float(x)
-    if isinstance(x, torch.Tensor):
-        if x.dim() == 0 and not x.is_complex():
-            return float(x)
-    elif isinstance(x, numbers.Real):
-        return float(x)
-    raise TypeError(
-        f"fastinit.{fn}(): argument '{name}' must be a real number, not {t.__name__}")
-
-
-def _finite(x: float, name: str, fn: str) -> float:
-    if not math.isfinite(x):
-        raise ArgumentError(f"fastinit.{fn}: {name} must be finite, got {x}")
-    return x
-
-
-def _spec(factory, *args) -> InitSpec:
-    """``factory(*args)``; its ValueErrors and RuntimeErrors become :class:`ArgumentError`."""
-    try:
-        return factory(*args)
-    except (ValueError, RuntimeError) as exc:
-        raise ArgumentError(*exc.args) from None
-
-
-def _params(spec: InitSpec, dtype: torch.dtype):
-    """The backend parameters of ``spec`` for ``dtype`` (same error conversion)."""
-    try:
-        return spec.kernel_params(dtype)
-    except (ValueError, RuntimeError) as exc:
-        raise ArgumentError(*exc.args) from None
-
-
-def _skip(tensor: torch.Tensor) -> bool:
-    """Whether there is nothing to write (meta or zero-element tensor)."""
-    return tensor.is_meta or tensor.numel() == 0
-
-
-def _write(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None,
-           generator: torch.Generator | None) -> torch.Tensor:
-    """Validate ``tensor`` for ``spec``, then fill it through the routing decision (which
-    draws the call's key only if the call is to be made)."""
-    check_dtype(tensor.dtype, fn)
-    params = _params(spec, tensor.dtype)  # may raise: before anything is written
-    check_rng(seed, generator)
-    target = fill_target(tensor, fn)
-    if target is not None:
-        route.fill(target, params, seed, generator)
-    return tensor
-
-
-def check_spec(tensor: torch.Tensor, spec: InitSpec, fn: str) -> None:
-    """Raise what :func:`fill_spec_` raises for ``tensor`` and ``spec`` before it writes
-    (the dtype, and the distribution's parameters for that dtype), writing nothing."""
-    if spec.dist == C.CONSTANT:
-        if tensor.dtype in SUPPORTED_DTYPES:
-            _params(spec, tensor.dtype)  # the value must fit the dtype, as for fill_
-        elif not tensor.is_nested and tensor.layout == torch.strided:
-            torch.empty(2, dtype=tensor.dtype, device="cpu").fill_(spec.a)  # fill_'s errors
-        return
-    check_dtype(tensor.dtype, fn)
-    _params(spec, tensor.dtype)
-
-
-@route.entry
-def fill_spec_(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fill ``tensor`` with ``spec`` as the public functions do (recipes, caught tensor
-    methods): the checks of :func:`check_spec`, then the routed fill. Constants need no
-    key."""
-    if spec.dist == C.CONSTANT:
-        check_spec(tensor, spec, fn)
-        _fill_constant(tensor, spec.a)
-        return tensor
-    return _write(tensor, spec, fn, seed, generator)
-
-
-def _fill_constant(tensor: torch.Tensor, value: float, *, zero: bool = False) -> None:
-    """Write ``value`` (already checked to fit the dtype) to every element."""
-    if tensor.is_nested or tensor.layout != torch.strided:  # torch's own behaviour there
-        with torch.no_grad():
-            tensor.zero_() if zero else tensor.fill_(value)
-        return
-    if _skip(tensor):
-        return
-    if tensor.dtype in SUPPORTED_DTYPES and (
-            is_dtensor(tensor) or torch._debug_has_internal_overlap(tensor) != 1):
-        route.constant(tensor, InitSpec.constant(value).kernel_params(tensor.dtype))
-    else:  # integer, bool, complex, float8, or overlapping elements: torch's fill_
-        torch.empty(2, dtype=tensor.dtype, device="cpu").fill_(value)  # its errors now
-        route.torch_write(tensor, functools.partial(tensor.fill_, value))
-
-
-# --- the fan rule and the gains' checks (the formulas: fastinit.laws) --------------------------
-
-
-def _no_fans_for_nested(tensor: torch.Tensor) -> None:
-    if tensor.is_nested:
-        raise NotImplementedError("fastinit: a nested tensor has no fan-in and fan-out (its "
-                                  "sizes are irregular); fill it with uniform_ or normal_")
-
-
-def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
-    """torch's fan rule (:func:`fastinit.laws.fans`), refusing nested tensors."""
-    _no_fans_for_nested(tensor)
-    return laws.fans(tensor)
-
-
-def _check_mode(mode: str) -> str:
-    mode = mode.lower()
-    valid_modes = ["fan_in", "fan_out"]
-    if mode not in valid_modes:
-        raise ValueError(f"Mode {mode} not supported, please use one of {valid_modes}")
-    return mode
-
-
-def _kaiming_gain(a: float, nonlinearity: str, fn: str) -> float:
-    gain = calculate_gain(nonlinearity, a)
-    if nonlinearity == "leaky_relu" and a is not None and not math.isfinite(a):
-        raise ArgumentError(f"fastinit.{fn}: the negative slope a must be finite, got {a}")
-    return gain
-
-
-def _kaiming_std(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
-                 fn: str) -> float | None:
-    """torch's kaiming std, or None (after torch's warning) for zero-element tensors."""
-    mode = _check_mode(mode)
-    gain = _kaiming_gain(a, nonlinearity, fn)
-    _no_fans_for_nested(tensor)
-    if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)  # past route.entry
-        return None
-    return laws.kaiming_std(*_calculate_fan_in_and_fan_out(tensor), gain, mode)
-
-
-def _xavier_std(tensor: torch.Tensor, gain: float, fn: str) -> float:
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    gain = _finite(_real(gain, "gain", fn), "gain", fn)
-    if gain < 0:
-        raise ArgumentError(f"fastinit.{fn}: gain must be >= 0, got {gain:g}")
-    return laws.xavier_std(fan_in, fan_out, gain)
-
 
 # --- the basic distributions ---------------------------------------------------------------
 
@@ -344,7 +204,7 @@ def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: 
     return _write(tensor, spec, fn, seed, generator)
 
 
-# --- constants and structured matrices -------------------------------------------------------
+# --- constants ---------------------------------------------------------------------------------
 
 
 @route.entry
@@ -424,101 +284,6 @@ def zeros_(tensor: torch.Tensor) -> torch.Tensor:
     """
     _check_tensor(tensor, "zeros_")
     _fill_constant(tensor, 0.0, zero=True)
-    return tensor
-
-
-@route.entry
-def eye_(tensor: torch.Tensor) -> torch.Tensor:
-    r"""Fill the 2-dimensional input `Tensor` with the identity matrix.
-
-    Preserves the identity of the inputs in `Linear` layers, where as
-    many inputs are preserved as possible.
-
-    Args:
-        tensor: a 2-dimensional `torch.Tensor`
-
-    Raises:
-        ValueError: if the tensor does not have 2 dimensions.
-
-    Examples:
-        >>> w = torch.empty(3, 5)
-        >>> fastinit.eye_(w)
-    """
-    _check_tensor(tensor, "eye_")
-    if tensor.ndimension() != 2:
-        raise ValueError("Only tensors with 2 dimensions are supported")
-    if fill_target(tensor, "eye_", elementwise=False, overlap_ok=True) is None:
-        return tensor
-    if is_dtensor(tensor):  # the diagonal's global positions held by this rank
-        d = torch.arange(min(tensor.shape), device="cpu")
-        route.torch_write(tensor, functools.partial(_put_ones, tensor, (d, d)))
-    else:
-        route.torch_write(tensor, functools.partial(
-            torch.eye, *tensor.shape, out=tensor, requires_grad=tensor.requires_grad))
-    return tensor
-
-
-def _put_ones(tensor: torch.Tensor, indices: tuple[torch.Tensor, ...]) -> None:
-    """Zero ``tensor``, then write ones at ``indices`` (global positions for a DTensor)."""
-    if is_dtensor(tensor):
-        from fastinit.distributed import index_put_global_, local_tensor
-
-        local_tensor(tensor).zero_()
-        index_put_global_(tensor, indices, 1.0)
-        return
-    tensor.zero_()
-    tensor.index_put_(indices, torch.ones((), dtype=tensor.dtype, device=tensor.device))
-
-
-@route.entry
-def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
-    r"""Fill the {3, 4, 5}-dimensional input `Tensor` with the Dirac delta function.
-
-    Preserves the identity of the inputs in `Convolutional`
-    layers, where as many input channels are preserved as possible. In case
-    of groups>1, each group of channels preserves identity.
-
-    Args:
-        tensor: a {3, 4, 5}-dimensional `torch.Tensor`
-        groups (int, optional): number of groups in the conv layer (default: 1)
-
-    Raises:
-        ValueError: if the tensor does not have 3, 4 or 5 dimensions, if ``groups < 1``
-            (torch: ``ZeroDivisionError`` for 0, silently all zeros for negative values) or
-            if ``groups`` does not divide dim 0.
-        TypeError: if ``groups`` is not an integer.
-
-    Examples:
-        >>> w = torch.empty(3, 16, 5, 5)
-        >>> fastinit.dirac_(w)
-        >>> w = torch.empty(3, 24, 5, 5)
-        >>> fastinit.dirac_(w, 3)
-    """
-    _check_tensor(tensor, "dirac_")
-    dimensions = tensor.ndimension()
-    if dimensions not in [3, 4, 5]:
-        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
-    try:
-        groups = operator.index(groups)
-    except TypeError:
-        raise TypeError(f"fastinit.dirac_(): groups must be an integer, not "
-                        f"{type(groups).__name__}") from None
-    if groups < 1:
-        raise ArgumentError(f"fastinit.dirac_: groups must be >= 1, got {groups}")
-    target = fill_target(tensor, "dirac_", elementwise=False, overlap_ok=True)
-    sizes = tensor.size()
-    if sizes[0] % groups != 0:
-        raise ValueError("dim 0 must be divisible by groups")
-    if target is None:
-        return tensor
-    out_chans_per_grp = sizes[0] // groups
-    min_dim = min(out_chans_per_grp, sizes[1])
-    dev = tensor.device
-    d = torch.arange(min_dim, device=dev)
-    out_idx = (torch.arange(groups, device=dev)[:, None] * out_chans_per_grp + d).reshape(-1)
-    in_idx = d.repeat(groups)
-    centre = tuple(torch.full_like(out_idx, s // 2) for s in sizes[2:])
-    route.torch_write(tensor, functools.partial(_put_ones, tensor, (out_idx, in_idx) + centre))
     return tensor
 
 
@@ -684,149 +449,6 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
         return tensor
     return _write(tensor, _spec(laws.spread, std, "normal", fn), fn, seed, generator)
 
-
-# --- orthogonal and sparse -----------------------------------------------------------------------
-
-
-@route.entry
-def orthogonal_(tensor: torch.Tensor, gain: float = 1,
-                generator: torch.Generator | None = None, *,
-                seed: int | None = None) -> torch.Tensor:
-    r"""Fill the input `Tensor` with a (semi) orthogonal matrix.
-
-    Described in `Exact solutions to the nonlinear dynamics of learning in deep
-    linear neural networks` - Saxe, A. et al. (2013). The input tensor must have
-    at least 2 dimensions, and for tensors with more than 2 dimensions the
-    trailing dimensions are flattened: the tensor is viewed, in its logical order, as a
-    ``(rows, cols)`` matrix with ``rows = tensor.size(0)``.
-
-    The ``(rows, cols)`` matrix is filled with :math:`\mathcal{N}(0, 1)` values from the
-    call's Philox stream (the values ``normal_`` gives a contiguous ``(rows, cols)`` tensor
-    with the same seed), then orthogonalized on the tensor's device by a QR factorization
-    with torch's sign convention (columns of Q multiplied by the signs of R's diagonal,
-    which makes Q Haar-distributed), and multiplied by ``gain``. float16 and bfloat16
-    tensors are computed in float32 (torch raises for them); float64 in float64.
-
-    Args:
-        tensor: an n-dimensional `torch.Tensor`, where :math:`n \geq 2`
-        gain: optional scaling factor (finite)
-        generator: the torch Generator to draw the call's seed from
-        seed: (fastinit) use this 64-bit seed instead of drawing one
-
-    Examples:
-        >>> w = torch.empty(3, 5)
-        >>> fastinit.orthogonal_(w)
-    """
-    fn = "orthogonal_"
-    _check_tensor(tensor, fn)
-    if tensor.ndimension() < 2:
-        raise ValueError("Only tensors with 2 or more dimensions are supported")
-    gain = _finite(_real(gain, "gain", fn), "gain", fn)
-    check_dtype(tensor.dtype, fn)
-    check_rng(seed, generator)
-    if fill_target(tensor, fn, elementwise=False) is None:
-        return tensor
-    decided = route.keyed(tensor, seed, generator)
-    if decided is None:
-        return tensor
-    key, stream = decided
-    rows = tensor.size(0)
-    cols = tensor.numel() // rows
-    work = torch.float64 if tensor.dtype == torch.float64 else torch.float32
-    flattened = torch.empty((rows, cols), dtype=work, device=tensor.device)
-    fill_tensor(flattened, InitSpec.normal(0.0, 1.0).kernel_params(work), key, stream)
-    q = laws.orthonormalize(flattened)
-    q.mul_(gain)
-    q = q.reshape(tensor.shape)
-    if is_dtensor(tensor):  # every rank computed the whole matrix: keep its own part
-        from fastinit.distributed import copy_from_full_
-
-        route.torch_write(tensor, functools.partial(copy_from_full_, tensor, q), routed=False)
-    else:
-        route.torch_write(tensor, functools.partial(tensor.copy_, q), routed=False)
-    return tensor
-
-
-@route.entry
-def sparse_(tensor: torch.Tensor, sparsity: float, std: float = 0.01,
-            generator: torch.Generator | None = None, *,
-            seed: int | None = None) -> torch.Tensor:
-    r"""Fill the 2D input `Tensor` as a sparse matrix.
-
-    The non-zero elements will be drawn from the normal distribution
-    :math:`\mathcal{N}(0, \text{std}^2)`, as described in `Deep learning via
-    Hessian-free optimization` - Martens, J. (2010). In every column,
-    ``ceil(sparsity * rows)`` elements are set to zero.
-
-    Both the values and the zero positions come from the call's Philox stream: the
-    values are those ``normal_(tensor, 0, std)`` writes with the same seed; the positions
-    are the rows of the ``ceil(sparsity * rows)`` smallest values of each column of a
-    ``(rows, cols)`` float32 uniform matrix drawn from the same key in draw round 1
-    (ties broken by row index), i.e. a uniformly random subset of each column,
-    independent of the values and identical on every device. (torch draws the positions
-    from the global generator whatever ``generator`` is.)
-
-    Args:
-        tensor: an n-dimensional `torch.Tensor`
-        sparsity: The fraction of elements in each column to be set to zero, in
-            :math:`[0, 1]`
-        std: the standard deviation of the normal distribution used to generate
-            the non-zero values
-        generator: the torch Generator to draw the call's seed from
-        seed: (fastinit) use this 64-bit seed instead of drawing one
-
-    Raises:
-        ValueError: if ``sparsity`` is NaN or outside :math:`[0, 1]` (torch zeroes the
-            whole column for ``sparsity > 1`` and all but ``-ceil(sparsity * rows)`` rows
-            for negative values).
-
-    Examples:
-        >>> w = torch.empty(3, 5)
-        >>> fastinit.sparse_(w, sparsity=0.1)
-    """
-    fn = "sparse_"
-    _check_tensor(tensor, fn)
-    if tensor.ndimension() != 2:
-        raise ValueError("Only tensors with 2 dimensions are supported")
-    sparsity = _real(sparsity, "sparsity", fn)
-    if not 0.0 <= sparsity <= 1.0:
-        raise ArgumentError(f"fastinit.{fn}: sparsity must be a fraction in [0, 1], "
-                            f"got {sparsity}")
-    spec = _spec(InitSpec.normal, 0.0, _real(std, "std", fn), fn)
-    check_dtype(tensor.dtype, fn)
-    params = _params(spec, tensor.dtype)
-    check_rng(seed, generator)
-    if fill_target(tensor, fn, elementwise=False) is None:
-        return tensor
-    rows, cols = tensor.shape
-    num_zeros = math.ceil(sparsity * rows)
-    decided = route.keyed(tensor, seed, generator)
-    if decided is None:
-        return tensor
-    key, stream = decided
-    route.fill_keyed(tensor, params, key, stream)
-    if num_zeros:
-        u = torch.empty((rows, cols), dtype=torch.float32, device=tensor.device)
-        fill_tensor(u, InitSpec.uniform(0.0, 1.0).kernel_params(torch.float32), key, stream,
-                    draw_round=1)
-        zero_rows = torch.argsort(u, dim=0, stable=True)[:num_zeros]
-        route.torch_write(tensor, functools.partial(_zero_rows, tensor, zero_rows),
-                          routed=False, whole=False)
-    return tensor
-
-
-def _zero_rows(tensor: torch.Tensor, zero_rows: torch.Tensor) -> None:
-    """Zero ``tensor[zero_rows[k, j], j]`` for every k, j (global positions for a DTensor)."""
-    if is_dtensor(tensor):
-        from fastinit.distributed import index_put_global_
-
-        num_zeros, cols = zero_rows.shape
-        cols_idx = torch.arange(cols, device=zero_rows.device).expand(num_zeros, cols)
-        index_put_global_(tensor, (zero_rows.reshape(-1), cols_idx.reshape(-1)), 0.0)
-        return
-    tensor.scatter_(0, zero_rows, 0.0)
-
-
 # --- scaled residual-output init ------------------------------------------------------------------
 
 
@@ -921,9 +543,6 @@ def scaled_residual_(tensor: torch.Tensor, std: float = 0.02, num_layers: int | 
 
 # --- variance scaling (JAX / Flax / Keras), LeCun ---------------------------------------------
 
-_VS_MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
-_VS_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
-
 
 def _variance_scaled(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
                      fn: str, seed: int | None, generator: torch.Generator | None
@@ -935,29 +554,6 @@ def _variance_scaled(tensor: torch.Tensor, scale: float, mode: str, distribution
         check_rng(seed, generator)
         return tensor
     return _write(tensor, spec, fn, seed, generator)
-
-
-def _variance_scaling_spec(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
-                           fn: str) -> InitSpec | None:
-    """The distribution of ``variance_scaling_``, or None for a zero-element tensor (after
-    the warning torch's ``kaiming_*`` give). Checks every argument first."""
-    scale = _finite(_real(scale, "scale", fn), "scale", fn)
-    if scale <= 0:
-        raise ArgumentError(f"fastinit.{fn}: scale must be > 0, got {scale:g}")
-    if not isinstance(mode, str) or mode.lower() not in _VS_MODES:
-        raise ValueError(f"Mode {mode} not supported, please use one of {list(_VS_MODES)}")
-    if not isinstance(distribution, str) or distribution.lower() not in _VS_DISTRIBUTIONS:
-        raise ValueError(f"Distribution {distribution} not supported, please use one of "
-                         f"{list(_VS_DISTRIBUTIONS)}")
-    mode, distribution = mode.lower(), distribution.lower()
-    _no_fans_for_nested(tensor)
-    if tensor.dim() < 2:
-        _calculate_fan_in_and_fan_out(tensor)  # torch's ValueError for < 2 dimensions
-    if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)
-        return None
-    std = laws.variance_scaling_std(*_calculate_fan_in_and_fan_out(tensor), scale, mode)
-    return _spec(laws.spread, std, distribution, fn)
 
 
 @route.entry
@@ -1151,157 +747,6 @@ def class_prior_bias_(bias: torch.Tensor, prior: float | object,
 
 def _copy_to(tensor: torch.Tensor, values: torch.Tensor) -> None:
     tensor.copy_(values.to(device=tensor.device))
-
-
-# --- new token embeddings from the old ones ---------------------------------------------------------
-
-#: transformers' ``resize_token_embeddings(mean_resizing=True)`` samples new rows from
-#: N(mean, MEAN_RESIZE_EPSILON * covariance) of the old rows.
-MEAN_RESIZE_EPSILON = 1e-9
-#: Columns per block of the covariance product (only blocks on and above the diagonal are
-#: computed) and rows per pass over the old embeddings (bounds the centred temporary).
-_COV_BLOCK = 512
-_COV_ROWS = 16384
-
-
-def _covariance(old: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """``(old - mean).T @ (old - mean) / n`` in float32, as transformers computes it, at
-    about half the cost: the matrix is symmetric, so only column blocks ``i <= j`` are
-    multiplied (and mirrored), and the centred rows are formed a slice at a time."""
-    n, d = old.shape
-    cov = torch.zeros((d, d), dtype=torch.float32, device=old.device)
-    starts = list(range(0, d, _COV_BLOCK))
-    for r0 in range(0, n, _COV_ROWS):
-        c = old[r0:r0 + _COV_ROWS].to(torch.float32) - mean
-        for i in starts:
-            ci = c[:, i:i + _COV_BLOCK]
-            # one product for the whole row of blocks j >= i: fewer, larger GEMMs
-            cov[i:i + _COV_BLOCK, i:].addmm_(ci.T, c[:, i:])
-    for i in starts:  # mirror the upper blocks: the result is exactly symmetric
-        for j in starts:
-            if j > i:
-                cov[j:j + _COV_BLOCK, i:i + _COV_BLOCK] = cov[i:i + _COV_BLOCK, j:j + _COV_BLOCK].T
-    return cov.div_(n)
-
-
-def _mean_resize_rows(old: torch.Tensor, added: int, key: int, stream: int, offset: int,
-                      dtype: torch.dtype) -> torch.Tensor:
-    """The ``added`` new rows (``dtype``) from the ``old`` rows: the float32 mean plus
-    ``z @ L.T`` with ``L`` the Cholesky factor of ``eps * cov`` and ``z`` the N(0, 1) values
-    of (``key``, ``stream``) at global indices ``offset...`` (the new rows' own)."""
-    from fastinit import backends
-    from fastinit.layout import Segment
-
-    old32 = old.to(torch.float32)
-    mean = _mean_chunked(old32)
-    d = old.shape[1]
-    cov = _covariance(old32, mean)
-    # transformers' test (torch.distributions.constraints.positive_definite): a Cholesky
-    # of eps * cov that succeeds
-    factor, info = torch.linalg.cholesky_ex(MEAN_RESIZE_EPSILON * cov)
-    if int(info) != 0:
-        return mean.expand(added, d).to(dtype)
-    z = torch.empty((added, d), dtype=torch.float32, device=old.device)
-    params = InitSpec.normal(0.0, 1.0).kernel_params(torch.float32)
-    backends.fill(z, [Segment(0, 0, offset, 0, added * d, 1)], params, key, stream)
-    return torch.addmm(mean, z, factor.T).to(dtype)
-
-
-def _mean_chunked(old32: torch.Tensor) -> torch.Tensor:
-    """The column means of a float32 matrix, accumulated in float64 a slice at a time (no
-    float64 copy of the whole matrix): the float32 rounding of the exact mean."""
-    acc = torch.zeros(old32.shape[1], dtype=torch.float64, device=old32.device)
-    for r0 in range(0, old32.shape[0], _COV_ROWS):
-        acc += old32[r0:r0 + _COV_ROWS].to(torch.float64).sum(dim=0)
-    return (acc / old32.shape[0]).to(torch.float32)
-
-
-def _write_mean_resized(weight: torch.Tensor, num_old_rows: int, key: int, stream: int) -> None:
-    """Compute and write the new rows of ``weight`` from its old rows (run when the write
-    is performed: the old rows then hold their final values)."""
-    rows, d = weight.shape
-    added = rows - num_old_rows
-    if is_dtensor(weight):
-        from fastinit.distributed import copy_from_full_
-
-        full = weight.full_tensor()  # a collective: every rank needs every old row
-        full[num_old_rows:] = _mean_resize_rows(full[:num_old_rows], added, key, stream,
-                                                num_old_rows * d, weight.dtype)
-        copy_from_full_(weight, full)
-        return
-    weight[num_old_rows:] = _mean_resize_rows(weight[:num_old_rows], added, key, stream,
-                                              num_old_rows * d, weight.dtype)
-
-
-@route.entry
-def mean_resize_embeddings_(weight: torch.Tensor, num_old_rows: int,
-                            generator: torch.Generator | None = None, *,
-                            seed: int | None = None) -> torch.Tensor:
-    r"""Initialize the rows of a grown embedding from the statistics of its old rows.
-
-    Rows ``num_old_rows`` and up are drawn from the law transformers'
-    ``resize_token_embeddings(..., mean_resizing=True)`` uses (Hewitt, "Initializing new
-    word embeddings for pretrained language models", 2021): the multivariate normal with
-    the mean :math:`\mu` of the old rows and covariance :math:`10^{-9}\,\Sigma`, where
-    :math:`\Sigma = (E - \mu)^T (E - \mu) / n` is the (biased) covariance of the ``n`` old
-    rows :math:`E`, both computed in float32 (the mean accumulated in float64, so it is
-    the float32 rounding of the exact mean). When :math:`10^{-9}\,\Sigma` is not positive
-    definite in float32 (its Cholesky factorization fails - e.g. fewer old rows than
-    columns), every new row is the mean, as in transformers.
-
-    A new row is :math:`\mu + L z` with :math:`L` the Cholesky factor of
-    :math:`10^{-9}\,\Sigma` and :math:`z` the :math:`\mathcal{N}(0, 1)` values that
-    ``normal_`` would give those rows (the call's key and stream at the rows' indices), so
-    the result is reproducible on any device. :math:`\Sigma` is computed blockwise (its
-    upper half only) without a centred copy of the whole matrix: about half the work and
-    memory of transformers' method. The old rows are read when the write is performed,
-    so inside ``materialize`` / ``patch(deferred=True)`` they hold their final values.
-
-    Args:
-        weight: the resized embedding matrix ``(rows, dim)``, old rows first (an
-            ``nn.Embedding`` weight, or an ``lm_head`` weight)
-        num_old_rows: how many leading rows are old, in ``[1, rows]``; ``rows`` is a no-op
-        generator: the torch Generator to draw the call's seed from
-        seed: (fastinit) use this 64-bit seed instead of drawing one
-
-    Raises:
-        ValueError: if ``weight`` is not 2-D or ``num_old_rows`` is outside ``[1, rows]``.
-        TypeError: if ``num_old_rows`` is not an int.
-
-    Examples:
-        >>> old = model.get_input_embeddings().weight.shape[0]
-        >>> model.resize_token_embeddings(old + 8, mean_resizing=False)
-        >>> fastinit.mean_resize_embeddings_(model.get_input_embeddings().weight, old)
-    """
-    fn = "mean_resize_embeddings_"
-    _check_tensor(weight, fn)
-    if weight.dim() != 2:
-        raise ValueError(f"fastinit.{fn}: weight must be 2-D (rows, dim), got shape "
-                         f"{tuple(weight.shape)}")
-    if isinstance(num_old_rows, bool):
-        raise TypeError(f"fastinit.{fn}(): num_old_rows must be an int, not bool")
-    try:
-        num_old_rows = operator.index(num_old_rows)
-    except TypeError:
-        raise TypeError(f"fastinit.{fn}(): num_old_rows must be an int, not "
-                        f"{type(num_old_rows).__name__}") from None
-    rows = weight.shape[0]
-    if not 1 <= num_old_rows <= rows:
-        raise ArgumentError(f"fastinit.{fn}: num_old_rows must be in [1, {rows}] (the rows of "
-                            f"weight), got {num_old_rows}")
-    check_dtype(weight.dtype, fn)
-    check_rng(seed, generator)
-    if fill_target(weight, fn, elementwise=False) is None or num_old_rows == rows:
-        return weight
-    decided = route.keyed(weight, seed, generator)
-    if decided is None:
-        return weight
-    key, stream = decided
-    # reads the old rows and writes the new ones: ordered after every pending write to
-    # the weight (the target is all of it), without hiding them (whole=False)
-    route.torch_write(weight, functools.partial(_write_mean_resized, weight, num_old_rows,
-                                                key, stream), routed=False, whole=False)
-    return weight
 
 
 # --- deprecated aliases (as torch.nn.init keeps them) ---------------------------------------------

@@ -104,6 +104,11 @@ _INIT_FUNCTIONS = frozenset(
        "scaled_residual_", "variance_scaling_", "lecun_normal_", "lecun_uniform_",
        "mean_resize_embeddings_", "named_apply"])
 
+#: fastinit.init and the modules whose functions it re-exports (fastinit.provenance's
+#: _INIT_FILES names the same files)
+_FRONT_END = frozenset({"fastinit.init", "fastinit.arguments", "fastinit.structured",
+                        "fastinit.embeddings"})
+
 #: functions named like initializers (the name, not where it comes from)
 _INIT_NAME = re.compile(r"(^|_)init($|_|[A-Z])|initiali[sz]e|trunc_normal|"
                         r"(^|_)(kaiming|xavier|lecun|glorot)_")
@@ -235,7 +240,7 @@ def _is_init_function(obj) -> bool:
     if isinstance(obj, type) or not callable(obj):
         return False
     module = getattr(obj, "__module__", None) or ""
-    return module in ("torch.nn.init", "fastinit.init") or (
+    return module == "torch.nn.init" or module in _FRONT_END or (
         module.startswith("fastinit") and getattr(obj, "__name__", "") in _INIT_FUNCTIONS)
 
 
