@@ -425,7 +425,7 @@ class _MuP(Recipe):
 
 
 def _run_mup_init(model: nn.Module) -> None:
-    from fastinit.materialize import run_model_init
+    from fastinit.modelinit import run_model_init
 
     with _mup_init_functions():
         run_model_init(model)
