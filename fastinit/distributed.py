@@ -65,6 +65,8 @@ __all__ = [
     "fill_full_then_shard",
     "global_positions",
     "index_put_global_",
+    "unplaced_shard_axes",
+    "refuse_unplaced_shard",
 ]
 
 #: One run of a dimension's local-to-global map: ``length`` consecutive global
@@ -103,6 +105,47 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The tensor whose memory holds ``t``'s elements on this rank: a DTensor's local
     tensor, or ``t`` itself."""
     return t._local_tensor if is_dtensor(t) else t
+
+
+def unplaced_shard_axes(t: torch.Tensor) -> list[str]:
+    """The mesh axes (of more than one rank) along which a plain tensor holds a different
+    part on every rank without saying which: torchtitan's ``spmd_backend="spmd_types"``
+    keeps a sharded parameter as a plain local tensor typed *varying* (``V``) on the
+    axes it is split over (routed experts ``[E / ep, ...]`` under expert parallelism), and
+    records nowhere where the part lies in the whole tensor. Empty for everything else
+    (DTensors, plain tensors, replicated or partial spmd_types tensors)."""
+    types = getattr(t, "_local_type", None)  # spmd_types' annotation of a local tensor
+    if not isinstance(types, dict) or not types:
+        return []
+    axes = []
+    for axis, kind in types.items():
+        if getattr(kind, "name", None) != "V":
+            continue
+        size = getattr(axis, "size", None)
+        ranks = size() if callable(size) else None
+        if ranks is None or ranks > 1:
+            axes.append(str(axis))
+    return axes
+
+
+def refuse_unplaced_shard(t: torch.Tensor) -> None:
+    """Raise if a random draw would write ``t``, a part of a larger tensor whose place is
+    not known (:func:`unplaced_shard_axes`): every rank would draw the same values for
+    different parts, the silent wrong value fastinit exists to prevent.
+
+    Raises:
+        NotImplementedError: ``t`` is such a tensor.
+    """
+    axes = unplaced_shard_axes(t)
+    if axes:
+        raise NotImplementedError(
+            f"fastinit: a random draw into a tensor of shape {tuple(t.shape)} that "
+            "torchtitan's spmd_types backend keeps as a plain local tensor varying over "
+            f"mesh axis {', '.join(axes)} (each rank holds its own part, e.g. its experts) "
+            "without recording which part of the whole tensor this rank holds: fastinit "
+            "would draw the same values on every rank. Use spmd_backend='partial_dtensor' "
+            "or 'full_dtensor' (the parts are DTensors, drawn at their global offsets), or "
+            "initialize this tensor before parallelizing the model")
 
 
 # --- the map: placements -> runs ----------------------------------------------------------

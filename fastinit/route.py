@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, Union
 import torch
 
 from fastinit.deferred import storage_key
-from fastinit.distributed import is_dtensor, local_tensor
+from fastinit.distributed import is_dtensor, local_tensor, refuse_unplaced_shard
 from fastinit.fill import Fill, TorchWrite, Write, execute
 from fastinit.layout import span
 from fastinit.spec import KernelParams
@@ -193,7 +193,13 @@ def decide(tensor: torch.Tensor, seed: int | None, generator: torch.Generator | 
 
     Draws from the generator only when the decision is :data:`DRAW` and ``seed`` is None:
     call it after every check has passed.
+
+    Raises:
+        NotImplementedError: ``tensor`` is a part of a larger tensor whose place is not
+            known (``fastinit.distributed.unplaced_shard_axes``).
     """
+    if getattr(tensor, "_local_type", None):  # a part whose place is not known: refused
+        refuse_unplaced_shard(tensor)
     router = _ROUTER.get()
     decision = DRAW if router is None else router.route(tensor)
     if isinstance(decision, Keyed):

@@ -1202,18 +1202,10 @@ def _torch_flow(build, flow: str, mesh) -> dict:
 
 
 
-def titan_parallelize_worker(rank: int, world_size: int, model: str = "dsv3",
-                             backend: str = "partial_dtensor") -> dict:
-    """torchtitan 0.3's own config-driven parallelism (``Module.parallelize`` with
-    ``ParallelDims``): DeepSeek-V3 with expert parallelism (``ep = world_size``), Llama 3
-    with tensor parallelism (``tp = world_size``), sharding configs set by torchtitan's
-    ``set_*_sharding_config``, on a CPU mesh (torchtitan's ``device_type`` is "cuda" when
-    no accelerator is found: set to "cpu" here), built on meta, materialized with no
-    collective from fastinit. Returns the collectives the init code called and, per
-    parameter and buffer, its placements and whether it gathers to the single-process
-    materialize bitwise. ``backend``: torchtitan's ``spmd_backend``; its default,
-    ``"spmd_types"``, keeps plain local tensors (``None`` placements) that say nothing of
-    where they lie in the global tensor."""
+def _titan_parallelized(world_size: int, model: str, backend: str):
+    """(the single-process materialized model, the same model built on meta and
+    parallelized by torchtitan's ``Module.parallelize``): see
+    :func:`titan_parallelize_worker`."""
     import fastinit
     from torchtitan.distributed import parallel_dims as pd
     from tests import client_zoo
@@ -1256,6 +1248,24 @@ def titan_parallelize_worker(rank: int, world_size: int, model: str = "dsv3",
     finally:
         cls.build = plain_build
     net.parallelize(dims)
+    return ref, net
+
+
+def titan_parallelize_worker(rank: int, world_size: int, model: str = "dsv3",
+                             backend: str = "partial_dtensor") -> dict:
+    """torchtitan 0.3's own config-driven parallelism (``Module.parallelize`` with
+    ``ParallelDims``): DeepSeek-V3 with expert parallelism (``ep = world_size``), Llama 3
+    with tensor parallelism (``tp = world_size``), sharding configs set by torchtitan's
+    ``set_*_sharding_config``, on a CPU mesh (torchtitan's ``device_type`` is "cuda" when
+    no accelerator is found: set to "cpu" here), built on meta, materialized with no
+    collective from fastinit. Returns the collectives the init code called and, per
+    parameter and buffer, its placements and whether it gathers to the single-process
+    materialize bitwise. ``backend``: torchtitan's ``spmd_backend``; its default,
+    ``"spmd_types"``, keeps plain local tensors (``None`` placements) that say nothing of
+    where they lie in the global tensor."""
+    import fastinit
+
+    ref, net = _titan_parallelized(world_size, model, backend)
     calls: list = []
     try:
         with no_collectives(calls):
@@ -1273,4 +1283,27 @@ def titan_parallelize_worker(rank: int, world_size: int, model: str = "dsv3",
         same = tuple(whole.shape) == tuple(expected[n].shape) and torch.equal(
             bits(whole), bits(expected[n]))
         out[n] = [repr(getattr(p, "placements", None)), same]
+    return out
+
+
+
+def titan_spmd_types_worker(rank: int, world_size: int, model: str = "dsv3") -> dict:
+    """torchtitan's default ``spmd_backend="spmd_types"``: a sharded parameter is a plain
+    local tensor that says nothing of where it lies in the whole tensor (routed experts
+    ``[E / ep, ...]`` typed varying). materialize must refuse the draw into it, naming the
+    backend, and leave the model as it was (every tensor still on meta); the varying
+    tensors are listed from the annotation, for the test to compare with torchtitan's
+    sharding config."""
+    import fastinit
+    from fastinit.distributed import unplaced_shard_axes
+
+    _, net = _titan_parallelized(world_size, model, "spmd_types")
+    named = list(net.named_parameters()) + list(net.named_buffers())
+    out = {"varying": sorted(n for n, t in named if unplaced_shard_axes(t)), "error": None}
+    try:
+        fastinit.materialize(net, "cpu", seed=0)
+    except NotImplementedError as e:
+        out["error"] = str(e)
+    out["still_meta"] = all(t.is_meta for _, t in
+                            list(net.named_parameters()) + list(net.named_buffers()))
     return out

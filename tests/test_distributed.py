@@ -418,6 +418,56 @@ def test_torchtitan_fsdp_offload_and_pipeline_stages_equal_single_process(tmp_pa
         assert record == ("torch_flow" in s)
 
 
+class _Axis:
+    """A stand-in for spmd_types' mesh axis (its name and size)."""
+
+    def __init__(self, name: str, ranks: int) -> None:
+        self.name, self.ranks = name, ranks
+
+    def size(self) -> int:
+        return self.ranks
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@pytest.mark.parametrize("kind, ranks, refused", [("V", 2, True), ("V", 1, False),
+                                                  ("R", 2, False), ("P", 2, False)])
+def test_a_draw_into_a_part_of_unknown_place_is_refused(kind, ranks, refused):
+    import enum
+
+    kinds = enum.Enum("LocalType", "R I V P")  # the names spmd_types' local types carry
+    t = torch.zeros(4, 3)
+    t._local_type = {_Axis("ep", ranks): kinds[kind]}
+    if refused:
+        with pytest.raises(NotImplementedError, match="varying over mesh axis ep"):
+            fastinit.normal_(t)
+        assert torch.equal(t, torch.zeros(4, 3))  # nothing written
+    else:
+        fastinit.normal_(t)
+        assert bool((t != 0).all())
+    fastinit.zeros_(t)  # a constant is the same on every rank: always fine
+    assert torch.equal(t, torch.zeros(4, 3))
+
+
+def test_torchtitan_spmd_types_shards_are_refused_not_drawn_alike(tmp_path):
+    """Under torchtitan's default spmd_backend="spmd_types", DeepSeek-V3's routed experts
+    are plain local tensors [E / ep, ...] typed varying over the EP mesh, with no record of
+    which experts a rank holds: a draw there would give every rank the same experts (as
+    torch's own flow does). materialize refuses it with NotImplementedError naming the
+    backend and the way out, and leaves the model on meta; the replicated and partial
+    (spmd_types R / P) tensors are not flagged."""
+    pytest.importorskip("torchtitan")
+    from tests.dist_helpers import run_workers
+
+    for s in run_workers(2, "titan_spmd_types_worker", tmp_path, timeout=300):
+        assert [n.rsplit(".", 1)[1] for n in s["varying"]] == ["w1_EFD", "w2_EDF",
+                                                               "w3_EFD"], s["varying"]
+        assert s["error"] is not None and "spmd_types" in s["error"], s
+        assert "partial_dtensor" in s["error"] and "(2, 32, 64)" in s["error"], s["error"]
+        assert s["still_meta"]
+
+
 @pytest.mark.parametrize("model", ["dsv3", pytest.param("llama3", marks=pytest.mark.slow)])
 def test_torchtitan_parallelize_ep_and_tp_equal_single_process(tmp_path, model):
     """torchtitan 0.3's own config-driven parallelism (Module.parallelize, ParallelDims with
