@@ -1,4 +1,5 @@
-"""Helpers the test modules share: bitwise comparisons, a grouped-fill counter and a poisoning mode.
+"""Helpers the test modules share: bitwise comparisons, a grouped-fill counter, a poisoning
+mode and the three basic random functions.
 
 (Kept out of ``conftest.py``: pytest imports that file by itself, so importing it again as
 ``tests.conftest`` would load a second copy.)
@@ -7,6 +8,15 @@ from __future__ import annotations
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+import fastinit
+
+#: The three basic random functions with their default arguments (fn, kwargs).
+FNS = [
+    (fastinit.uniform_, {}),
+    (fastinit.normal_, {}),
+    (fastinit.trunc_normal_, {}),
+]
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Seeds and generators.
+"""Seeds, generators and stream ids (fastinit.streams).
 
 * ``torch.manual_seed(s)`` makes a sequence of fastinit calls reproducible, in this
   process and in fresh processes;
@@ -25,7 +25,7 @@ import torch
 
 import fastinit
 from fastinit import streams
-from tests.common import assert_bitwise_equal
+from tests.common import FNS, assert_bitwise_equal
 
 #: Every random function with arguments (tensor shape, positional args).
 RANDOM_CALLS = [
@@ -145,7 +145,7 @@ def test_generator_must_be_a_generator(bad):
 
 _SCRIPT = r"""
 import hashlib, torch, fastinit
-from tests.test_seeds import RANDOM_CALLS, _call
+from tests.test_streams import RANDOM_CALLS, _call
 torch.manual_seed(20240601)
 h = hashlib.sha256()
 for c in RANDOM_CALLS + RANDOM_CALLS:
@@ -276,3 +276,44 @@ def test_orthogonal_and_sparse_on_cuda_match_the_cpu():
                           atol=1e-5)
     s = fastinit.sparse_(torch.empty(50, 40, device="cuda"), 0.3, seed=4)
     assert torch.equal((s.cpu() == 0), fastinit.sparse_(torch.empty(50, 40), 0.3, seed=4) == 0)
+
+
+
+# --- the basic functions: seed=, torch.manual_seed, generators ---------------------------------
+
+@pytest.mark.parametrize("fn,kw", FNS)
+def test_seed_pins_values_and_draws_differ(fn, kw):
+    a = fn(torch.empty(64), seed=3)
+    b = fn(torch.empty(64), seed=3)
+    assert torch.equal(a, b)
+    c = fn(torch.empty(64))
+    d = fn(torch.empty(64))
+    assert not torch.equal(c, d)
+
+
+def test_manual_seed_makes_a_sequence_reproducible():
+    def run():
+        torch.manual_seed(1234)
+        return [fastinit.normal_(torch.empty(8)), fastinit.uniform_(torch.empty(8)),
+                fastinit.trunc_normal_(torch.empty(8))]
+
+    for x, y in zip(run(), run()):
+        assert torch.equal(x, y)
+
+
+def test_generator_equals_global_generator_with_same_seed():
+    g = torch.Generator().manual_seed(99)
+    a = fastinit.normal_(torch.empty(32), generator=g)
+    torch.manual_seed(99)
+    b = fastinit.normal_(torch.empty(32))
+    assert torch.equal(a, b)
+
+
+def test_seed_values():
+    a = fastinit.normal_(torch.empty(8), seed=-1)
+    b = fastinit.normal_(torch.empty(8), seed=2**64 - 1)
+    assert torch.equal(a, b)  # negative seeds wrap as in torch.manual_seed
+    with pytest.raises(TypeError):
+        fastinit.normal_(torch.empty(8), seed=1.5)
+    with pytest.raises(ValueError):
+        fastinit.normal_(torch.empty(8), seed=2**64)
