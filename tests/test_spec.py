@@ -2,7 +2,11 @@
 
 * Unsupported dtypes raise ``NotImplementedError``, bad parameters torch's exception types,
   before anything is written.
-* The bounds hold after rounding in every dtype.
+* The clamp bounds of a uniform fill are the dtype's values inside ``[a, b)``, of a
+  truncated normal those inside ``[a, b]``; the bounds hold after rounding in every dtype.
+* The truncated normal's masses are the normal CDF's at the standardized bounds; intervals
+  further than ``MAX_TAIL_SIGMAS`` from the mean are refused.
+* A constant is the value ``Tensor.fill_`` writes in the dtype, the sign of zero included.
 * float64 truncated normals on an interval narrower than float32 variates resolve are
   refused, not collapsed onto a point.
 """
@@ -10,11 +14,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 import fastinit
-from fastinit.spec import MIN_FLOAT64_TRUNC_VARIATES
+from fastinit.spec import MAX_TAIL_SIGMAS, MIN_FLOAT64_TRUNC_VARIATES, InitSpec, check_dtype
 from tests.common import FNS
 
 
@@ -88,3 +94,82 @@ def test_float64_truncated_normal_never_collapses_to_a_point():
     f = fastinit.trunc_normal_(torch.empty(10), 0.0, 1.0, 1.0, 1.0 + 1e-10)
     assert (f == 1.0).all()
     assert MIN_FLOAT64_TRUNC_VARIATES >= 1024
+
+
+
+def _all_values(dtype: torch.dtype) -> np.ndarray:
+    """Every finite value of a 16-bit dtype, as float64."""
+    v = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(dtype)
+    v = v.double().numpy()
+    return v[np.isfinite(v)]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("a,b", [(-0.1, 0.1), (0.3, 0.30078125), (0.3, 0.3015),
+                                 (-1e-3, 2.5), (1.0, 2.0)])
+def test_uniform_clamp_bounds_are_the_dtype_values_inside_the_interval(dtype, a, b):
+    inside = _all_values(dtype)
+    inside = inside[(inside >= a) & (inside < b)]
+    if inside.size == 0:  # nothing of the dtype in [a, b): refused, not rounded out of it
+        with pytest.raises(ValueError, match="value lies in"):
+            InitSpec.uniform(a, b).kernel_params(dtype)
+        return
+    kp = InitSpec.uniform(a, b).kernel_params(dtype)
+    assert kp.clamp and (kp.lo, kp.hi) == (inside.min(), inside.max())
+    assert (kp.shift, kp.scale) == (a, b - a)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_trunc_normal_clamp_bounds_are_the_dtype_values_inside_the_closed_interval(dtype):
+    lo, hi = -0.3, 0.7
+    kp = InitSpec.trunc_normal(0.1, 0.5, lo, hi).kernel_params(dtype)
+    inside = _all_values(dtype)
+    inside = inside[(inside >= lo) & (inside <= hi)]
+    assert kp.clamp and (kp.lo, kp.hi) == (inside.min(), inside.max())
+    # an end point the dtype holds is a value of the fill
+    kp = InitSpec.trunc_normal(0.0, 1.0, -0.5, 0.5).kernel_params(dtype)
+    assert (kp.lo, kp.hi) == (-0.5, 0.5)
+
+
+@pytest.mark.parametrize("mean,std,a,b", [(0.0, 1.0, -2.0, 2.0), (0.1, 0.5, -0.3, 0.7),
+                                          (0.0, 1.0, 3.0, 9.0), (0.0, 2.0, -20.0, -1.0)])
+def test_trunc_normal_masses_are_the_normal_cdf_at_the_standardized_bounds(mean, std, a, b):
+    kp = InitSpec.trunc_normal(mean, std, a, b).kernel_params(torch.float32)
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    norm = scipy.stats.norm
+    assert kp.pa == pytest.approx(norm.cdf(alpha), rel=1e-12, abs=1e-300)
+    assert kp.qb == pytest.approx(norm.sf(beta), rel=1e-12, abs=1e-300)
+    assert kp.dd == pytest.approx(norm.cdf(beta) - norm.cdf(alpha), rel=1e-12)
+    assert kp.xa == pytest.approx(math.erf(alpha / math.sqrt(2)), rel=1e-12)
+    assert (kp.shift, kp.scale) == (mean, std)
+
+
+def test_intervals_beyond_the_tail_limit_are_refused():
+    ok = MAX_TAIL_SIGMAS - 0.5
+    InitSpec.trunc_normal(0.0, 1.0, ok, ok + 1)
+    InitSpec.trunc_normal(0.0, 1.0, -ok - 1, -ok)
+    with pytest.raises(ValueError, match="standard deviations"):
+        InitSpec.trunc_normal(0.0, 1.0, MAX_TAIL_SIGMAS + 0.5, MAX_TAIL_SIGMAS + 1)
+    with pytest.raises(ValueError, match="standard deviations"):
+        InitSpec.trunc_normal(1.0, 0.1, -1.0, 1.0 - 0.1 * (MAX_TAIL_SIGMAS + 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16],
+                         ids=str)
+def test_constants_are_what_fill_writes_and_keep_the_sign_of_zero(dtype):
+    for value in (0.1, 1 / 3, 65504.0, -2.5):
+        expected = torch.empty(2, dtype=dtype).fill_(value)[0].item()
+        assert InitSpec.constant(value).kernel_params(dtype).shift == expected
+    # the kernel parameters are cached: -0.0 and 0.0 must not share an entry
+    assert math.copysign(1.0, InitSpec.constant(0.0).kernel_params(dtype).shift) == 1.0
+    assert math.copysign(1.0, InitSpec.constant(-0.0).kernel_params(dtype).shift) == -1.0
+    assert math.copysign(1.0, InitSpec.constant(0.0).kernel_params(dtype).shift) == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.bool, torch.complex128,
+                                   torch.float8_e4m3fn], ids=str)
+def test_check_dtype_names_the_function_and_the_dtype(dtype):
+    with pytest.raises(NotImplementedError, match=f"fastinit.normal_ .*{dtype}"):
+        check_dtype(dtype, "normal_")
+    for ok in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+        check_dtype(ok, "normal_")

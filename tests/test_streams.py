@@ -9,7 +9,9 @@
 * device generators (CUDA's Philox) give keys from their host-side (seed, offset) and
   advance the offset, without touching the device: tested here with a stand-in
   ``torch.Generator`` subclass that reports a CUDA device; the real CUDA generator is
-  exercised by the ``gpu`` tests (skipped without a GPU).
+  exercised by the ``gpu`` tests (skipped without a GPU);
+* seeds are unsigned 64-bit keys (negative ones wrap as in ``torch.manual_seed``), and
+  ``stream_for_name`` gives each name a stable stream id of its own.
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
 import fastinit
 from fastinit import streams
+from fastinit.kernels import contract as C
 from tests.common import FNS, assert_bitwise_equal
 
 #: Every random function with arguments (tensor shape, positional args).
@@ -317,3 +321,49 @@ def test_seed_values():
         fastinit.normal_(torch.empty(8), seed=1.5)
     with pytest.raises(ValueError):
         fastinit.normal_(torch.empty(8), seed=2**64)
+
+
+
+# --- seeds and stream ids ----------------------------------------------------------------------
+
+#: ``stream_for_name("model.layers.0.weight")`` and ``stream_for_name("lm_head.weight")``
+GOLDEN_STREAMS = (56532750410821170, 22424720698733556)
+
+
+@pytest.mark.parametrize("seed,key", [(0, 0), (5, 5), (-1, 2**64 - 1), (-(2**63), 2**63),
+                                      (2**64 - 1, 2**64 - 1), (np.int64(-2), 2**64 - 2),
+                                      (torch.tensor(7).item(), 7)])
+def test_normalize_seed_wraps_into_64_bits(seed, key):
+    assert streams.normalize_seed(seed) == key
+
+
+@pytest.mark.parametrize("seed,exc", [(2**64, ValueError), (-(2**63) - 1, ValueError),
+                                      (1.0, TypeError), ("1", TypeError), (None, TypeError)])
+def test_normalize_seed_refuses_what_is_not_a_64_bit_integer(seed, exc):
+    with pytest.raises(exc):
+        streams.normalize_seed(seed)
+
+
+def test_call_key_takes_the_seed_or_draws_one_key():
+    g = torch.Generator().manual_seed(21)
+    state = g.get_state()
+    assert streams.call_key(-1, g) == 2**64 - 1
+    assert torch.equal(g.get_state(), state)  # a seed draws nothing
+    expected = streams.draw_seed(torch.Generator().manual_seed(21))
+    assert streams.call_key(None, g) == expected
+    assert streams.call_key(None, g) != expected  # the generator moved on
+    with pytest.raises(TypeError, match="torch.Generator"):
+        streams.check_rng(None, "g")
+    with pytest.raises(ValueError):
+        streams.check_rng(2**64, None)
+
+
+def test_stream_for_name_is_stable_distinct_and_in_range():
+    names = [f"model.layers.{i}.{p}" for i in range(400) for p in ("weight", "bias", "norm")]
+    ids = [streams.stream_for_name(n) for n in names]
+    assert len(set(ids)) == len(ids)
+    assert all(0 <= s <= C.MAX_STREAM for s in ids)
+    assert [streams.stream_for_name(n) for n in names] == ids
+    # the ids are part of the value contract: these two must never change
+    assert streams.stream_for_name("model.layers.0.weight") == GOLDEN_STREAMS[0]
+    assert streams.stream_for_name("lm_head.weight") == GOLDEN_STREAMS[1]
