@@ -9,13 +9,13 @@ fill.
 ``python bench/benchmark_fill.py --touched [--baseline REV]`` measures the CPU backend
 against the write roofline instead: 2**24 elements on memory already touched, medians of
 7 interleaved rounds, GB/s and % of ``zero_()`` of the same tensor; with ``--baseline``, the
-backend of git revision REV (``fastinit/backends/cpu.py`` as it was there) runs in the
+backend of git revision REV (``fastinit/backends/cpu*.py`` as they were there) runs in the
 same rounds, so that before and after are measured in the same minutes.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
 import platform
 import statistics
@@ -96,18 +96,27 @@ TOUCHED = (
 
 
 def load_backend(rev: str):
-    """``fastinit/backends/cpu.py`` as it was at git revision ``rev``, imported as a module
-    of its own (its compiled code is cached apart from the current backend's)."""
+    """The CPU backend (``fastinit/backends/cpu*.py``) as it was at git revision ``rev``,
+    imported as a package of its own (its compiled code is cached apart from the current
+    backend's; its modules import one another relatively, so they find each other there)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = subprocess.run(["git", "show", f"{rev}:fastinit/backends/cpu.py"], cwd=root,
-                            check=True, capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(prefix="fastinit_baseline_"), "cpu_baseline.py")
-    with open(path, "w") as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location("fastinit_cpu_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    names = subprocess.run(["git", "ls-tree", "--name-only", rev, "fastinit/backends/"],
+                           cwd=root, check=True, capture_output=True, text=True).stdout.split()
+    package = os.path.join(tempfile.mkdtemp(prefix="fastinit_baseline_"), "fastinit_cpu_baseline")
+    os.makedirs(package)
+    open(os.path.join(package, "__init__.py"), "w").close()
+    for name in names:
+        base = os.path.basename(name)
+        if base.startswith("cpu") and base.endswith(".py"):
+            source = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=root, check=True,
+                                    capture_output=True, text=True).stdout
+            with open(os.path.join(package, base), "w") as f:
+                f.write(source)
+    sys.path.insert(0, os.path.dirname(package))
+    try:
+        return importlib.import_module("fastinit_cpu_baseline.cpu")
+    finally:
+        sys.path.remove(os.path.dirname(package))
 
 
 def touched(baseline: str | None = None, n: int = 1 << 24, rounds: int = 7,

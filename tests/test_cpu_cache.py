@@ -102,3 +102,44 @@ def test_a_new_region_count_is_announced_as_a_truncated_normal(tmp_path):
     first, second = res.stderr.split("---")
     assert first.count(NOTICE) == 1 and second.count(NOTICE) == 1, res.stderr
     assert "(trunc_normal float32)" in second
+
+
+def test_an_edited_kernel_source_does_not_load_stale_code(tmp_path):
+    """Numba keys cached code on the cached function's own file only: the fill loops' code
+    from the backend's other files is in the fingerprint of the cached names instead."""
+    import shutil
+
+    from fastinit.backends import cpu_jit
+
+    here = os.path.dirname(cpu_jit.__file__)
+    for name in cpu_jit.KERNEL_SOURCES:
+        shutil.copy(os.path.join(here, name), tmp_path / name)
+    assert cpu_jit._contract_fingerprint(str(tmp_path)) == cpu_jit._CONTRACT_KEY
+    for name in cpu_jit.KERNEL_SOURCES:
+        original = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(original + b"\n# edited\n")
+        assert cpu_jit._contract_fingerprint(str(tmp_path)) != cpu_jit._CONTRACT_KEY, name
+        (tmp_path / name).write_bytes(original)
+
+
+def test_the_fingerprint_covers_every_file_the_kernels_use():
+    """Every backend module that the kernel sources import from is in the fingerprint (but
+    the cache helper itself, which compiles nothing), and so is every backend module with
+    Numba code, but ``cpu.py``, whose cached functions Numba keys on that file."""
+    import ast
+
+    from fastinit.backends import cpu_jit
+
+    here = os.path.dirname(cpu_jit.__file__)
+    covered = set(cpu_jit.KERNEL_SOURCES)
+    for name in covered:
+        tree = ast.parse(open(os.path.join(here, name)).read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (
+                    node.level or (node.module or "").startswith("fastinit.backends")):
+                module = (node.module or "").rsplit(".", 1)[-1] + ".py"
+                assert module in covered | {"cpu_jit.py"}, (name, module)
+    for name in os.listdir(here):
+        if name.endswith(".py") and name not in covered | {"cpu.py", "cpu_jit.py"}:
+            source = open(os.path.join(here, name)).read()
+            assert "numba" not in source, name
