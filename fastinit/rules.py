@@ -152,30 +152,27 @@ def _fan_spec(make: Callable[[torch.Tensor], InitSpec]) -> Callable[[torch.Tenso
     return spec
 
 
+def _kaiming(dist: str, a: float, mode: str, nonlinearity: str) -> Init:
+    mode = _check_mode(mode)
+    gain = _kaiming_gain(a, nonlinearity, f"recipes.kaiming_{dist}")
+
+    def make(t: torch.Tensor) -> InitSpec:
+        return laws.spread(laws.kaiming_std(*laws.fans(t), gain, mode), dist, _FN)
+
+    return Init(f"kaiming_{dist}(a={a}, mode={mode!r}, nonlinearity={nonlinearity!r})",
+                _fan_spec(make))
+
+
 def kaiming_normal(a: float = 0.0, mode: str = "fan_in",
                    nonlinearity: str = "leaky_relu") -> Init:
     """He normal, as ``fastinit.kaiming_normal_``: N(0, (gain / sqrt(fan))^2)."""
-    mode = _check_mode(mode)
-    gain = _kaiming_gain(a, nonlinearity, "recipes.kaiming_normal")
-
-    def make(t: torch.Tensor) -> InitSpec:
-        return laws.spread(laws.kaiming_std(*laws.fans(t), gain, mode), "normal", _FN)
-
-    return Init(f"kaiming_normal(a={a}, mode={mode!r}, nonlinearity={nonlinearity!r})",
-                _fan_spec(make))
+    return _kaiming("normal", a, mode, nonlinearity)
 
 
 def kaiming_uniform(a: float = 0.0, mode: str = "fan_in",
                     nonlinearity: str = "leaky_relu") -> Init:
     """He uniform, as ``fastinit.kaiming_uniform_``: U(-b, b), b = gain sqrt(3 / fan)."""
-    mode = _check_mode(mode)
-    gain = _kaiming_gain(a, nonlinearity, "recipes.kaiming_uniform")
-
-    def make(t: torch.Tensor) -> InitSpec:
-        return laws.spread(laws.kaiming_std(*laws.fans(t), gain, mode), "uniform", _FN)
-
-    return Init(f"kaiming_uniform(a={a}, mode={mode!r}, nonlinearity={nonlinearity!r})",
-                _fan_spec(make))
+    return _kaiming("uniform", a, mode, nonlinearity)
 
 
 def _check_blocks(blocks: int) -> int:
