@@ -36,3 +36,28 @@ def test_a_forked_child_fills_after_the_parent_did():
         proc.communicate()
         pytest.fail("a fill in a forked child did not finish within 120 s")
     assert proc.returncode == 0, output
+
+
+def test_an_error_in_the_calling_thread_waits_for_the_pool_threads():
+    """A job failing (or a KeyboardInterrupt) on the calling thread must not unwind while a
+    pool thread still writes: the caller may free that memory right after."""
+    import threading
+    import time
+
+    from fastinit.backends import cpu as cpu_backend
+
+    finished = []
+
+    def kernel(*args):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.05)  # the pool thread is inside its job by now
+            raise RuntimeError("a job failed")
+        time.sleep(0.3)
+        finished.append(True)
+
+    # (kernel, dtype, args, touch); args[6:8] = the elements a job writes
+    n = cpu_backend.PARALLEL_THRESHOLD
+    jobs = [(kernel, None, (None,) * 6 + (0, n), None) for _ in range(2)]
+    with pytest.raises(RuntimeError, match="a job failed"):
+        cpu_backend._run(jobs, threads=2)
+    assert finished == [True]

@@ -34,6 +34,7 @@ import math
 import os
 import sys
 import threading
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Sequence
 
@@ -311,7 +312,15 @@ def _run(jobs: list[tuple], threads: int, done=None) -> None:
                 done(jobs[i])
 
     helpers = [_executor().submit(work) for _ in range(min(threads, len(jobs)) - 1)]
-    work()
+    try:
+        work()
+    finally:
+        # never return - nor unwind an error or a KeyboardInterrupt - while a pool thread
+        # still writes: the memory it writes may be freed by the caller right after
+        with lock:
+            for _ in order:  # the jobs nobody started are not started
+                pass
+        futures.wait(helpers)
     for h in helpers:
         h.result()
 
