@@ -31,11 +31,15 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules import module as module_mod
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from fastinit import provenance, route
-from fastinit.streams import _splitmix64
+from fastinit.coverage import EMPTY as _EMPTY, tensors_in as _tensors
+from fastinit.intercept import (SEEDINGS, fastinit_function, opaque, patched_init_functions,
+                                torch_init_name)
+from fastinit.streams import _splitmix64, call_key
 
 try:
     from torch.utils._device import _device_constructors
@@ -44,10 +48,6 @@ try:
 except ImportError:  # pragma: no cover - older torch
     _FACTORIES = frozenset()
 
-#: Operations whose result holds no value until written.
-_EMPTY = frozenset(f for f in (torch.empty, torch.empty_strided, getattr(torch, "empty_permuted", None),
-                               torch.empty_like, torch.Tensor.new_empty,
-                               torch.Tensor.new_empty_strided) if f is not None)
 #: Operations that hand out values as Python objects: a meta tensor is evaluated first.
 _VALUE_READS = frozenset({
     "item", "tolist", "__bool__", "__int__", "__float__", "__index__", "__complex__", "numpy",
@@ -210,26 +210,12 @@ _KINDS: dict = {}
 def _kind(func) -> int:
     kind = _KINDS.get(func)
     if kind is None:
-        from fastinit.intercept import _ORIGINAL_TO_NAME
-
         name = getattr(func, "__name__", "")
-        kind = (_FACTORY if func in _FACTORIES else _TORCH_INIT if func in _ORIGINAL_TO_NAME
+        kind = (_FACTORY if func in _FACTORIES else _TORCH_INIT if torch_init_name(func)
                 else _NO_VALUE if name in _NO_VALUES else _VALUE_READ if name in _VALUE_READS
                 else _DEEPCOPY if name == "__deepcopy__" else _OTHER)
         _KINDS[func] = kind
     return kind
-
-
-def _tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
-    """The tensors among the arguments, and in lists and tuples among them (pytree's
-    generality is not needed by torch's signatures, and costs a build dearly)."""
-    out = []
-    for x in (*args, *kwargs.values()) if kwargs else args:
-        if isinstance(x, torch.Tensor):
-            out.append(x)
-        elif type(x) in (list, tuple):
-            out.extend(y for y in x if isinstance(y, torch.Tensor))
-    return out
 
 
 def _map(fn, x):
@@ -251,7 +237,7 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if route._INSIDE.get():  # fastinit's own work: recorded at its entry point
+        if route.inside():  # fastinit's own work: recorded at its entry point
             return func(*args, **kwargs)
         kind = _KINDS.get(func)
         if kind is None:
@@ -266,9 +252,7 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         if kind == _FACTORY:
             return self._factory(func, args, kwargs)
         if kind == _TORCH_INIT:  # torch.nn.init via __torch_function__: fastinit's, recorded
-            from fastinit.intercept import _ORIGINAL_TO_NAME, _fastinit_fn
-
-            return _fastinit_fn(_ORIGINAL_TO_NAME[func])(*args, **kwargs)
+            return fastinit_function(torch_init_name(func))(*args, **kwargs)
         program = self.program
         tensors = _tensors(args, kwargs)
         if not tensors:
@@ -417,8 +401,6 @@ class _Recorder(route.OwnMode, TorchFunctionMode):
         generator = bound.arguments.get("generator")
         if generator is None and (seed is not None or SEEDINGS[0] == self.seedings_at_entry):
             return args, kwargs
-        from fastinit.streams import call_key
-
         bound.arguments["seed"] = call_key(seed, generator)
         bound.arguments.pop("generator", None)
         return bound.args, bound.kwargs
@@ -600,10 +582,6 @@ def empty_init() -> Iterator[None]:
     if _RECORDING.get() is not None:
         yield
         return
-    from torch.nn.modules import module as module_mod
-
-    from fastinit.intercept import patched_init_functions
-
     block = _Block()
     recorder = _Recorder(block.program)
     token = _RECORDING.set(recorder)
@@ -718,7 +696,7 @@ class Replay:
         depends on neither which other operations run (a model replayed parameter by
         parameter, as sharded models are, or with some weights loaded) nor their number."""
         seeds = self._seeds()
-        attributed = route._PROVENANCE.get() is not None
+        attributed = route.recording() is not None
         storages = self.program.storages
         legacy = self.program.legacy
         env = self.env
@@ -819,11 +797,8 @@ class Replay:
         if self.on_bind is None:
             return
         if self._popped is not None:  # inside run: fastinit's modes are off the stack
-            token = route._INSIDE.set(True)
-            try:
+            with route.marked_inside():
                 self.on_bind(s)
-            finally:
-                route._INSIDE.reset(token)
             return
         with route.internal():
             self.on_bind(s)
@@ -862,6 +837,5 @@ def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.T
     return {id(t): replay.resolve(program.ref(t)) for t in tensors}
 
 
-from fastinit.intercept import SEEDINGS, opaque  # noqa: E402 (intercept needs this module's names lazily)
 
 opaque(_Recorder, "__torch_function__")

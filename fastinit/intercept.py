@@ -41,7 +41,6 @@ from torch.utils._device import DeviceContext
 from torch.utils._pytree import tree_flatten
 
 from fastinit import route
-from fastinit.route import _INSIDE
 from fastinit.deferred import Recorder
 from fastinit.fill import Write
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec
@@ -65,14 +64,41 @@ _BASIC_INDEX = (int, slice, type(None), type(Ellipsis))
 
 
 _INIT_MODULE: list = []
+#: what :func:`redirecting` put in front of fastinit's functions, innermost last
+_REDIRECTS: list[Callable[[str, Callable], Callable]] = []
 
 
-def _fastinit_fn(name: str) -> Callable:
+def fastinit_function(name: str) -> Callable:
+    """The function a call of ``torch.nn.init.<name>`` goes to while fastinit routes it:
+    ``fastinit.<name>``, or what an open :func:`redirecting` block puts in its place."""
     if not _INIT_MODULE:
         from fastinit import init
 
         _INIT_MODULE.append(init)
-    return getattr(_INIT_MODULE[0], name)
+    fn = getattr(_INIT_MODULE[0], name)
+    for redirect in _REDIRECTS:
+        fn = redirect(name, fn)
+    return fn
+
+
+_fastinit_fn = fastinit_function  # the older private name
+
+
+def torch_init_name(func) -> str | None:
+    """The name of the ``torch.nn.init`` function ``func`` is, or None."""
+    return _ORIGINAL_TO_NAME.get(func)
+
+
+@contextlib.contextmanager
+def redirecting(redirect: Callable[[str, Callable], Callable]) -> Iterator[None]:
+    """For the block, a routed call of ``torch.nn.init.<name>`` goes to
+    ``redirect(name, fn)``, where ``fn`` is the function it would go to otherwise (a
+    recipe's own samplers for the tensors it knows, ``fn`` for the rest)."""
+    _REDIRECTS.append(redirect)
+    try:
+        yield
+    finally:
+        _REDIRECTS.remove(redirect)
 
 
 def _is_metadata(func, args) -> bool:
@@ -140,31 +166,27 @@ def _kind(func) -> str:
 class InitMode(route.OwnMode, TorchFunctionMode):
     """Sends initialization calls to fastinit and keeps a recorder's pending writes exact.
 
-    ``accepts(tensor)`` decides which tensors' tensor-method fills are routed through
-    fastinit; with ``methods=False`` only ``torch.nn.init`` functions are.
-    ``on_write(tensor)`` is told of every other in-place write, and ``on_op(func, args,
-    kwargs)`` of the operation itself (``materialize``'s bookkeeping). ``parts(func, args,
-    kwargs)`` may answer an indexing of a sharded tensor with its local part.
+    With a ``router`` (a :class:`fastinit.route.NameRouter`: ``materialize``,
+    ``apply_recipe``), only the tensors it ``accepts`` have their tensor-method fills routed
+    through fastinit, every other in-place write of the init code is reported to its
+    ``wrote``, every operation's result to its ``flow``, and an indexing of a sharded tensor
+    may be answered by its ``dtensor_part``. ``methods=False``: only ``torch.nn.init``
+    functions (and ``methods_routed``) are routed. ``on_draw(func)`` is told of other draws
+    from torch's generators (``patch()``'s report).
     """
 
     def __init__(self, recorder: Recorder | None = None, methods: bool = False,
-                 accepts: Callable[[torch.Tensor], bool] = lambda t: True,
-                 on_write: Callable[[torch.Tensor], None] | None = None,
-                 on_op: Callable[[Callable, tuple, dict], None] | None = None,
-                 parts: Callable[[Callable, tuple, dict], object] | None = None,
-                 methods_routed: frozenset = frozenset(), on_draw: Callable | None = None,
-                 on_value: Callable[[Callable, tuple, dict, object], None] | None = None
+                 router: route.NameRouter | None = None,
+                 methods_routed: frozenset = frozenset(), on_draw: Callable | None = None
                  ) -> None:
         super().__init__()
-        self.on_value = on_value
-        self.parts = parts
+        self.router = router
+        self.parts = None if router is None else router.dtensor_part
+        self.accepts = (lambda t: True) if router is None else router.accepts
         self.methods_routed = methods_routed
         self.on_draw = on_draw
         self.recorder = recorder
         self.methods = methods
-        self.accepts = accepts
-        self.on_write = on_write
-        self.on_op = on_op
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -176,7 +198,7 @@ class InitMode(route.OwnMode, TorchFunctionMode):
         if kind is _OTHER:
             pass
         elif kind in _ORIGINAL_NAMES:  # a torch.nn.init function (by __torch_function__)
-            return _fastinit_fn(kind)(*args, **kwargs)
+            return fastinit_function(kind)(*args, **kwargs)
         elif kind is _METADATA_OP and self.parts is None:
             return func(*args, **kwargs)
         method = _METHODS.get(func) if kind is _METHOD else None
@@ -211,22 +233,16 @@ class InitMode(route.OwnMode, TorchFunctionMode):
             if hits:
                 self.recorder.flush(hits)
         out = func(*args, **kwargs)
-        if self.on_write is not None or self.on_op is not None:
+        router = self.router
+        if router is not None:
             fname = getattr(func, "__name__", "")
             target = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
             if (fname.endswith("_") and not fname.startswith("__") or fname in (
                     "__setitem__", "__set__")) and isinstance(target, torch.Tensor):
-                if self.on_write is not None:
-                    self.on_write(target)
-                if self.on_op is not None:
-                    self.on_op(func, args, kwargs)
+                router.wrote(target, func, args, kwargs)
             elif isinstance(kwargs.get("out"), torch.Tensor):
-                if self.on_write is not None:
-                    self.on_write(kwargs["out"])
-                if self.on_op is not None:
-                    self.on_op(torch.Tensor.copy_, (kwargs["out"],), {})
-        if self.on_value is not None:
-            self.on_value(func, args, kwargs, out)
+                router.wrote(kwargs["out"], torch.Tensor.copy_, (kwargs["out"],), {})
+            router.flow(func, args, kwargs, out)
         return out
 
 
@@ -290,8 +306,8 @@ _INDEX_TO_NAME = list(INIT_NAMES)
 
 def _route(index: int, args: tuple, kwargs: dict):
     """Where every call of a torch.nn.init function lands (see above)."""
-    if _state.depth and not _INSIDE.get():
-        return _fastinit_fn(_INDEX_TO_NAME[index])(*args, **kwargs)
+    if _state.depth and not route.inside():
+        return fastinit_function(_INDEX_TO_NAME[index])(*args, **kwargs)
     return ORIGINALS[_INDEX_TO_NAME[index]](*args, **kwargs)
 
 
@@ -434,10 +450,7 @@ def recording(router, device: torch.device | None = None) -> Iterator[None]:
         stack.enter_context(torch.no_grad())
         if device is not None:
             stack.enter_context(_DeviceMode(device))
-        stack.enter_context(InitMode(
-            recorder=router.recorder, methods=True, accepts=router.accepts,
-            on_write=router.mark_written, on_op=getattr(router, "saw", None),
-            parts=router.dtensor_part, on_value=getattr(router, "flow", None)))
+        stack.enter_context(InitMode(recorder=router.recorder, methods=True, router=router))
         yield
 
 

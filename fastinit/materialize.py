@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import math
-import weakref
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
@@ -55,19 +54,15 @@ from torch import nn
 from fastinit import initscan
 from fastinit import provenance
 from fastinit import recipes as recipes_mod
-from fastinit import route
 from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
                                    tensor_attributes)
 from fastinit.dataflow import unwritten
-from fastinit.deferred import storage_key
 from fastinit.distributed import is_dtensor
-from fastinit.fill import Fill, TorchWrite, Write
-from fastinit.layout import is_dense
 from fastinit import memory
 from fastinit.memory import advise_fresh, fresh_storages
 from fastinit import intercept
 from fastinit.intercept import recording
-from fastinit.coverage import WHOLE_WRITES, Coverage, mark_for
+from fastinit.coverage import Coverage, CoveringRouter
 from fastinit.modelinit import is_hf_model, run_model_init
 from fastinit.streams import _splitmix64, draw_seed, normalize_seed
 
@@ -223,146 +218,6 @@ def _refuse_uninitialized_parameters(slots) -> None:
             "build the model with explicit sizes) before materializing it")
 
 
-#: Factories that make a temporary from a tensor (see ``_Router._derive``).
-_DERIVING = frozenset({torch.empty_like, torch.Tensor.new_empty, torch.Tensor.new_empty_strided})
-
-
-class _Router(route.NameRouter):
-    """materialize's router: name streams, recording, and element coverage."""
-
-    def __init__(self, key: int, named, protected, coverage: Coverage, **kw) -> None:
-        super().__init__(key, named, protected, **kw)
-        self.coverage = coverage
-        #: temporaries made from a named tensor (``t.new_empty``, ``torch.empty_like(t)``):
-        #: storage -> (weak reference, stream); see :meth:`_derive`
-        self._derived: dict[int, tuple[weakref.ref, int]] = {}
-        self._derived_count: dict[str, int] = {}
-        #: temporaries the init code makes with torch.empty & co., and what is written
-        #: of them; ``tainted``: storages computed from unwritten memory -> from where.
-        #: Only where init code runs on real memory (a plain meta build): a recorded
-        #: construction is checked over its program (``fastinit.dataflow``) instead.
-        self.temps: Coverage | None = None
-        self.tainted: dict[int, str] = {}
-
-    def emit(self, write: Write) -> None:
-        super().emit(write)
-        if isinstance(write, Fill) or (isinstance(write, TorchWrite) and write.whole):
-            self.coverage.wrote(write.target)
-            if self.temps is not None:
-                self.temps.wrote(write.target)
-                self._clean(write.target)
-
-    def _clean(self, t: torch.Tensor) -> None:
-        """A write of values to all of ``t``'s memory: no garbage there any more."""
-        if self.tainted and is_dense(t) and t.numel() * t.element_size() == (
-                t.untyped_storage().nbytes()):
-            self.tainted.pop(storage_key(t), None)
-
-    def _garbage(self, t: torch.Tensor) -> str | None:
-        """Where ``t``'s garbage comes from, if it holds elements nobody wrote."""
-        key = storage_key(t)
-        if key in self.tainted:
-            return self.tainted[key]
-        why = self.temps.unwritten(t)
-        return why
-
-    def _derive(self, func, args: tuple, out) -> None:
-        """A temporary made from a named tensor (``t.new_empty(...)``,
-        ``torch.empty_like(t)``: torchtitan's fused-QKV init draws q, k and v so) draws from
-        a stream of that tensor's name - the ``i``-th such temporary of name ``n`` from the
-        stream of ``"n:i"`` - instead of from the key sequence of the whole model's init.
-        Its values then depend on the seed and the name only, as the named tensors' do:
-        the same in a pipeline stage that holds only part of the model."""
-        if func not in _DERIVING or not args or not isinstance(out, torch.Tensor) or (
-                out.device.type == "meta" or not out.numel()):
-            return
-        hit = self._lookup(args[0]) if isinstance(args[0], torch.Tensor) else None
-        if hit is None:
-            return
-        from fastinit.streams import stream_for_name
-
-        name = self.stream_name(hit[0])
-        i = self._derived_count.get(name, 0)
-        self._derived_count[name] = i + 1
-        self._derived[storage_key(out)] = (weakref.ref(out), stream_for_name(f"{name}:{i}"))
-
-    def route(self, tensor: torch.Tensor) -> route.Route:
-        decision = super().route(tensor)
-        if decision is route.DRAW and self._derived and tensor.numel() and (
-                tensor.device.type != "meta"):
-            entry = self._derived.get(storage_key(tensor))
-            base = entry[0]() if entry is not None else None
-            # the weak reference tells a live temporary from later memory at its address
-            if base is not None and storage_key(base) == storage_key(tensor):
-                return route.Keyed(self.key, entry[1], base)
-        return decision
-
-    def flow(self, func, args: tuple, kwargs: dict, out) -> None:
-        """Every torch operation of the init code (``InitMode.on_value``): follow values
-        computed from memory nobody wrote into the tensors to initialize."""
-        if self.temps is None:
-            return
-        from fastinit.construction import _EMPTY, _tensors
-
-        name = getattr(func, "__name__", "")
-        if func in _EMPTY:
-            self._derive(func, args, out)
-            if isinstance(out, torch.Tensor) and not out.is_meta and out.numel():
-                self.temps.add(f"memory made by {name} and never written", out)
-            return
-        inplace = bool(args) and isinstance(args[0], torch.Tensor) and (
-            (name.endswith("_") and not name.startswith("__"))
-            or name in ("__setitem__", "__set__"))
-        inputs = _tensors(args[1:] if inplace else args, kwargs)
-        origin = next((g for g in map(self._garbage, inputs) if g is not None), None)
-        if origin is None:
-            if inplace and name in WHOLE_WRITES:
-                self._clean(args[0])
-            return
-        origin = f"{origin}, through {name}"
-        targets = [args[0]] if inplace else [
-            t for t in ((out,) if isinstance(out, torch.Tensor) else
-                        out if isinstance(out, (list, tuple)) else ())
-            if isinstance(t, torch.Tensor)]
-        sources = {storage_key(t) for t in inputs}
-        for t in targets:
-            key = storage_key(t)
-            if not inplace and key in sources:
-                continue  # a view of the garbage: the same memory
-            hit = self._lookup(t)
-            if hit is not None:
-                self.coverage.restrict(hit[0], None, origin)
-            else:
-                self.tainted[key] = origin
-
-    def rebound(self, t: torch.Tensor) -> None:
-        """``t`` now lives in other memory, written by whatever computed it."""
-        self.rebind(t)
-        self.coverage.rebound(t)
-
-    def saw(self, func, args: tuple, kwargs: dict) -> None:
-        """A torch in-place operation of the init code ran (``InitMode.on_op``)."""
-        name = getattr(func, "__name__", "")
-        target = args[0] if args else None
-        if route._PROVENANCE.get() is not None:
-            provenance.note_op(name, args, self)
-        if name in ("__set__", "set_") and isinstance(target, torch.Tensor):
-            self.rebound(target)  # param.data = x: other memory, written by what made it
-            return
-        if not isinstance(target, torch.Tensor):
-            return
-        mark = mark_for(name, args, kwargs)
-        if mark == "skip":
-            return
-        self.mark_written(target)
-        try:
-            self.coverage.wrote(target, mark)
-            if self.temps is not None:
-                self.temps.wrote(target, mark)
-        except (RuntimeError, IndexError, TypeError):
-            pass  # an index the bool map cannot take: the write is not counted
-
-
 # --- materialize -------------------------------------------------------------------------------
 
 
@@ -497,7 +352,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
         try:
             big = sum(t.numel() for t in alloc.named.values()) >= PROGRESS_MIN_ELEMENTS
             coverage = Coverage(alloc.named)
-            router = _Router(key, alloc.named, alloc.protected, coverage,
+            router = CoveringRouter(key, alloc.named, alloc.protected, coverage,
                              progress=progress and big and device.type == "cpu",
                              stream_name=stream_name)
             router.seedings = intercept.SEEDINGS[0]
@@ -674,7 +529,7 @@ def _replay_sharded(program: Program, device: torch.device, key: int, name: str,
 def _named_replay(program: Program, device: torch.device, key: int, named, kept, *,
                   checked=None, progress: bool = False,
                   stream_name: Callable[[str], str] | None = None
-                  ) -> tuple[Replay, "_Router", Coverage]:
+                  ) -> tuple[Replay, CoveringRouter, Coverage]:
     """A replay whose router names each of ``named`` (``(name, ref)`` pairs) as soon as
     its memory exists - before its fills run - and follows what is written of those in
     ``checked`` (names; default: all). A part of the program replayed on its own (one
@@ -684,7 +539,7 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
     for name, ref in named:
         by_storage.setdefault(ref.storage, []).append((name, ref))
     coverage = Coverage()
-    router = _Router(key, {}, kept, coverage, progress=progress, stream_name=stream_name)
+    router = CoveringRouter(key, {}, kept, coverage, progress=progress, stream_name=stream_name)
     replay = Replay(program, device, key=key)
 
     def bound(s: int) -> None:

@@ -144,6 +144,12 @@ def observe_entries(observer: Callable | None, token=None):
     return _OBSERVER.set(observer)
 
 
+def recording():
+    """The open provenance recording (``fastinit.provenance``), or None: what
+    :func:`_emit` notes each write in, and what a router notes torch operations in."""
+    return _PROVENANCE.get()
+
+
 def inside() -> bool:
     """Whether the caller runs inside a fastinit entry point."""
     return _INSIDE.get()
@@ -163,6 +169,25 @@ class _Internal:
         _INSIDE.reset(self.token)
         _push_back(self.popped)
         return False
+
+
+class _Marked:
+    """The context of :func:`marked_inside`."""
+
+    __slots__ = ("token",)
+
+    def __enter__(self) -> None:
+        self.token = _INSIDE.set(True)
+
+    def __exit__(self, *exc) -> bool:
+        _INSIDE.reset(self.token)
+        return False
+
+
+def marked_inside() -> _Marked:
+    """As :func:`internal`, for code that has taken fastinit's modes off the stack
+    already (a replay's run): only marks what runs in the block as fastinit's own."""
+    return _Marked()
 
 
 def internal() -> _Internal:
@@ -363,6 +388,17 @@ class NameRouter:
                     self.track(e[0], t)
                     self.written.add(e[0])
                     return
+
+    def wrote(self, target: torch.Tensor, func, args: tuple, kwargs: dict) -> None:
+        """An in-place torch operation of the init code (``func(*args, **kwargs)``) wrote
+        ``target`` (``fastinit.intercept.InitMode`` says so); a router that tracks more
+        overrides this."""
+        self.mark_written(target)
+
+    def flow(self, func, args: tuple, kwargs: dict, out) -> None:
+        """Every torch operation of the init code and its result ``out``
+        (``fastinit.intercept.InitMode``): nothing to do here; a router that follows
+        values overrides this."""
 
     def rebound(self, t: torch.Tensor) -> None:
         """``t`` was given other memory by code fastinit does not see (``Tensor.set_``

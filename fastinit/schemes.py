@@ -375,10 +375,7 @@ def _mup_init_functions() -> Iterator[None]:
     from fastinit import init as fi
     from fastinit import intercept
 
-    previous = intercept._fastinit_fn
-
-    def dispatch(name: str) -> Callable:
-        own = previous(name)
+    def redirect(name: str, own: Callable) -> Callable:
         mu = getattr(mup_init, name, None) if name in _MUP_FUNCTIONS else None
         if mu is None:
             return own
@@ -398,13 +395,12 @@ def _mup_init_functions() -> Iterator[None]:
             lambda t, mean, std, a, b, generator=None: fi.trunc_normal_(t, mean, std, a, b),
     }
     saved = {k: mup_init.__dict__[k] for k in samplers if k in mup_init.__dict__}
-    intercept._fastinit_fn = dispatch
     mup_init.__dict__.update({k: v for k, v in samplers.items() if k in saved})
     try:
-        yield
+        with intercept.redirecting(redirect):
+            yield
     finally:
         mup_init.__dict__.update(saved)
-        intercept._fastinit_fn = previous
 
 
 class _MuP(Recipe):

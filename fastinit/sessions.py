@@ -58,6 +58,10 @@ class _Session:
         """``fastinit.route``'s hook: see :func:`note`."""
         note(write)
 
+    def note_op(self, name: str, args: tuple, router=None) -> None:
+        """A router's hook for the torch operations of init code: see :func:`note_op`."""
+        note_op(name, args, router)
+
     def storage_id(self, t: torch.Tensor) -> Optional[int]:
         """The id of the storage of ``t`` in this session's records.
 

@@ -11,7 +11,7 @@ from torch import nn
 import fastinit
 from fastinit import memory, route
 from fastinit.intercept import recording
-from fastinit.materialize import _Router, Coverage, materialize
+from fastinit.materialize import CoveringRouter as _Router, Coverage, materialize
 from tests.common import assert_bitwise_equal
 
 SEED = 99
