@@ -115,7 +115,7 @@ def check_spec(tensor: torch.Tensor, spec: InitSpec, fn: str) -> None:
         if tensor.dtype in SUPPORTED_DTYPES:
             _params(spec, tensor.dtype)  # the value must fit the dtype, as for fill_
         elif not tensor.is_nested and tensor.layout == torch.strided:
-            torch.empty(2, dtype=tensor.dtype, device="cpu").fill_(spec.a)  # fill_'s errors
+            torch.empty(2, dtype=tensor.dtype, device="cpu").fill_(spec.value)  # fill_'s errors
         return
     check_dtype(tensor.dtype, fn)
     _params(spec, tensor.dtype)
@@ -129,7 +129,7 @@ def fill_spec_(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None =
     key."""
     if spec.dist == C.CONSTANT:
         check_spec(tensor, spec, fn)
-        _fill_constant(tensor, spec.a)
+        _fill_constant(tensor, spec.value)
         return tensor
     return _write(tensor, spec, fn, seed, generator)
 

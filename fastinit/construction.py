@@ -198,7 +198,7 @@ def _writes_first(fname: str, args: tuple) -> bool:
 
 _META = torch.device("meta")
 _DATA = torch._C.TensorBase.data  # the descriptor of ``Tensor.data``
-_RECORDING: ContextVar["_Recorder | None"] = ContextVar("fastinit_recording", default=None)
+_RECORDING: ContextVar["ConstructionRecorder | None"] = ContextVar("fastinit_recording", default=None)
 
 
 # How the recorder treats a function, decided once per function (the hot path of a
@@ -227,7 +227,7 @@ def _map(fn, x):
     return x
 
 
-class _Recorder(route.OwnMode, TorchFunctionMode):
+class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
     """Builds tensors on meta (like ``torch.device("meta")``) and records the program."""
 
     def __init__(self, program: Program) -> None:
@@ -481,9 +481,12 @@ def _first_parameter(fn: Callable) -> str:
     return name
 
 
-def recording() -> _Recorder | None:
+def active_recorder() -> ConstructionRecorder | None:
     """The recorder of the enclosing ``empty_init()`` block, if any."""
     return _RECORDING.get()
+
+
+recording = active_recorder  # the older name
 
 
 # --- the modules built in a block, and their tensors' names -----------------------------------
@@ -583,7 +586,7 @@ def empty_init() -> Iterator[None]:
         yield
         return
     block = _Block()
-    recorder = _Recorder(block.program)
+    recorder = ConstructionRecorder(block.program)
     token = _RECORDING.set(recorder)
     entries = route.observe_entries(recorder.record_entry)
     handles = [
@@ -696,7 +699,7 @@ class Replay:
         depends on neither which other operations run (a model replayed parameter by
         parameter, as sharded models are, or with some weights loaded) nor their number."""
         seeds = self._seeds()
-        attributed = route.recording() is not None
+        attributed = route.open_recording() is not None
         storages = self.program.storages
         legacy = self.program.legacy
         env = self.env
@@ -838,4 +841,4 @@ def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.T
 
 
 
-opaque(_Recorder, "__torch_function__")
+opaque(ConstructionRecorder, "__torch_function__")

@@ -317,7 +317,7 @@ class CoveringRouter(route.NameRouter):
         """A torch in-place operation of the init code ran on ``args[0]``: its coverage."""
         name = getattr(func, "__name__", "")
         target = args[0] if args else None
-        recording = route.recording()
+        recording = route.open_recording()
         if recording is not None:
             recording.note_op(name, args, self)
         if name in ("__set__", "set_") and isinstance(target, torch.Tensor):

@@ -43,7 +43,7 @@ class _Record:
     wave: int
 
 
-class Recorder:
+class PendingWrites:
     """Pending writes, per storage, flushed wave by wave in grouped launches."""
 
     def __init__(self, progress: bool = False) -> None:
@@ -131,3 +131,6 @@ def _entry(write: Write) -> backends.FillEntry | None:
         return None
     return backends.FillEntry(out, segs, write.params, write.key, write.stream,
                               write.draw_round)
+
+
+Recorder = PendingWrites  # the older name

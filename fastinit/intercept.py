@@ -41,7 +41,7 @@ from torch.utils._device import DeviceContext
 from torch.utils._pytree import tree_flatten
 
 from fastinit import route
-from fastinit.deferred import Recorder
+from fastinit.deferred import PendingWrites
 from fastinit.fill import Write
 from fastinit.spec import SUPPORTED_DTYPES, InitSpec
 from fastinit.streams import SEEDINGS
@@ -175,7 +175,7 @@ class InitMode(route.OwnMode, TorchFunctionMode):
     from torch's generators (``patch()``'s report).
     """
 
-    def __init__(self, recorder: Recorder | None = None, methods: bool = False,
+    def __init__(self, recorder: PendingWrites | None = None, methods: bool = False,
                  router: route.NameRouter | None = None,
                  methods_routed: frozenset = frozenset(), on_draw: Callable | None = None
                  ) -> None:
@@ -438,7 +438,7 @@ class _DeviceMode(route.OwnMode, DeviceContext):
 
 
 @contextlib.contextmanager
-def recording(router, device: torch.device | None = None) -> Iterator[None]:
+def recording_into(router, device: torch.device | None = None) -> Iterator[None]:
     """Run code with its fills recorded into ``router`` (a ``route.NameRouter``): its
     ``torch.nn.init`` calls, fastinit calls and in-place fills of the router's tensors;
     any operation on memory with pending fills runs after them; indexing a sharded tensor
@@ -454,6 +454,9 @@ def recording(router, device: torch.device | None = None) -> Iterator[None]:
         yield
 
 
+recording = recording_into  # the older name
+
+
 # --- patch(deferred=True): record every fill, flush on observation and on exit ---------
 
 
@@ -461,7 +464,7 @@ class DeferredRouter:
     """Records every fill with the key the call draws (the eager key): the values are
     those of ``patch()`` without deferral."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: PendingWrites) -> None:
         self.recorder = recorder
 
     def route(self, tensor: torch.Tensor) -> route.Route:
@@ -553,7 +556,7 @@ def patch(deferred: bool = False, strict: bool = False) -> Iterator[None]:
         >>> with fastinit.patch(deferred=True), torch.device("cuda"):
         ...     model = build_model()  # all of its init in a few grouped launches
     """
-    recorder = Recorder() if deferred else None
+    recorder = PendingWrites() if deferred else None
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched_init_functions())
         if recorder is not None:

@@ -61,7 +61,7 @@ from fastinit.distributed import is_dtensor
 from fastinit import memory
 from fastinit.memory import advise_fresh, fresh_storages
 from fastinit import intercept
-from fastinit.intercept import recording
+from fastinit.intercept import recording_into
 from fastinit.coverage import Coverage, CoveringRouter
 from fastinit.modelinit import is_hf_model, run_model_init
 from fastinit.streams import _splitmix64, draw_seed, normalize_seed
@@ -357,7 +357,7 @@ def materialize(module: nn.Module, device: torch.device | str | None = None, *,
                              stream_name=stream_name)
             router.seedings = intercept.SEEDINGS[0]
             router.temps = Coverage()
-            with recording(router, device):
+            with recording_into(router, device):
                 run_model_init(module)
                 if recipe is not None:
                     # the model's own init has run: the recipe's rules overwrite what they match
@@ -478,7 +478,7 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
     ops = program.needed({ref.storage for _, ref in plain.values()})
     garbage = unwritten(program, ops, {name: ref for name, ref in plain.values()})
     try:
-        with recording(router, device):
+        with recording_into(router, device):
             replay.run(ops)
             for name, (valid, why) in garbage.items():
                 coverage.restrict(name, valid, why)
@@ -516,7 +516,7 @@ def _replay_sharded(program: Program, device: torch.device, key: int, name: str,
     replay, router, coverage = _named_replay(program, device, key, named, (), checked={name},
                                              stream_name=stream_name)
     ops = program.needed({ref.storage})
-    with recording(router, device):
+    with recording_into(router, device):
         replay.run(ops)
         for n, (valid, why) in unwritten(program, ops, {name: ref}).items():
             coverage.restrict(n, valid, why)

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from fastinit import route
-from fastinit.intercept import recording
+from fastinit.intercept import recording_into
 from fastinit.provenance import recorded as _recorded
 from fastinit.rules import (
     Init,
@@ -234,7 +234,7 @@ def apply_recipe(model: nn.Module, recipe: str | Recipe | Mapping[str, RuleValue
     kept = ([(b, b.detach().clone()) for b in model.buffers() if id(b) not in ids
              and not b.is_meta] if plan.has_procedures else [])
     try:
-        with recording(router):
+        with recording_into(router):
             plan.run()
     except BaseException:
         router.recorder.discard()

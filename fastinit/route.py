@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, Union
 
 import torch
 
-from fastinit.deferred import storage_key
+from fastinit.deferred import PendingWrites, storage_key
 from fastinit.distributed import is_dtensor, local_tensor, refuse_unplaced_shard
 from fastinit.fill import Fill, TorchWrite, Write, execute
 from fastinit.layout import span
@@ -144,7 +144,7 @@ def observe_entries(observer: Callable | None, token=None):
     return _OBSERVER.set(observer)
 
 
-def recording():
+def open_recording():
     """The open provenance recording (``fastinit.provenance``), or None: what
     :func:`_emit` notes each write in, and what a router notes torch operations in."""
     return _PROVENANCE.get()
@@ -321,13 +321,11 @@ class NameRouter:
     def __init__(self, key: int, named: Mapping[str, torch.Tensor],
                  protected: Iterable[torch.Tensor] = (), *, progress: bool = False,
                  stream_name: Callable[[str], str] | None = None) -> None:
-        from fastinit.deferred import Recorder
-
         self.key = key
         #: the name whose stream a tensor of this name takes (``materialize(names=...)``:
         #: a part of a larger model takes the whole model's streams)
         self.stream_name = stream_name or (lambda name: name)
-        self.recorder = Recorder(progress=progress)
+        self.recorder = PendingWrites(progress=progress)
         self._named: dict[int, list[tuple[str, torch.Tensor, int, tuple[int, int]]]] = {}
         for name, t in named.items():
             self.track(name, t)

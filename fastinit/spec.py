@@ -58,7 +58,7 @@ def check_dtype(dtype: torch.dtype, fn: str) -> None:
         )
 
 
-def _finite(name: str, value: float, fn: str) -> float:
+def _finite(value: float, name: str, fn: str) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"fastinit.{fn}: {name} must be finite, got {value}")
@@ -67,21 +67,37 @@ def _finite(name: str, value: float, fn: str) -> float:
 
 @dataclass(frozen=True)
 class InitSpec:
-    """A validated distribution. Build it with the class methods, not the constructor."""
+    """A validated distribution. Build it with the class methods, not the constructor.
+
+    Each distribution uses the fields named for its parameters: ``value`` (constant),
+    ``low`` / ``high`` (uniform's bounds; a truncated normal's), ``mean`` / ``std`` (normal,
+    truncated normal)."""
 
     dist: int
-    a: float = 0.0  # constant: value; uniform: low; normal / trunc_normal: mean
-    b: float = 1.0  # uniform: high; normal / trunc_normal: std
-    low: float = -math.inf  # trunc_normal bounds
+    mean: float = 0.0
+    std: float = 1.0
+    low: float = -math.inf
     high: float = math.inf
+    value: float = 0.0
 
     @property
     def name(self) -> str:
         return _NAMES[self.dist]
 
+    @property
+    def a(self) -> float:
+        """Deprecated: ``value`` (constant), ``low`` (uniform) or ``mean`` (the normals)."""
+        return (self.value if self.dist == C.CONSTANT else self.low if self.dist == C.UNIFORM
+                else self.mean)
+
+    @property
+    def b(self) -> float:
+        """Deprecated: ``high`` (uniform), ``std`` (the normals), 0 (constant)."""
+        return 0.0 if self.dist == C.CONSTANT else self.high if self.dist == C.UNIFORM else self.std
+
     @classmethod
     def constant(cls, value: float) -> InitSpec:
-        return cls(C.CONSTANT, float(value), 0.0)
+        return cls(C.CONSTANT, value=float(value))
 
     @classmethod
     def uniform(cls, a: float = 0.0, b: float = 1.0, fn: str = "uniform_") -> InitSpec:
@@ -93,22 +109,22 @@ class InitSpec:
             raise RuntimeError(
                 f"uniform_ expects to return a [from, to) range, but found from={a:g} > to={b:g}"
             )
-        return cls(C.UNIFORM, a, b)
+        return cls(C.UNIFORM, low=a, high=b)
 
     @classmethod
     def normal(cls, mean: float = 0.0, std: float = 1.0, fn: str = "normal_") -> InitSpec:
-        mean = _finite("mean", mean, fn)
+        mean = _finite(mean, "mean", fn)
         std = float(std)
         if std < 0:
             raise RuntimeError(f"normal expects std >= 0.0, but found std {std:g}")
-        _finite("std", std, fn)
+        _finite(std, "std", fn)
         return cls(C.NORMAL, mean, std)
 
     @classmethod
     def trunc_normal(cls, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
                      b: float = 2.0, fn: str = "trunc_normal_") -> InitSpec:
-        mean = _finite("mean", mean, fn)
-        std = _finite("std", std, fn)
+        mean = _finite(mean, "mean", fn)
+        std = _finite(std, "std", fn)
         a = float(a)
         b = float(b)
         if std == 0:
@@ -143,11 +159,11 @@ def _kernel_params(spec: InitSpec, dtype: torch.dtype, _sign: float) -> KernelPa
         # the value as Tensor.fill_ rounds it to the dtype (and its range errors: fill_
         # checks them for tensors of 2 elements or more), so that the kernels' constant path
         # and torch's fill_ write the same bits
-        return KernelParams(C.CONSTANT, torch.empty(2, dtype=dtype, device="cpu").fill_(spec.a)[0].item(), 0.0)
+        return KernelParams(C.CONSTANT, torch.empty(2, dtype=dtype, device="cpu").fill_(spec.value)[0].item(), 0.0)
     if spec.dist == C.NORMAL:
-        return KernelParams(C.NORMAL, spec.a, spec.b)
+        return KernelParams(C.NORMAL, spec.mean, spec.std)
     if spec.dist == C.UNIFORM:
-        a, b = spec.a, spec.b
+        a, b = spec.low, spec.high
         big = torch.finfo(dtype).max
         if abs(a) > big:
             raise RuntimeError(f"from is out of bounds for {_CPP_NAMES[dtype]}")
@@ -171,7 +187,7 @@ def _kernel_params(spec: InitSpec, dtype: torch.dtype, _sign: float) -> KernelPa
                 )
         return KernelParams(C.UNIFORM, a, b - a, lo=lo, hi=hi, clamp=True)
     # truncated normal
-    mean, std = spec.a, spec.b
+    mean, std = spec.mean, spec.std
     alpha = (spec.low - mean) / std
     beta = (spec.high - mean) / std
     pa, qb, dd = _trunc_masses(alpha, beta)

@@ -10,7 +10,7 @@ from torch import nn
 
 import fastinit
 from fastinit import memory, route
-from fastinit.intercept import recording
+from fastinit.intercept import recording_into
 from fastinit.materialize import CoveringRouter as _Router, Coverage, materialize
 from tests.common import assert_bitwise_equal
 
@@ -151,7 +151,7 @@ def test_own_work_runs_without_fastinit_modes():
     fastinit's modes - the recording's device context included - off the stack, and finds
     them back afterwards."""
     router = _Router(SEED, {}, (), Coverage())
-    with recording(router, torch.device("meta")):
+    with recording_into(router, torch.device("meta")):
         depth = torch._C._len_torch_function_stack()
         assert depth == 2  # the device context and the init mode
         assert torch.empty(2).is_meta

@@ -42,7 +42,7 @@ def test_stds_are_torchs_arithmetic(shape, gain):
     assert laws.xavier_std(fan_in, fan_out, gain) == gain * math.sqrt(2.0 / float(fan_in + fan_out))
     assert laws.kaiming_std(fan_in, fan_out, gain, "fan_in") == gain / math.sqrt(fan_in)
     assert laws.kaiming_std(fan_in, fan_out, gain, "fan_out") == gain / math.sqrt(fan_out)
-    bound = laws.spread(laws.xavier_std(fan_in, fan_out, gain), "uniform").b
+    bound = laws.spread(laws.xavier_std(fan_in, fan_out, gain), "uniform").high
     assert bound == math.sqrt(3.0) * (gain * math.sqrt(2.0 / float(fan_in + fan_out)))
 
 
@@ -87,7 +87,7 @@ def test_scaled_residual_recipe_and_function_agree(kw):
 def test_scaled_residual_cutoff_is_in_scaled_stds():
     s = 0.02 / math.sqrt(2 * 6)
     spec = recipes.scaled_residual(0.02, 6, truncated=True, cutoff=3.0).spec(torch.empty(4, 4), "")
-    assert (spec.low, spec.high, spec.b) == (-3.0 * s, 3.0 * s, s)
+    assert (spec.low, spec.high, spec.std) == (-3.0 * s, 3.0 * s, s)
     ours = recipes.scaled_residual(0.02, 6, truncated=True, cutoff=3.0)(torch.empty(64, 48), seed=2)
     assert_bitwise_equal(ours, fastinit.trunc_normal_(torch.empty(64, 48), 0.0, s, -3.0 * s, 3.0 * s,
                                                       seed=2))

@@ -173,3 +173,17 @@ def test_check_dtype_names_the_function_and_the_dtype(dtype):
         check_dtype(dtype, "normal_")
     for ok in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
         check_dtype(ok, "normal_")
+
+
+def test_fields_are_named_for_each_distribution_and_a_b_stay_as_aliases():
+    u = InitSpec.uniform(-0.5, 2.0)
+    n = InitSpec.normal(1.5, 0.25)
+    t = InitSpec.trunc_normal(0.1, 0.02, -0.03, 0.2)
+    c = InitSpec.constant(-3.0)
+    assert (u.low, u.high) == (-0.5, 2.0)
+    assert (n.mean, n.std) == (1.5, 0.25)
+    assert (t.mean, t.std, t.low, t.high) == (0.1, 0.02, -0.03, 0.2)
+    assert c.value == -3.0
+    # the positional meaning the fields had before, kept for callers that use it
+    assert [(s.a, s.b) for s in (u, n, t, c)] == [(-0.5, 2.0), (1.5, 0.25), (0.1, 0.02),
+                                                   (-3.0, 0.0)]

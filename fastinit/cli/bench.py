@@ -36,7 +36,7 @@ import shlex
 import statistics
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,7 +47,8 @@ from fastinit.cli.parser import (
     DISTRIBUTION_NAME, DTYPE_CHOICES, MODELS_CPU, MODELS_GPU, SIZES_CPU, SIZES_GPU, argtype,
     check_output_paths, CommandError, csv_list, device_arguments, dtype_or_auto, Formatter,
     models_arg, paragraphs, parse_size, positive_float, positive_int, setup_device, size_arg, dtype_arg)
-from fastinit.cli.rendering import dtype_name, format_bytes, format_size
+from fastinit.cli.rendering import (JSON_SCHEMA, BenchRun, dtype_name, format_bytes,
+                                    format_size)
 from fastinit.cli.timing import DeviceTimer, machine_info
 
 __all__ = ["run", "FunctionCase", "FUNCTIONS", "case_shape", "BenchRun", "bench_functions",
@@ -55,7 +56,6 @@ __all__ = ["run", "FunctionCase", "FUNCTIONS", "case_shape", "BenchRun", "bench_
            "bench_small_tensors", "SMALL_METHODS", "SMALL_TENSORS"]
 
 #: Version tag of the JSON output (bump on incompatible changes).
-JSON_SCHEMA = "fastinit.bench/1"
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -218,21 +218,6 @@ def case_shape(numel: int) -> tuple[int, int]:
 
 
 # --- running ---------------------------------------------------------------------------------
-
-
-@dataclass
-class BenchRun:
-    """Everything one ``fastinit bench`` produced: the machine, the settings, the results."""
-
-    machine: dict
-    settings: dict
-    functions: list[dict] = field(default_factory=list)
-    models: list[dict] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        """The run as plain data (the JSON output)."""
-        return {"schema": JSON_SCHEMA, "machine": self.machine, "settings": self.settings,
-                "functions": self.functions, "models": self.models}
 
 
 def _gbps(nbytes: int, seconds: float | None) -> float | None:

@@ -1,6 +1,6 @@
 """Rendering benchmark results: terminal tables, JSON, CSV, Markdown sections and plots.
 
-A run (:class:`fastinit.cli.bench.BenchRun`) carries the machine it ran on, the settings
+A run (:class:`BenchRun`) carries the machine it ran on, the settings
 and one record (a dict) per result; everything here only reads those. Files are written
 whole or not at all (:func:`write_text`: a temporary file in the same folder, then
 renamed), and plots use matplotlib's Agg canvas without pyplot (no global state, works
@@ -16,14 +16,30 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import torch
 
-if TYPE_CHECKING:
-    from fastinit.cli.bench import BenchRun
+#: the "schema" of ``fastinit bench --json`` output
+JSON_SCHEMA = "fastinit.bench/1"
 
-__all__ = ["dtype_name", "format_size", "format_bytes", "device_text", "machine_line",
+
+@dataclass
+class BenchRun:
+    """Everything one ``fastinit bench`` produced: the machine, the settings, the results."""
+
+    machine: dict
+    settings: dict
+    functions: list[dict] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """The run as plain data (the JSON output)."""
+        return {"schema": JSON_SCHEMA, "machine": self.machine, "settings": self.settings,
+                "functions": self.functions, "models": self.models}
+
+
+__all__ = ["BenchRun", "JSON_SCHEMA", "dtype_name", "format_size", "format_bytes", "device_text", "machine_line",
            "machine_key", "format_table", "to_json", "to_csv", "to_markdown",
            "update_markdown_file", "write_text", "throughput_figure", "plot_throughput",
            "UNSTABLE_NOTE"]

@@ -55,7 +55,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 __all__ = [
-    "Instruction", "Program", "PathCost", "SassCase", "MACHINES", "CASES", "parse_sass",
+    "Instruction", "Disassembly", "Program", "PathCost", "SassCase", "MACHINES", "CASES", "parse_sass",
     "hot_path", "pipe_of", "predict", "disassemble", "nvdisasm_path", "sass_records",
     "format_sass_table", "sass_markdown", "JSON_SCHEMA", "sass_command", "compare_markdown",
     "update_markdown_section", "TARGETS",
@@ -143,18 +143,21 @@ class Instruction:
 
 
 @dataclass
-class Program:
+class Disassembly:
     """A disassembled cubin: functions (kernel and subroutines) as instruction lists."""
 
     functions: dict[str, list[Instruction]]
     labels: dict[str, tuple[str, int]]  # label -> (function, index of the next instruction)
 
 
+Program = Disassembly  # the older name
+
+
 _LOC = re.compile(r'File "([^"]*)", line (\d+)')
 _INS = re.compile(r"/\*[0-9a-f]+\*/\s+(.*?)\s*;")
 
 
-def parse_sass(text: str) -> Program:
+def parse_sass(text: str) -> Disassembly:
     """Parse ``nvdisasm -c -gi`` output into functions, instructions and labels."""
     functions: dict[str, list[Instruction]] = {}
     labels: dict[str, tuple[str, int]] = {}
@@ -192,7 +195,7 @@ def parse_sass(text: str) -> Program:
             functions[current].append(Instruction(body.split()[0], body, pred,
                                                   tm.group(1) if tm else None, source))
             fresh = False
-    return Program(functions, labels)
+    return Disassembly(functions, labels)
 
 
 # --- paths ---------------------------------------------------------------------------------
@@ -254,7 +257,7 @@ def _blocks(ins: list[Instruction], labels: dict[str, int]) -> tuple[list[tuple[
     return blocks, succ
 
 
-def _function_costs(program: Program) -> dict[str, int]:
+def _function_costs(program: Disassembly) -> dict[str, int]:
     """Cheapest instruction count of each subroutine, entry to ``RET`` (for ``CALL``)."""
     costs: dict[str, int] = {}
     for name in program.functions:
@@ -265,7 +268,7 @@ def _function_costs(program: Program) -> dict[str, int]:
     return costs
 
 
-def _cheapest(program: Program, fn: str, allowed, required: Sequence, costs: dict[str, int],
+def _cheapest(program: Disassembly, fn: str, allowed, required: Sequence, costs: dict[str, int],
               ) -> PathCost | None:
     """The cheapest entry -> exit path of ``fn`` through blocks whose instructions all
     satisfy ``allowed``, running at least one instruction of each predicate in
@@ -352,7 +355,7 @@ def _cheapest(program: Program, fn: str, allowed, required: Sequence, costs: dic
     return path
 
 
-def hot_path(program: Program, kernel: str, require: Sequence = (), exclude=lambda i: False
+def hot_path(program: Disassembly, kernel: str, require: Sequence = (), exclude=lambda i: False
              ) -> PathCost:
     """The hot path of ``kernel``: the cheapest path from the entry to an exit running an
     instruction matching each of ``require`` and none matching ``exclude``."""
