@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import operator
 import warnings
 
 import torch
@@ -63,6 +64,17 @@ def _real(x: object, name: str, fn: str) -> float:
         return float(x)
     raise TypeError(
         f"fastinit.{fn}(): argument '{name}' must be a real number, not {t.__name__}")
+
+
+def _index(x: object, name: str, fn: str) -> int:
+    """``x`` as an int if it is an integer other than bool, else TypeError."""
+    if isinstance(x, bool):
+        raise TypeError(f"fastinit.{fn}(): {name} must be an int, not bool")
+    try:
+        return operator.index(x)
+    except TypeError:
+        raise TypeError(f"fastinit.{fn}(): {name} must be an int, not "
+                        f"{type(x).__name__}") from None
 
 
 def _finite(x: float, name: str, fn: str) -> float:

@@ -9,12 +9,11 @@ performed (a :func:`fastinit.route.torch_write`). Re-exported by :mod:`fastinit.
 from __future__ import annotations
 
 import functools
-import operator
 
 import torch
 
 from fastinit import route
-from fastinit.arguments import ArgumentError, _check_tensor
+from fastinit.arguments import ArgumentError, _check_tensor, _index
 from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target
 from fastinit.spec import InitSpec, check_dtype
@@ -146,13 +145,7 @@ def mean_resize_embeddings_(weight: torch.Tensor, num_old_rows: int,
     if weight.dim() != 2:
         raise ValueError(f"fastinit.{fn}: weight must be 2-D (rows, dim), got shape "
                          f"{tuple(weight.shape)}")
-    if isinstance(num_old_rows, bool):
-        raise TypeError(f"fastinit.{fn}(): num_old_rows must be an int, not bool")
-    try:
-        num_old_rows = operator.index(num_old_rows)
-    except TypeError:
-        raise TypeError(f"fastinit.{fn}(): num_old_rows must be an int, not "
-                        f"{type(num_old_rows).__name__}") from None
+    num_old_rows = _index(num_old_rows, "num_old_rows", fn)
     rows = weight.shape[0]
     if not 1 <= num_old_rows <= rows:
         raise ArgumentError(f"fastinit.{fn}: num_old_rows must be in [1, {rows}] (the rows of "

@@ -54,7 +54,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import operator
 import warnings
 
 import torch
@@ -65,6 +64,7 @@ from fastinit.arguments import (
     _check_tensor,
     _fill_constant,
     _finite,
+    _index,
     _kaiming_std,
     _real,
     _spec,
@@ -453,13 +453,7 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
 
 
 def _count(x: object, name: str, lowest: int) -> int:
-    if isinstance(x, bool):
-        raise TypeError(f"fastinit.scaled_residual_(): {name} must be an int, not bool")
-    try:
-        x = operator.index(x)
-    except TypeError:
-        raise TypeError(f"fastinit.scaled_residual_(): {name} must be an int, not "
-                        f"{type(x).__name__}") from None
+    x = _index(x, name, "scaled_residual_")
     if x < lowest:
         raise ArgumentError(f"fastinit.scaled_residual_: {name} must be >= {lowest}, got {x}")
     return x

@@ -92,21 +92,33 @@ class Init:
 
 class _WriteInit(Init):
     """An init that writes a tensor itself (structured matrices, constant vectors):
-    ``check(tensor, name)`` validates, ``write(tensor, name, seed, generator)`` writes
-    through ``fastinit.route``."""
+    ``check_shape(tensor, name)`` validates the shape (the dtype and the target are checked
+    here), and the values written through ``fastinit.route`` are ``values(tensor, key,
+    stream)`` with the call's key and stream if ``keyed``, else ``values(tensor)``."""
 
-    def __init__(self, describe: str, check: Callable[[torch.Tensor, str], None],
-                 write: Callable[..., None]) -> None:
+    def __init__(self, describe: str, check_shape: Callable[[torch.Tensor, str], None],
+                 values: Callable[..., torch.Tensor], *, keyed: bool) -> None:
         super().__init__(describe, lambda t, n: None)
-        self._check = check
-        self._write = write
+        self._check_shape = check_shape
+
+        @route.entry
+        def write(t: torch.Tensor, name: str, seed: int | None = None,
+                  generator: torch.Generator | None = None) -> None:
+            if fill_target(t, _FN, elementwise=False) is None:
+                return
+            if not keyed:
+                _write_values(t, values(t))
+                return
+            decided = route.keyed(t, seed, generator)
+            if decided is not None:
+                _write_values(t, values(t, *decided), routed=False)
+
+        self.write = write  # the routed fill, in place of Init.write
 
     def check(self, tensor: torch.Tensor, name: str) -> None:
-        self._check(tensor, name)
-
-    def write(self, tensor: torch.Tensor, name: str, seed: int | None = None,
-              generator: torch.Generator | None = None) -> None:
-        self._write(tensor, name, seed, generator)
+        self._check_shape(tensor, name)
+        check_dtype(tensor.dtype, _FN)
+        fill_target(tensor, _FN, elementwise=False)
 
 
 def normal(mean: float = 0.0, std: float = 1.0) -> Init:
@@ -240,21 +252,11 @@ def orthogonal(gain: float = 1.0, blocks: int = 1) -> Init:
         if t.shape[0] % blocks:
             raise ValueError(f"{name or 'tensor'}: {t.shape[0]} rows do not split into "
                              f"{blocks} equal blocks")
-        check_dtype(t.dtype, _FN)
-        fill_target(t, _FN, elementwise=False)
 
-    @route.entry
-    def write(t: torch.Tensor, name: str, seed: int | None,
-              generator: torch.Generator | None) -> None:
-        if fill_target(t, _FN, elementwise=False) is None:
-            return
-        decided = route.keyed(t, seed, generator)
-        if decided is None:
-            return
-        key, stream = decided
-        _write_values(t, _orthogonal_values(t, key, stream, gain, blocks), routed=False)
+    def values(t: torch.Tensor, key: int, stream: int) -> torch.Tensor:
+        return _orthogonal_values(t, key, stream, gain, blocks)
 
-    return _WriteInit(f"orthogonal(gain={gain}, blocks={blocks})", check, write)
+    return _WriteInit(f"orthogonal(gain={gain}, blocks={blocks})", check, values, keyed=True)
 
 
 def _write_values(t: torch.Tensor, values: torch.Tensor, *, routed: bool = True) -> None:
@@ -277,20 +279,15 @@ def _gate_bias(gates: int, gate: int, value: float) -> Init:
         if t.dim() != 1 or t.shape[0] % gates:
             raise ValueError(f"{name or 'bias'}: shape {tuple(t.shape)} is not {gates} "
                              "stacked gate vectors")
-        check_dtype(t.dtype, _FN)
-        fill_target(t, _FN, elementwise=False)
 
-    @route.entry
-    def write(t: torch.Tensor, name: str, seed: int | None,
-              generator: torch.Generator | None) -> None:
-        if fill_target(t, _FN, elementwise=False) is None:
-            return
+    def values(t: torch.Tensor) -> torch.Tensor:
         h = t.shape[0] // gates
-        values = torch.zeros(t.shape[0], dtype=torch.float64, device="cpu")
-        values[gate * h:(gate + 1) * h] = value
-        _write_values(t, values.to(t.dtype))
+        full = torch.zeros(t.shape[0], dtype=torch.float64, device="cpu")
+        full[gate * h:(gate + 1) * h] = value
+        return full.to(t.dtype)
 
-    return _WriteInit(f"gate_bias(gate {gate} of {gates} = {value})", check, write)
+    return _WriteInit(f"gate_bias(gate {gate} of {gates} = {value})", check, values,
+                      keyed=False)
 
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
