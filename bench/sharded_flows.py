@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build(dim: int, layers: int, vocab: int):
     """torchtitan's Llama 3 (the test suite's, at this size: 8 heads, 4 KV heads)."""
-    from tests.client_zoo import _titan_llama3
+    from tests.differential.client_zoo import _titan_llama3
 
     return _titan_llama3(False, dim=dim, heads=8, kv_heads=4, vocab=vocab, layers=layers,
                          multiple_of=256, max_seq_len=256)

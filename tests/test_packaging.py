@@ -134,7 +134,7 @@ def test_transformers_loads_its_hub_kernels_from_the_repository_root():
     assert res.returncode == 0, res.stderr
     assert not res.stdout.strip().startswith(ROOT + os.sep), res.stdout
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "--collect-only", "tests/test_hf_models.py"],
+                          "--collect-only", "tests/differential/test_hf_models.py"],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 

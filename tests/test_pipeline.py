@@ -7,7 +7,7 @@ modules set to None; ``_generate_llm_fqn_per_model_part`` picks the modules of e
 stage), for 1, 2 and 4 stages. Where a split renumbers (a ``ModuleList`` of layers
 becomes a new, shorter ``ModuleList``), ``materialize(names=...)`` gives each tensor its
 name in the whole model. The same split under FSDP2 inside a stage runs in
-tests/dist_helpers.py (``flows_worker``).
+tests/differential/dist_helpers.py (``flows_worker``).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_torchtitan_stages_hold_the_whole_models_values(model, n_stages):
     split by torchtitan's own split into 1, 2 and 4 stages: every parameter and buffer of
     every stage equals, bitwise, the same name in the whole model - the embedding on the
     first stage, the head and final norm on the last, the layers in between."""
-    from tests.client_zoo import _titan_dsv3, _titan_llama3
+    from tests.differential.client_zoo import _titan_dsv3, _titan_llama3
 
     build = (lambda: _titan_llama3(False)) if model == "llama3" else _titan_dsv3
     with torch.device("meta"):
@@ -70,7 +70,7 @@ def test_temporaries_made_from_a_named_tensor_draw_from_its_name():
     sequence for the whole model's init, so a stage without layer 0 gave layer 1 the
     values of layer 0; now each temporary draws from a stream of the name it was made
     from."""
-    from tests.client_zoo import _titan_llama3
+    from tests.differential.client_zoo import _titan_llama3
 
     with torch.device("meta"):
         ref = _titan_llama3(False)

@@ -148,7 +148,7 @@ def test_dead_units_after_a_negative_bias():
 
 def _zoo_decoders():
     pytest.importorskip("transformers")
-    from tests.test_model_zoo import CASES
+    from tests.differential.test_model_zoo import CASES
 
     return [c for c in CASES if c.name.endswith(("ForCausalLM", "LMHeadModel", "-tied"))][:6]
 

@@ -489,7 +489,7 @@ def test_hf_gpt2_embedding_at_std_one_is_flagged():
 
 def _zoo_cases():
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    import test_model_zoo
+    from tests.differential import test_model_zoo
 
     return test_model_zoo.CASES
 

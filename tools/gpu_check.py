@@ -334,7 +334,7 @@ def _offload(device: str) -> int:
 
     import fastinit
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from tests.dist_helpers import Llama, no_collectives
+    from tests.differential.dist_helpers import Llama, no_collectives
 
     store = os.path.join(tempfile.mkdtemp(), "store")
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",

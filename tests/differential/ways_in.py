@@ -1,6 +1,6 @@
 """The ways model code reaches an init function, each bound at import time as real code
 binds it (torchtitan's partials, timm's helpers, transformers' tables), and a model whose
-init uses one of them. Shared by tests/test_ways_in.py and the distributed workers."""
+init uses one of them. Shared by tests/differential/test_ways_in.py and the distributed workers."""
 from __future__ import annotations
 
 import functools

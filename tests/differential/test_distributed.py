@@ -7,7 +7,7 @@ Two layers of tests:
 * in-process (no process group): the local-to-global map of :mod:`fastinit.distributed`
   against torch's own splitting code for every rank of many meshes and placements, and
   fills through the segments it produces (both backends);
-* spawned gloo processes (world sizes 1, 2, 4, 8 and a 2x2 mesh; see tests/dist_helpers.py):
+* spawned gloo processes (world sizes 1, 2, 4, 8 and a 2x2 mesh; see tests/differential/dist_helpers.py):
   every fastinit fill on DTensors of awkward shapes with every placement, FSDP2
   (``fully_shard``), tensor parallelism (``parallelize_module``) and FSDP x TP on a small
   Llama-shaped model built on meta (torchtitan's flow) and on the CPU. Local tensors
@@ -211,7 +211,7 @@ def test_llama_70b_shards_are_few_segments():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from tests.dist_helpers import run_workers
+    from tests.differential.dist_helpers import run_workers
 
     cache: dict[int, list[dict]] = {}
 
@@ -365,8 +365,8 @@ def test_every_way_in_sharded_equals_single_process(tmp_path, world_size):
     patch(deferred=True) on DTensor Shard(0) / Shard(1) (uneven), and materialized under
     FSDP2 and tensor parallelism after a meta or an empty_init build, the gathered values
     equal one process's."""
-    from tests.dist_helpers import run_workers
-    from tests.ways_in import WAYS
+    from tests.differential.dist_helpers import run_workers
+    from tests.differential.ways_in import WAYS
 
     for s in run_workers(world_size, "ways_worker", tmp_path):
         assert s["patch"] == len(WAYS) * 4 and s["materialize"] == len(WAYS) * 4, s
@@ -379,7 +379,7 @@ def test_torchtitan_models_under_fsdp2_equal_single_process(tmp_path, world_size
     tied and DeepSeek-V3, built on meta or under empty_init, fully_shard-ed on every block
     and the root, then materialized: every tensor equals the single process, bitwise."""
     pytest.importorskip("torchtitan")
-    from tests.dist_helpers import run_workers
+    from tests.differential.dist_helpers import run_workers
 
     for s in run_workers(world_size, "titan_worker", tmp_path, timeout=600):
         assert len(s["models"]) == 6 and s["tensors"] > 60, s
@@ -401,7 +401,7 @@ def test_torchtitan_fsdp_offload_and_pipeline_stages_equal_single_process(tmp_pa
     every rank the same local shard of drawn parameters on a CPU mesh, so its gathered
     values are not the single process's."""
     pytest.importorskip("torchtitan")
-    from tests.dist_helpers import run_workers
+    from tests.differential.dist_helpers import run_workers
 
     flows = [f"{m}/{f}" for m in models for f in ("titan_fsdp", "titan_fsdp_offload",
                                                   "pp2_fsdp")]
@@ -458,7 +458,7 @@ def test_torchtitan_spmd_types_shards_are_refused_not_drawn_alike(tmp_path):
     backend and the way out, and leaves the model on meta; the replicated and partial
     (spmd_types R / P) tensors are not flagged."""
     pytest.importorskip("torchtitan")
-    from tests.dist_helpers import run_workers
+    from tests.differential.dist_helpers import run_workers
 
     for s in run_workers(2, "titan_spmd_types_worker", tmp_path, timeout=300):
         assert [n.rsplit(".", 1)[1] for n in s["varying"]] == ["w1_EFD", "w2_EDF",
@@ -478,7 +478,7 @@ def test_torchtitan_parallelize_ep_and_tp_equal_single_process(tmp_path, model):
     collective; under TP torchtitan's own init_states broadcasts the RoPE buffer it
     re-distributes (distribute_tensor to Replicate), which the guard reports."""
     pytest.importorskip("torchtitan")
-    from tests.dist_helpers import run_workers
+    from tests.differential.dist_helpers import run_workers
 
     for s in run_workers(2, "titan_parallelize_worker", tmp_path, timeout=300, model=model):
         calls = s.pop("collectives")

@@ -896,7 +896,7 @@ def _shard_last_dim(model: nn.Module, mesh) -> None:
 
 def check_programs(mesh, summary: dict, count: int = 50, start: int = 0,
                    shard: str = "fsdp") -> None:
-    """Randomized construction programs (tests/test_construction_programs.py's generator)
+    """Randomized construction programs (tests/differential/test_construction_programs.py's generator)
     built under fastinit.empty_init(), every parameter sharded on dim 0 (``shard="fsdp"``:
     FSDP2's fully_shard on the root) or on its last dim (``"last"``, 1-d ones
     replicated), materialized with no collective: each gathered parameter
@@ -906,7 +906,7 @@ def check_programs(mesh, summary: dict, count: int = 50, start: int = 0,
 
     import fastinit
     from torch.distributed.fsdp import fully_shard
-    from tests.test_construction_programs import ProgramWriter, module_class
+    from tests.differential.test_construction_programs import ProgramWriter, module_class
 
     checked = refused = unshardable = 0
     for index in range(start, start + count):
@@ -967,7 +967,7 @@ def programs_worker(rank: int, world_size: int, count: int = 40, start: int = 0,
 
 
 def ways_worker(rank: int, world_size: int) -> dict:
-    """Each way code reaches an init function (tests/ways_in.py), on DTensors Shard(0) and
+    """Each way code reaches an init function (tests/differential/ways_in.py), on DTensors Shard(0) and
     Shard(1) of an uneven shape under patch() and patch(deferred=True), and in a model
     fully_shard-ed or tensor-parallel (colwise) after a meta build or an empty_init build
     and then materialized: the
@@ -981,7 +981,7 @@ def ways_worker(rank: int, world_size: int) -> dict:
     from torch.distributed.tensor import empty as dt_empty
 
     import fastinit
-    from tests.ways_in import SHAPE, WAYS, Model, call
+    from tests.differential.ways_in import SHAPE, WAYS, Model, call
 
     mesh = init_device_mesh("cpu", (world_size,))
     summary: dict = {"patch": 0, "materialize": 0}
@@ -1029,7 +1029,7 @@ def ways_worker(rank: int, world_size: int) -> dict:
 
 def titan_worker(rank: int, world_size: int) -> dict:
     """torchtitan's Llama 3, Llama 3 with tied embeddings and DeepSeek-V3 (tiny configs of
-    tests/client_zoo.py), built on meta (torchtitan's flow: then its own init_states) and
+    tests/differential/client_zoo.py), built on meta (torchtitan's flow: then its own init_states) and
     under empty_init, fully_shard-ed on every block and the root, materialized: every
     parameter (gathered) and buffer equals the single-process materialize bitwise, with no
     collective during init."""
@@ -1037,7 +1037,7 @@ def titan_worker(rank: int, world_size: int) -> dict:
     from torch.distributed.fsdp import fully_shard
 
     import fastinit
-    from tests.client_zoo import TORCHTITAN
+    from tests.differential.client_zoo import TORCHTITAN
 
     mesh = init_device_mesh("cpu", (world_size,))
     summary: dict = {"models": [], "tensors": 0}
@@ -1104,7 +1104,7 @@ def flows_worker(rank: int, world_size: int, models=("llama3", "dsv3"),
     from torch.distributed.device_mesh import init_device_mesh
 
     import fastinit
-    from tests.client_zoo import _titan_dsv3, _titan_llama3
+    from tests.differential.client_zoo import _titan_dsv3, _titan_llama3
 
     mesh = init_device_mesh("cpu", (world_size,))
     summary: dict = {"flows": [], "tensors": 0, "offloaded": 0}
@@ -1208,7 +1208,7 @@ def _titan_parallelized(world_size: int, model: str, backend: str):
     :func:`titan_parallelize_worker`."""
     import fastinit
     from torchtitan.distributed import parallel_dims as pd
-    from tests import client_zoo
+    from tests.differential import client_zoo
 
     pd.device_type = "cpu"
     if model == "dsv3":

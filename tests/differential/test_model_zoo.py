@@ -1,6 +1,6 @@
 """The model zoo: Hugging Face architectures from tiny configs, built on meta (or under
 ``fastinit.empty_init``), materialized, and compared with transformers' own eager build by
-the harness in ``tests/zoo.py`` (read its docstring for the rules and thresholds).
+the harness in ``tests/differential/zoo.py`` (read its docstring for the rules and thresholds).
 
 Configs are built locally (no hub access): hidden sizes 32-64, one or two layers, small
 vocabularies. Each case is checked in the aspects of ``zoo.ASPECTS``, one test each, so a
@@ -16,7 +16,7 @@ import pytest
 import scipy.stats
 import torch
 
-from tests import zoo
+from tests.differential import zoo
 
 transformers = pytest.importorskip("transformers")
 

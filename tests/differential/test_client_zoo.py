@@ -1,7 +1,7 @@
 """The client-model zoo: models from timm, torchvision, diffusers, torchtitan and litgpt,
-written by those libraries (``tests/client_zoo.py``), built both ways fastinit offers -
+written by those libraries (``tests/differential/client_zoo.py``), built both ways fastinit offers -
 under ``fastinit.empty_init()`` and under a plain ``torch.device("meta")`` - materialized,
-and compared with the library's own eager construction by ``tests/zoo.py`` (tensor by
+and compared with the library's own eager construction by ``tests/differential/zoo.py`` (tensor by
 tensor: constants and fixed elements bitwise, random tensors by law; ties, shared storage,
 memory format, a finite forward pass, seeds).
 
@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests import client_zoo, zoo
+from tests.differential import client_zoo, zoo
 
 WAYS = ("eager", "meta", "empty_init")
 _MODES = {m.name: m for m in zoo.MODES}

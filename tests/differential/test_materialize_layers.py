@@ -1,6 +1,6 @@
 """torch's own layers, and hand-written modules with the construction patterns of issue 11,
 built on meta (or under ``fastinit.empty_init``), materialized, and compared with eager
-construction by the harness in ``tests/zoo.py`` (its docstring has the rules): constants
+construction by the harness in ``tests/differential/zoo.py`` (its docstring has the rules): constants
 exact, random tensors of the same law (two-sample KS, tails, moments), ties, storages,
 memory format, a finite forward pass, determinism.
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
-from tests import zoo
+from tests.differential import zoo
 
 
 def _x(*shape: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ CPU, with tiny configs: timm's ``create_model`` (its tiny ``test_*`` models and 
 overrides), torchvision's model classes, diffusers' model classes, torchtitan's
 config ``build()`` followed by ``init_states()`` (torchtitan's own init entry point, which
 its trainer calls after building on meta), and litgpt's ``GPT``. The comparison with eager
-construction is ``tests/zoo.py``'s.
+construction is ``tests/differential/zoo.py``'s.
 
 torchvision. Its PyPI wheel for Linux is a CUDA build: its C++ operator library
 (``torchvision._C``, nms, roi_align, ...) links against torch's CUDA libraries and does
@@ -32,7 +32,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from tests import zoo
+from tests.differential import zoo
 
 #: Where CI installs torchvision (``pip install --no-deps --target``), see the docstring.
 TORCHVISION_DIR = Path(sys.prefix) / "lib" / "torchvision-no-ops"

@@ -3,7 +3,7 @@ patch(deferred=True), empty_init + materialize and plain meta + materialize; and
 spawned worker process gets them too. What patch() leaves to torch is reported.
 
 The sharded half of the matrix (DTensor Shard(0) / Shard(1), FSDP2, 2 and 4 ranks) is in
-tests/test_distributed.py (``ways_worker``)."""
+tests/differential/test_distributed.py (``ways_worker``)."""
 from __future__ import annotations
 
 import subprocess
@@ -16,7 +16,7 @@ import torch
 
 import fastinit
 from tests.common import assert_bitwise_equal
-from tests.ways_in import SAME_AS_ATTRIBUTE, SHAPE, STD, WAYS, Model, call
+from tests.differential.ways_in import SAME_AS_ATTRIBUTE, SHAPE, STD, WAYS, Model, call
 
 SEED = 0
 
@@ -38,7 +38,7 @@ def _reference(way: str) -> torch.Tensor:
     if way in ("alias", "method"):
         return fastinit.normal_(w, 0.0, STD)
     # the helper: fastinit's uniform_, then torch's elementwise operations
-    from tests.ways_in import helper_trunc_normal_
+    from tests.differential.ways_in import helper_trunc_normal_
 
     with fastinit.patch():
         return helper_trunc_normal_(w, STD)
@@ -53,7 +53,7 @@ def test_patch_gives_fastinits_values_for_every_way_in(way, deferred):
     assert_bitwise_equal(got, _reference(way))
     if way == "helper":  # built from uniform_: not torch's own values
         torch.manual_seed(SEED)
-        from tests.ways_in import helper_trunc_normal_
+        from tests.differential.ways_in import helper_trunc_normal_
 
         assert not torch.equal(got, helper_trunc_normal_(torch.empty(SHAPE), STD))
 
@@ -115,12 +115,12 @@ def test_a_spawned_worker_with_bound_imports_gets_fastinits_values(tmp_path):
     script = tmp_path / "spawned.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parents[1])!r})
+        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parents[2])!r})
         import torch, torch.multiprocessing as mp
 
         def work(q):
             import fastinit
-            from tests.ways_in import SHAPE, call
+            from tests.differential.ways_in import SHAPE, call
             out = []
             for way in ("bound_import", "partial", "attribute"):
                 torch.manual_seed(0)
