@@ -309,26 +309,22 @@ class CoveringRouter(route.NameRouter):
         self.coverage.rebound(t)
 
     def wrote(self, target: torch.Tensor, func, args: tuple, kwargs: dict) -> None:
+        """An in-place torch operation of the init code wrote ``target`` (``args[0]``
+        when the tensor is passed by position): its coverage, and its provenance when a
+        recording is open."""
         self.mark_written(target)
-        if args:
-            self.saw(func, args, kwargs)
-
-    def saw(self, func, args: tuple, kwargs: dict) -> None:
-        """A torch in-place operation of the init code ran on ``args[0]``: its coverage."""
+        if not args:
+            return  # the tensor passed by keyword: named as written, elements not followed
         name = getattr(func, "__name__", "")
-        target = args[0] if args else None
         recording = route.open_recording()
         if recording is not None:
             recording.note_op(name, args, self)
-        if name in ("__set__", "set_") and isinstance(target, torch.Tensor):
+        if name in ("__set__", "set_"):
             self.rebound(target)  # param.data = x: other memory, written by what made it
-            return
-        if not isinstance(target, torch.Tensor):
             return
         mark = mark_for(name, args, kwargs)
         if mark == "skip":
             return
-        self.mark_written(target)
         try:
             self.coverage.wrote(target, mark)
             if self.temps is not None:

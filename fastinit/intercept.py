@@ -81,8 +81,6 @@ def fastinit_function(name: str) -> Callable:
     return fn
 
 
-_fastinit_fn = fastinit_function  # the older private name
-
 
 def torch_init_name(func) -> str | None:
     """The name of the ``torch.nn.init`` function ``func`` is, or None."""
