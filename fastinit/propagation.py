@@ -80,8 +80,10 @@ fields and the previous ones put back; torch's global RNG state is untouched.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import functools
 import math
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -89,6 +91,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from fastinit import provenance
 from fastinit.findings import Finding
 
 __all__ = ["propagate", "Propagation", "ModuleRow", "ParamRow", "Series", "depth_trend",
@@ -129,8 +132,16 @@ def _pattern(name: str) -> str:
 # --- records ------------------------------------------------------------------------------
 
 
+class _Row:
+    def as_dict(self) -> dict:
+        """The row as plain JSON-serializable data."""
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
 @dataclasses.dataclass
-class ModuleRow:
+class ModuleRow(_Row):
     """One call of one module in the forward pass.
 
     Attributes:
@@ -169,15 +180,9 @@ class ModuleRow:
         base = self.name or "(model)"
         return base if self.call == 0 else f"{base}#{self.call + 1}"
 
-    def as_dict(self) -> dict:
-        """The row as plain JSON-serializable data."""
-        d = dataclasses.asdict(self)
-        d["shape"] = list(self.shape)
-        return d
-
 
 @dataclasses.dataclass
-class ParamRow:
+class ParamRow(_Row):
     """One parameter: its values and its gradient after the backward pass."""
 
     name: str
@@ -187,12 +192,6 @@ class ParamRow:
     grad_std: Optional[float] = None
     nonfinite: bool = False
     grad_nonfinite: bool = False
-
-    def as_dict(self) -> dict:
-        """The row as plain JSON-serializable data."""
-        d = dataclasses.asdict(self)
-        d["shape"] = list(self.shape)
-        return d
 
 
 @dataclasses.dataclass
@@ -330,8 +329,7 @@ def _width(shape: Sequence[int], kind: str) -> int:
     """Features per sample of an output (channels of an image-shaped one), or the smaller
     fan of a weight."""
     if kind == "param-grad":
-        receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-        return min(shape[0], shape[1] * receptive)
+        return min(shape[0], shape[1] * math.prod(shape[2:]))
     if len(shape) >= 4:
         return int(shape[1])
     return int(shape[-1]) if shape else 1
@@ -341,21 +339,17 @@ def _series(kind: str, key: str, names: list, stds: list,
             width: Optional[int] = None) -> Series:
     trend = stream_trend if kind == "residual" else depth_trend
     change, slope, se, flagged = trend(stds)
-    if width is not None and width < WIDTH_PER_LAYER * len(stds):
-        s = Series(kind, key, list(names), [float(v) for v in stds], change, slope, se, False)
-        s.judged = False
-        return s
-    return Series(kind, key, list(names), [float(s) for s in stds], change, slope, se, flagged)
+    judged = width is None or width >= WIDTH_PER_LAYER * len(stds)
+    return Series(kind, key, list(names), [float(v) for v in stds], change, slope, se,
+                  flagged and judged, judged)
 
 
 # --- inputs --------------------------------------------------------------------------------
 
 
 def _first_layer(model: nn.Module) -> Optional[nn.Module]:
-    for m in model.modules():
-        if next(m.parameters(recurse=False), None) is not None:
-            return m
-    return None
+    return next((m for m in model.modules()
+                 if next(m.parameters(recurse=False), None) is not None), None)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -454,17 +448,12 @@ def _first_float(out: Any, prefer: Iterable[str] = ()) -> Optional[torch.Tensor]
             keys = list(out.keys())
         except Exception:  # noqa: BLE001 - not a mapping after all
             keys = []
-        for k in (*[p for p in prefer if p in keys], *keys):
-            t = _first_float(out[k])
-            if t is not None:
-                return t
+        values = (out[k] for k in (*[p for p in prefer if p in keys], *keys))
+    elif isinstance(out, (tuple, list)):
+        values = out
+    else:
         return None
-    if isinstance(out, (tuple, list)):
-        for v in out:
-            t = _first_float(v)
-            if t is not None:
-                return t
-    return None
+    return next((t for t in map(_first_float, values) if t is not None), None)
 
 
 # --- statistics ----------------------------------------------------------------------------
@@ -608,11 +597,8 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
     stream_in: dict[str, tuple] = {}  # block name -> (std, shape) of its input
     handles = []
 
-    def grad_hook(row: ModuleRow):
-        def hook(g: torch.Tensor) -> None:
-            _, std, bad = _stats(g)
-            row.grad_std, row.grad_nonfinite = std, bad
-        return hook
+    def grad_hook(row: ModuleRow, g: torch.Tensor) -> None:
+        _, row.grad_std, row.grad_nonfinite = _stats(g)
 
     def forward_hook(m: nn.Module, inputs, output) -> None:
         name = names[m]
@@ -628,7 +614,7 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
             row.zero_fraction, row.dead_fraction, row.units = _dead(t)
         rows.append(row)
         if t.requires_grad:
-            t.register_hook(grad_hook(row))
+            t.register_hook(functools.partial(grad_hook, row))
 
     def pre_hook(m: nn.Module, inputs, kwargs=None) -> None:
         name = names[m]
@@ -702,9 +688,7 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         if key[0] == r.name:  # no layer index: not part of a depth series
             continue
         groups.setdefault(key, []).append(r)
-    shapes_of: dict[tuple, int] = {}
-    for pat, kind, call, shape in groups:
-        shapes_of[(pat, kind, call)] = shapes_of.get((pat, kind, call), 0) + 1
+    shapes_of = collections.Counter(key[:3] for key in groups)
     for (pat, kind, call, shape), members in groups.items():
         if len(members) < MIN_DEPTH:
             continue
@@ -714,8 +698,7 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         width = _width(shape and (0, *shape), "activation")
         series.append(_series("activation", key, [m.label for m in members],
                               [m.std for m in members], width))
-        with_grad = [m for m in members if m.grad_std is not None]
-        if len(with_grad) == len(members):
+        if all(m.grad_std is not None for m in members):
             series.append(_series("activation-grad", key, [m.label for m in members],
                                   [m.grad_std for m in members], width))
     pgroups: dict[tuple, list[ParamRow]] = {}
@@ -725,24 +708,18 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         # output's gradient, set by its mean across samples, not by the variance argument.
         if pat != p.name and p.grad_std is not None and len(p.shape) >= 2:
             pgroups.setdefault((pat, p.shape), []).append(p)
-    pshapes: dict[str, int] = {}
-    for pat, _ in pgroups:
-        pshapes[pat] = pshapes.get(pat, 0) + 1
+    pshapes = collections.Counter(pat for pat, _ in pgroups)
     for (pat, shape), members in pgroups.items():
         if len(members) >= MIN_DEPTH:
             key = pat if pshapes[pat] == 1 else f"{pat} {'x'.join(map(str, shape))}"
             series.append(_series("param-grad", key, [m.name for m in members],
                                   [m.grad_std for m in members], _width(shape, "param-grad")))
-    by_name = {}
-    for r in rows:
-        by_name.setdefault(r.name, r)
+    by_name = {r.name: r for r in reversed(rows)}  # a module's first call
     streams: list[str] = []
     for stack, blocks in stacks:
         first = blocks[0][0]
-        if first not in stream_in:
-            continue
         outs = [by_name.get(n) for n, _ in blocks]
-        if any(o is None for o in outs):
+        if first not in stream_in or any(o is None for o in outs):
             continue
         std0, shape0 = stream_in[first]
         if any(o.shape != shape0 for o in outs):  # not a stream: the blocks change shape
@@ -769,16 +746,10 @@ _RECORDED_CONSTANTS = ("constant", "zeros", "ones", "eye", "dirac")
 
 
 def _provenance_of(model: nn.Module) -> Optional[dict]:
-    """``fastinit.provenance.provenance(model)`` where that module exists and the model
-    was recorded; None otherwise."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec("fastinit.provenance") is None:
-        return None
-    prov = importlib.import_module("fastinit.provenance")
+    """``fastinit.provenance.provenance(model)`` where the model was recorded; None
+    otherwise."""
     try:
-        return prov.provenance(model)
+        return provenance.provenance(model)
     except (ValueError, RuntimeError, LookupError, TypeError, AttributeError):
         return None
 
@@ -804,22 +775,20 @@ def _findings(model, rows, prows, series, stacks) -> list[Finding]:
         what = {"activation": "activation std", "activation-grad": "gradient std at the output",
                 "param-grad": "parameter gradient std", "residual": "residual-stream std",
                 "residual-grad": "residual-stream gradient std"}[s.kind]
+        base = s.kind if s.kind in ("activation", "residual") else "gradient"
+        check = f"{base}-{'growth' if grow else 'shrink'}"
         if s.kind == "residual":
-            check = "residual-growth" if grow else "residual-shrink"
             hint = ("a scaled-residual init (std / sqrt(2 L) on each branch's output "
                     "projection, or the last norm of each block at zero) keeps it steady"
                     if grow else "the blocks shrink the stream they should add to")
+        elif s.kind == "residual-grad":
+            hint = ("the gradient reaching the first blocks differs from the last's: a "
+                    "scaled-residual init (or zero-init of each block's last norm) keeps "
+                    "it steady")
         else:
-            base = "activation" if s.kind == "activation" else "gradient"
-            check = f"{base}-{'growth' if grow else 'shrink'}"
-            if s.kind == "residual-grad":
-                hint = ("the gradient reaching the first blocks differs from the last's: a "
-                        "scaled-residual init (or zero-init of each block's last norm) keeps "
-                        "it steady")
-            else:
-                hint = ("an init that keeps the variance steady (He for ReLU, Xavier for "
-                        "tanh, 1/sqrt(fan_in) otherwise) holds it within a factor "
-                        f"{DEPTH_FACTOR:g}")
+            hint = ("an init that keeps the variance steady (He for ReLU, Xavier for "
+                    "tanh, 1/sqrt(fan_in) otherwise) holds it within a factor "
+                    f"{DEPTH_FACTOR:g}")
         ratio = s.ratio
         shown = f"{ratio:.3g}x" if ratio >= 1e-3 else f"{ratio:.2e}x"
         fit = (f"fitted variance {s.slope:+.3g} +- {s.se:.2g} per block"
@@ -849,10 +818,10 @@ def _findings(model, rows, prows, series, stacks) -> list[Finding]:
                 if law is None or law in ("copy", "tie") or any(
                         c in law for c in _RECORDED_CONSTANTS):
                     continue
-                why = f"its recorded law is {law}"
                 found.append(Finding(p.name, "zero-variance",
                                      f"all {math.prod(p.shape)} values equal {p.mean:g}, but "
-                                     f"{why}: written behind the init's back?",
+                                     f"its recorded law is {law}: written behind the init's "
+                                     "back?",
                                      observed=0.0))
     order = {"nonfinite": 0, "zero-variance": 2, "dead-units": 3}
     found.sort(key=lambda f: order.get(f.check, 1))
