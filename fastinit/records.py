@@ -173,7 +173,7 @@ def _follow_moves(raw: list[tuple]) -> list[tuple]:
         if kind != _MOVED:
             out.append((kind, g, payload, site))
             continue
-        (old_storage, old_offset), shift = payload, None
+        old_storage, old_offset = payload
         shift = g[1] - old_offset
         for k2, g2, p2, s2 in list(out):
             if g2[0] == old_storage and k2 != _MOVED:
@@ -215,38 +215,36 @@ def _entry(kind, g, payload, site, tg, t) -> Optional[_Entry]:
     span, region, known = _region(g, tg, t)
     if span == "outside":
         return None
-    kernel = None
+    kernel = seed = stream = function = None
+    args, modifies = {}, False
     if kind == _FILL:
-        params, key, stream = payload
+        params, key, drawn_stream = payload
         law, args = _law(params)
-        seed = None if params.dist == C.CONSTANT else key
-        stream = None if params.dist == C.CONSTANT else stream
+        if params.dist != C.CONSTANT:
+            seed, stream = key, drawn_stream
         kernel = (params, t.dtype) if g[4] == tg[4] else None
-        w = Write(law, args, caller, location, seed, stream, region, False,
-                  fn if fn and fn != law else None)
+        function = fn
     elif kind == _TORCH:
         law = fn if fn in ("orthogonal_", "sparse_", "eye_", "dirac_") else (
             "constant" if fn in ("constant_", "zeros_", "ones_") else (fn or "torch"))
-        w = Write(law, {}, caller, location, None, None, region, False,
-                  fn if fn and fn != law else None)
+        function = fn
     elif kind == _MADE:
-        law, args = payload
-        w = Write(law, dict(args), caller, location, None, None, region, False)
+        law, args = payload[0], dict(payload[1])
     else:
         name, value = payload
         modifies = name.endswith("_") and name not in _REPLACING
         if name.startswith("__setitem__"):
             if name != "__setitem__":
-                known = False
-                region = "indexed elements"
+                known, region = False, "indexed elements"
             law = "constant" if isinstance(value, (int, float, bool)) else "copy"
-            args = {"value": float(value)} if law == "constant" else {}
+            if law == "constant":
+                args = {"value": float(value)}
         else:
             law = "copy" if name == "copy_" else name
-            args = {}
             if name in _PARTIAL_OPS:
                 known, region, modifies = False, "indexed elements", False
-        w = Write(law, args, caller, location, None, None, region, False, None, modifies)
+    w = Write(law, args, caller, location, seed, stream, region, False,
+              function if function and function != law else None, modifies)
     return _Entry(w, span, known, kernel)
 
 
@@ -267,12 +265,11 @@ def _region(g, tg, t):
         return None, None, True
     lo, hi = _extent(g)
     tlo, thi = _extent(tg)
-    if size != tsize or not _dense(tshape, tstride) or not _dense(shape, stride):
-        if lo <= tlo and thi <= hi and _dense(shape, stride) and _dense(tshape, tstride):
-            return None, None, True
-        return (0, 0), "part", False
-    if lo <= tlo and thi <= hi:
+    dense = _dense(shape, stride) and _dense(tshape, tstride)
+    if dense and lo <= tlo and thi <= hi:  # covers the whole tensor
         return None, None, True
+    if size != tsize or not dense:
+        return (0, 0), "part", False
     a, b = max(lo, tlo) // size - tlo // size, min(hi, thi) // size - tlo // size
     if a >= b:
         return "outside", None, False
@@ -304,14 +301,6 @@ def _law(params) -> tuple[str, dict]:
                              "b": params.hi}
 
 
-def _settle(record: "_Record", model: nn.Module) -> None:
-    """Resolve the sessions kept for a model, in order."""
-    if not record.pending:
-        return
-    _merge(record, record.pending, model)
-    record.pending.clear()
-
-
 def _merge(record: "_Record", sessions, model: nn.Module) -> None:
     """Add what ``sessions`` wrote to the tensors of ``model`` to ``record``, in order."""
     named = _named(model)
@@ -332,7 +321,9 @@ def _record_of(model: nn.Module) -> _Record:
         raise TypeError(f"fastinit.provenance needs an nn.Module, got {type(model).__name__}")
     record = _RECORDS.get(model)
     if record is not None:
-        _settle(record, model)
+        if record.pending:  # resolve the sessions kept for the model, in order
+            _merge(record, record.pending, model)
+            record.pending.clear()
         return record
     record = _Record()
     _merge(record, _LOGS, model)
@@ -357,7 +348,7 @@ def _effective(tensor: _Tensor) -> tuple[list[bool], list[tuple[int, int, int]],
             continue
         a, b = (0, n) if e.span is None else e.span
         if e.write.modifies:
-            for j, (lo, hi, k) in enumerate(segments):
+            for lo, hi, k in segments:
                 if lo < b and a < hi:
                     modified[k] = True
             continue
