@@ -503,14 +503,10 @@ def scan(module: nn.Module) -> list[Finding]:
     first one per class. Empty when the model's own entry point re-does everything."""
     trusted = _trusted(module)
     out: dict[str, Finding] = {}
-    seen: set[type] = set()
     for m in module.modules():
-        cls = type(m)
-        if id(m) in trusted or cls in seen:
-            continue
-        seen.add(cls)
-        for f in scan_class(cls):
-            out.setdefault(f.cls, f)
+        if id(m) not in trusted:
+            for f in scan_class(type(m)):  # cached per class
+                out.setdefault(f.cls, f)
     return list(out.values())
 
 

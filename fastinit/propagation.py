@@ -627,9 +627,8 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
         if id(m) in block_ids:
             handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
 
-    params = [(n, p) for n, p in model.named_parameters()]
+    params = list(model.named_parameters())
     saved_grads = [p.grad for _, p in params]
-    grads: dict[str, Optional[torch.Tensor]] = {}
     try:
         with _pass_mode(model), torch.enable_grad():
             for _, p in params:
@@ -653,8 +652,7 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
                     raise RuntimeError(f"the backward pass of {type(model).__name__} failed "
                                        f"(its forward in eval mode is not differentiable as "
                                        f"run): {exc}") from exc
-            for n, p in params:
-                grads[n] = p.grad
+            grads = {n: p.grad for n, p in params}
     finally:
         for h in handles:
             h.remove()
@@ -665,17 +663,17 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
     for n, p in params:
         mean, std, bad = _stats(p)
         row = ParamRow(n, tuple(p.shape), mean, std, nonfinite=bad)
-        if grads.get(n) is not None:
+        if grads[n] is not None:
             _, row.grad_std, row.grad_nonfinite = _stats(grads[n])
         prows.append(row)
 
-    series = _all_series(rows, prows, stacks, stream_in, block_ids, names)
+    series = _all_series(rows, prows, stacks, stream_in)
     findings = _findings(model, rows, prows, series, stacks)
     return Propagation(rows, prows, series, findings, described,
                        "sum(output * r), r ~ N(0, 1) of the output's shape")
 
 
-def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series]:
+def _all_series(rows, prows, stacks, stream_in) -> list[Series]:
     series: list[Series] = []
     blocks_by_name = {n for _, blocks in stacks for n, _ in blocks}
     groups: dict[tuple, list[ModuleRow]] = {}
@@ -737,8 +735,7 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         if s.kind not in ("residual", "residual-grad") and any(
                 all(n.startswith(st + ".") for n in s.names) if st else True
                 for st in streams):
-            s.flagged = False
-            s.judged = False
+            s.flagged = s.judged = False
     return series
 
 
