@@ -111,23 +111,22 @@ class _Tensor:
 
 
 def _named(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    out = list(module.named_parameters(remove_duplicate=False))
-    out += [(n, b) for n, b in module.named_buffers(remove_duplicate=False) if b is not None]
-    return out
+    # (named_buffers leaves out the buffers registered as None)
+    return [*module.named_parameters(remove_duplicate=False),
+            *module.named_buffers(remove_duplicate=False)]
 
 
 def _ties(module: nn.Module, named) -> dict[str, str]:
     """alias name -> source name, for tensors that are one object under several names."""
     first: dict[int, str] = {}
     ties: dict[str, str] = {}
-    declared = getattr(module, "all_tied_weights_keys", None)
-    declared = dict(declared) if isinstance(declared, dict) else {}
     for name, t in named:
-        if id(t) in first:
-            ties[name] = first[id(t)]
-        else:
-            first[id(t)] = name
-    for target, source in declared.items():  # transformers' own direction of the tie
+        source = first.setdefault(id(t), name)
+        if source != name:
+            ties[name] = source
+    declared = getattr(module, "all_tied_weights_keys", None)
+    for target, source in (declared.items() if isinstance(declared, dict) else ()):
+        # transformers' own direction of the tie
         if ties.get(source) == target:
             del ties[source]
             ties[target] = source
@@ -174,10 +173,9 @@ def _follow_moves(raw: list[tuple]) -> list[tuple]:
             out.append((kind, g, payload, site))
             continue
         old_storage, old_offset = payload
-        shift = g[1] - old_offset
-        for k2, g2, p2, s2 in list(out):
-            if g2[0] == old_storage and k2 != _MOVED:
-                out.append((k2, (g[0], g2[1] + shift) + g2[2:], p2, s2))
+        for k2, g2, p2, s2 in list(out):  # (out holds no move: each became a copy)
+            if g2[0] == old_storage:
+                out.append((k2, (g[0], g2[1] + g[1] - old_offset) + g2[2:], p2, s2))
         out.append((_OP, g, ("copy_", None), site))
     return out
 
@@ -185,12 +183,8 @@ def _follow_moves(raw: list[tuple]) -> list[tuple]:
 def _extent(g) -> tuple[int, int]:
     """[first byte, one past the last byte) a geometry can touch."""
     _, off, shape, stride, size = g
-    lo = hi = off // size
-    for n, s in zip(shape, stride):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
+    lo = off // size + sum((n - 1) * s for n, s in zip(shape, stride) if s < 0)
+    hi = off // size + sum((n - 1) * s for n, s in zip(shape, stride) if s >= 0)
     return lo * size, (hi + 1) * size
 
 
@@ -274,20 +268,12 @@ def _region(g, tg, t):
     if a >= b:
         return "outside", None, False
     row = math.prod(tshape[1:]) if len(tshape) >= 2 else 0
-    contiguous = tuple(tstride) == _contiguous_strides(tshape)
+    contiguous = tuple(tstride) == torch.empty(tshape, device="meta").stride()
     if contiguous and row and a % row == 0 and b % row == 0:
         name = f"rows {a // row}:{b // row}"
     else:
         name = f"elements {a}:{b}" if contiguous else f"memory elements {a}:{b}"
     return (a, b), name, True
-
-
-def _contiguous_strides(shape) -> tuple:
-    out, acc = [], 1
-    for n in reversed(shape):
-        out.append(acc)
-        acc *= max(n, 1)
-    return tuple(reversed(out))
 
 
 def _law(params) -> tuple[str, dict]:
@@ -352,16 +338,12 @@ def _effective(tensor: _Tensor) -> tuple[list[bool], list[tuple[int, int, int]],
                 if lo < b and a < hi:
                     modified[k] = True
             continue
-        kept = []
-        for lo, hi, k in segments:
-            if hi <= a or b <= lo:
-                kept.append((lo, hi, k))
-                continue
-            if lo < a:
-                kept.append((lo, a, k))
-            if b < hi:
-                kept.append((b, hi, k))
-        kept.append((a, b, i))
+        kept = [(a, b, i)]
+        for lo, hi, k in segments:  # what each segment keeps left of a and right of b
+            if lo < min(hi, a):
+                kept.append((lo, min(hi, a), k))
+            if max(lo, b) < hi:
+                kept.append((max(lo, b), hi, k))
         segments = sorted(kept)
     owners = {k for _, _, k in segments}
     over = [known and i not in owners and not e.write.modifies and e.known
