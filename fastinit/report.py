@@ -23,13 +23,13 @@ import base64
 import collections
 import html
 import io
+import itertools
 import json
 import math
 import os
 import tempfile
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import torch
 from torch import nn
 
 from fastinit import provenance
@@ -87,11 +87,8 @@ class Report:
 
     def flagged_names(self) -> set[str]:
         """Names of modules, parameters and series members that a finding concerns."""
-        names = {f.name for f in self.findings}
-        for s in self.propagation.series:
-            if s.flagged:
-                names.update(s.names)
-        return names
+        return {f.name for f in self.findings}.union(
+            *(s.names for s in self.propagation.series if s.flagged))
 
     def __repr__(self) -> str:
         return f"Report({self.title!r}, {len(self.findings)} findings)"
@@ -214,11 +211,7 @@ def _tensor_rows(r: Report, flagged: set) -> tuple[list, list]:
 
 
 def _g(x: Optional[float]) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return f"{x:.3g}"
+    return "" if x is None else f"{x:.3g}"  # nan and inf come out as str() writes them
 
 
 def _caption(title: str, n: int, cap: Optional[int]) -> str:
@@ -232,12 +225,10 @@ def _text_table(headers: list, rows: list, wrap: Optional[Mapping[int, int]] = N
 
     wrap = wrap or {}
     cells = []
-    for r in rows:
+    for r in rows:  # a row takes as many lines as its longest wrapped cell
         parts = [textwrap.wrap(str(c), wrap[i]) or [""] if i in wrap else [str(c)]
                  for i, c in enumerate(r)]
-        height = max(len(p) for p in parts)
-        for k in range(height):
-            cells.append([p[k] if k < len(p) else "" for p in parts])
+        cells += [list(line) for line in itertools.zip_longest(*parts, fillvalue="")]
     widths = [max([len(str(h))] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
@@ -250,10 +241,8 @@ def _jsonable(x: Any) -> Any:
         return x if math.isfinite(x) else None
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple)):  # torch.Size too
         return [_jsonable(v) for v in x]
-    if isinstance(x, torch.Size):
-        return list(x)
     if isinstance(x, (str, int, bool)) or x is None:
         return x
     if hasattr(x, "as_dict"):
@@ -382,15 +371,14 @@ def _variant_html(label: Optional[str], r: Report) -> tuple[str, str]:
     top.append(f"<div class='meta'>inputs: {e(p.inputs)}; backward from {e(p.loss)}"
                + (f"; law check: {e(r.laws_note)}" if r.laws_note else "") + "</div>")
     if r.findings:
-        top.append(f"<b>{len(r.findings)} finding(s)</b>")
-        top.append(_html_table(["check", "name", "message"],
-                               [[f.check, f.name, f.message] for f in r.findings],
-                               [True] * len(r.findings)))
+        top += [f"<b>{len(r.findings)} finding(s)</b>",
+                _html_table(["check", "name", "message"],
+                            [[f.check, f.name, f.message] for f in r.findings],
+                            [True] * len(r.findings))]
     else:
         top.append("<div class='ok'>no findings</div>")
-    top.append(f"<img alt='std per layer and per tensor' "
-               f"src='data:image/png;base64,{_figure_png(r)}'>")
-    top.append("</div>")
+    top += [f"<img alt='std per layer and per tensor' "
+            f"src='data:image/png;base64,{_figure_png(r)}'>", "</div>"]
     flagged = r.flagged_names()
     prefix = e(label + ": " if label else "")
     detail = [f"<h2>{prefix}modules (execution order, flagged first)</h2>",
@@ -420,10 +408,8 @@ def write_html(path: str, reports: Union[Sequence[Report], Mapping[str, Report]]
     page = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
             f"<title>fastinit report: {html.escape(title)}</title>",
             f"<style>{_CSS}</style></head><body>",
-            f"<h1>fastinit report: {html.escape(items[0][1].title)}</h1>"]
-    page += [top for top, _ in parts]
-    page += [detail for _, detail in parts]
-    page.append("</body></html>")
+            f"<h1>fastinit report: {html.escape(items[0][1].title)}</h1>",
+            *(top for top, _ in parts), *(detail for _, detail in parts), "</body></html>"]
     text = "\n".join(page)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=folder)
