@@ -264,9 +264,8 @@ def _classify_call(node: ast.Call, reset: str | None, scope: dict) -> tuple[str,
     if name == "apply" and len(chain) >= 2:
         return ("work", f"calls {text}(...)")
     target = _resolve(chain, scope)
-    if _is_init_function(target):
-        return ("work", f"calls init function {text}(...)")
-    if name in _INIT_FUNCTIONS and (len(chain) == 1 or chain[-2] in ("init", "fastinit")):
+    if _is_init_function(target) or (
+            name in _INIT_FUNCTIONS and (len(chain) == 1 or chain[-2] in ("init", "fastinit"))):
         return ("work", f"calls init function {text}(...)")
     if name in _INPLACE and len(chain) >= 2:
         return ("work", f"in-place {name} on {_text(chain[:-1])}")

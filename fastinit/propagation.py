@@ -353,9 +353,7 @@ def _first_layer(model: nn.Module) -> Optional[nn.Module]:
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
+    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
 
 
 def infer_inputs(model: nn.Module, *, seed: int = 0) -> tuple[tuple, dict, str]:
@@ -531,8 +529,7 @@ def _pass_mode(model: nn.Module):
     """Eval mode except batch norms (training mode, running statistics restored)."""
     modes = {m: m.training for m in model.modules()}
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [{k: b.detach().clone() for k, b in m.named_buffers(recurse=False)
-              if b is not None} for m in norms]
+    saved = [{k: b.detach().clone() for k, b in m.named_buffers(recurse=False)} for m in norms]
     model.eval()
     for m in norms:
         m.train()
@@ -545,10 +542,6 @@ def _pass_mode(model: nn.Module):
                     getattr(m, k).copy_(v)
         for m, mode in modes.items():
             m.training = mode
-
-
-def _module_name(name: str) -> str:
-    return name or "(model)"
 
 
 def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) -> Propagation:
@@ -755,15 +748,14 @@ def _findings(model, rows, prows, series, stacks) -> list[Finding]:
     found: list[Finding] = []
     bad = [r for r in rows if r.nonfinite]
     if bad:
-        found.append(Finding(_module_name(bad[0].name), "nonfinite",
+        found.append(Finding(bad[0].name or "(model)", "nonfinite",
                              f"output has NaN or inf (first in execution order; {len(bad)} "
                              "module outputs in all)"))
-    for p in prows:
-        if p.nonfinite:
-            found.append(Finding(p.name, "nonfinite", "parameter has NaN or inf values"))
+    found += [Finding(p.name, "nonfinite", "parameter has NaN or inf values")
+              for p in prows if p.nonfinite]
     gbad = [r for r in rows if r.grad_nonfinite]
     if gbad and not bad:
-        found.append(Finding(_module_name(gbad[-1].name), "nonfinite",
+        found.append(Finding(gbad[-1].name or "(model)", "nonfinite",
                              f"gradient has NaN or inf ({len(gbad)} module outputs)"))
     for s in series:
         if not s.flagged:
