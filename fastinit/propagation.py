@@ -133,6 +133,8 @@ def _pattern(name: str) -> str:
 
 
 class _Row:
+    """What the row records share: ``as_dict``, with the ``shape`` tuple as a list."""
+
     def as_dict(self) -> dict:
         """The row as plain JSON-serializable data."""
         d = dataclasses.asdict(self)
