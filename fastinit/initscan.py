@@ -133,16 +133,9 @@ _FIXED_FACTORIES = frozenset([
 _RESET_NAMES = ("reset_parameters", "_reset_parameters")
 
 
-def _is_torch_class(cls: type) -> bool:
-    return cls.__module__ == "torch" or cls.__module__.startswith("torch.")
-
-
 def _reset_name(cls: type) -> str | None:
     """The reset routine ``run_model_init`` calls on a module of class ``cls``."""
-    for name in _RESET_NAMES:
-        if callable(getattr(cls, name, None)):
-            return name
-    return None
+    return next((n for n in _RESET_NAMES if callable(getattr(cls, n, None))), None)
 
 
 def _text(chain: list[str]) -> str:
@@ -190,6 +183,15 @@ class _Source:
         return node.lineno + self.offset
 
 
+def _source(fn) -> _Source | None:
+    """``fn``'s parsed source; None when it cannot be read (defined interactively,
+    generated, compiled, or not a function)."""
+    try:
+        return _Source(fn)
+    except (OSError, TypeError, SyntaxError, StopIteration):
+        return None
+
+
 def _function(cls: type, name: str):
     fn = cls.__dict__.get(name)
     if isinstance(fn, (staticmethod, classmethod)):
@@ -207,9 +209,7 @@ def _resolve(chain: list[str], scope: dict):
         if not isinstance(obj, types.ModuleType) or part in ("()", "[]", "?"):
             return None
         obj = getattr(obj, part, None)
-    while isinstance(obj, functools.partial):  # functools.partial(nn.init.trunc_normal_, ...)
-        obj = obj.func
-    return obj
+    return _unpartial(obj)  # functools.partial(nn.init.trunc_normal_, ...)
 
 
 def _indirect_init(func: ast.AST, scope: dict) -> str | None:
@@ -264,9 +264,8 @@ def _classify_call(node: ast.Call, reset: str | None, scope: dict) -> tuple[str,
     if name == "apply" and len(chain) >= 2:
         return ("work", f"calls {text}(...)")
     target = _resolve(chain, scope)
-    if _is_init_function(target):
-        return ("work", f"calls init function {text}(...)")
-    if name in _INIT_FUNCTIONS and (len(chain) == 1 or chain[-2] in ("init", "fastinit")):
+    if _is_init_function(target) or (
+            name in _INIT_FUNCTIONS and (len(chain) == 1 or chain[-2] in ("init", "fastinit"))):
         return ("work", f"calls init function {text}(...)")
     if name in _INPLACE and len(chain) >= 2:
         return ("work", f"in-place {name} on {_text(chain[:-1])}")
@@ -280,13 +279,15 @@ def _classify_call(node: ast.Call, reset: str | None, scope: dict) -> tuple[str,
         return ("work", f"calls init function {text}(...)")
     if chain[0] == "self" and len(chain) == 2:
         return ("self", name)
-    if isinstance(target, types.FunctionType) and not _is_torch_name(target.__module__):
+    if isinstance(target, types.FunctionType) and not _is_torch(target):
         return ("free", target)
     return None
 
 
-def _is_torch_name(module: str | None) -> bool:
-    return module is not None and (module == "torch" or module.startswith("torch."))
+def _is_torch(obj) -> bool:
+    """Whether ``obj`` (a class or a function) is defined in torch."""
+    module = obj.__module__ or ""
+    return module == "torch" or module.startswith("torch.")
 
 
 def _data_write(node: ast.AST) -> str | None:
@@ -338,14 +339,11 @@ def _scan_function(src: _Source, owner: str, cls_reset: str | None, fixed_counts
             if k in ("work", "fixed") or (k == "self-work" and follow is None):
                 found.append((line, Finding(owner, src.file, line, what)))
             elif k in ("self", "self-work", "free") and follow is not None:
-                called = what if k in ("self", "free") else _dotted(node.func)[-1]
-                inner = follow(called)
+                inner = follow(what if k in ("self", "free") else chain[-1])
                 if inner:
-                    label = _text(_dotted(node.func))
                     found.append((line, Finding(
-                        owner, src.file, line,
-                        f"calls {label}(...), which at {inner[0].file}:{inner[0].line} "
-                        f"{inner[0].what}")))
+                        owner, src.file, line, f"calls {_text(chain)}(...), which at "
+                        f"{inner[0].file}:{inner[0].line} {inner[0].what}")))
         else:
             for target in _targets(node):
                 what = _data_write(target)
@@ -403,24 +401,21 @@ def scan_class(cls: type) -> tuple[Finding, ...]:
     """The init work in the construction code of module class ``cls`` (its MRO's
     ``__init__`` and the methods they call on ``self``, one level deep), torch's classes
     skipped. Cached per class."""
-    got = _CACHE.get(cls)
-    if got is not None:
-        return got
+    if cls in _CACHE:
+        return _CACHE[cls]
     reset = _reset_name(cls)
     fixed_counts = reset is not None
     findings: list[Finding] = []
     for klass in cls.__mro__:
-        if klass is object or _is_torch_class(klass) or "__init__" not in klass.__dict__:
+        if klass is object or _is_torch(klass) or "__init__" not in klass.__dict__:
             continue
         owner = f"{klass.__module__}.{klass.__qualname__}"
         init = _function(klass, "__init__")
-        try:
-            src = _Source(init)
-        except (OSError, TypeError, SyntaxError, StopIteration):
-            findings.append(Finding(owner, getattr(getattr(init, "__code__", None),
-                                                   "co_filename", "?"),
-                                    getattr(getattr(init, "__code__", None),
-                                            "co_firstlineno", 0),
+        src = _source(init)
+        if src is None:
+            code = getattr(init, "__code__", None)
+            findings.append(Finding(owner, getattr(code, "co_filename", "?"),
+                                    getattr(code, "co_firstlineno", 0),
                                     "source of __init__ unavailable: cannot be checked"))
             continue
 
@@ -429,17 +424,9 @@ def scan_class(cls: type) -> tuple[Finding, ...]:
                 return _scan_free(name, reset, fixed_counts)
             for k in cls.__mro__:  # the method the instance would call
                 if name in k.__dict__:
-                    if _is_torch_class(k):
-                        return None
-                    fn = _function(k, name)
-                    if fn is None:
-                        return None
-                    try:
-                        inner = _Source(fn)
-                    except (OSError, TypeError, SyntaxError, StopIteration):
-                        return None
-                    return _scan_function(inner, f"{k.__module__}.{k.__qualname__}.{name}",
-                                          reset, fixed_counts)
+                    inner = None if _is_torch(k) else _source(_function(k, name))
+                    return None if inner is None else _scan_function(
+                        inner, f"{k.__module__}.{k.__qualname__}.{name}", reset, fixed_counts)
             return None
 
         findings += _scan_function(src, owner, reset, fixed_counts, follow)
@@ -454,17 +441,11 @@ def _scan_free(fn: types.FunctionType, reset: str | None, fixed_counts: bool) ->
     """Init work in a plain function called from ``__init__`` (one level: its own calls
     are judged by name, not followed). Cached per function."""
     key = (fn.__code__, reset, fixed_counts)
-    got = _FREE.get(key)
-    if got is None:
-        try:
-            inner = _Source(fn)
-        except (OSError, TypeError, SyntaxError, StopIteration):
-            got = ()
-        else:
-            got = tuple(_scan_function(inner, f"{fn.__module__}.{fn.__qualname__}", reset,
-                                       fixed_counts))
-        _FREE[key] = got
-    return list(got)
+    if key not in _FREE:
+        inner = _source(fn)
+        _FREE[key] = () if inner is None else tuple(
+            _scan_function(inner, f"{fn.__module__}.{fn.__qualname__}", reset, fixed_counts))
+    return list(_FREE[key])
 
 
 def _rewrites_every_parameter(module: nn.Module, recipe) -> bool:
@@ -521,14 +502,10 @@ def scan(module: nn.Module) -> list[Finding]:
     first one per class. Empty when the model's own entry point re-does everything."""
     trusted = _trusted(module)
     out: dict[str, Finding] = {}
-    seen: set[type] = set()
     for m in module.modules():
-        cls = type(m)
-        if id(m) in trusted or cls in seen:
-            continue
-        seen.add(cls)
-        for f in scan_class(cls):
-            out.setdefault(f.cls, f)
+        if id(m) not in trusted:
+            for f in scan_class(type(m)):  # cached per class
+                out.setdefault(f.cls, f)
     return list(out.values())
 
 

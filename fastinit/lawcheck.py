@@ -101,12 +101,10 @@ def _moments(params) -> Optional[tuple[float, float, float]]:
         # raw moments of the standard normal truncated to [alpha, beta]:
         # m_k = (k - 1) m_{k-2} + (alpha^(k-1) phi(alpha) - beta^(k-1) phi(beta)) / Z
         m = [1.0]
-        prev = 0.0
-        for k in range(1, 5):
+        for k in range(1, 5):  # at k = 1 the first term is 0 (m[k - 2] is m[0] there)
             ta = alpha ** (k - 1) * _pdf(alpha) if math.isfinite(alpha) else 0.0
             tb = beta ** (k - 1) * _pdf(beta) if math.isfinite(beta) else 0.0
-            mk = (k - 1) * (m[k - 2] if k >= 2 else prev) + (ta - tb) / z
-            m.append(mk)
+            m.append((k - 1) * m[k - 2] + (ta - tb) / z)
         m1, m2, m3, m4 = m[1:]
         c2 = m2 - m1 * m1
         c4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4
@@ -170,30 +168,28 @@ def _sample(flat: torch.Tensor, segments) -> tuple[torch.Tensor, int]:
     return x.to(device="cpu", dtype=torch.float64), total
 
 
-def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
-                  ) -> tuple[list[Finding], dict]:
-    """The law check of one region of ``t`` (see the module documentation)."""
+def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments) -> list[Finding]:
+    """The law check of one region of ``t`` (see the module documentation): its findings."""
     flat = _values(t)
     x, total = _sample(flat, segments)
-    stats = {"n": int(x.numel())}
-    if x.numel() == 0:
-        return [], stats
+    n = x.numel()
+    if n == 0:
+        return []
     where = f" ({w.caller} at {w.location})" if w.location else (
         f" ({w.caller})" if w.caller else "")
     law = w.describe()
     out = []
-    finite = math.isfinite(float(x.sum()))  # NaN or inf anywhere makes the sum so
-    if not finite:
+    if not math.isfinite(float(x.sum())):  # NaN or inf anywhere makes the sum so
         return [Finding(name, "law", f"holds NaN or inf where {law}{where} wrote finite "
-                        "values: written after the init, or garbage")], stats
+                        "values: written after the init, or garbage")]
     if params.dist == C.CONSTANT:
         wrong = int((x != params.shift).sum())
         if wrong:
-            out.append(Finding(name, "law", f"{wrong} of {x.numel()} sampled elements "
+            out.append(Finding(name, "law", f"{wrong} of {n} sampled elements "
                                f"differ from the constant {_fmt(params.shift)} that "
                                f"{law}{where} wrote", observed=float(x.std()) if
-                               x.numel() > 1 else None, expected=0.0))
-        return out, stats
+                               n > 1 else None, expected=0.0))
+        return out
     if params.clamp:  # every element within the law's bounds, not only the sample
         bounds = [torch.aminmax(flat[a:b]) for a, b in segments]
         lo = min(float(b.min) for b in bounds)
@@ -203,7 +199,6 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
                                f"bounds [{params.lo:.6g}, {params.hi:.6g}] of {law}{where}"))
     mean, var, mu4 = _moments(params)
     sigma = math.sqrt(var)
-    n = x.numel()
     if dtype in _INT:
         low, high = _rounding_cells(x, dtype)
         half = (high - low) / 2
@@ -213,7 +208,6 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
         low = high = x
         bias = rms = 0.0
     s, m = (float(v) for v in torch.std_mean(x, correction=0)) if n > 1 else (0.0, float(x[0]))
-    stats.update(mean=m, std=s)
     if n >= MIN_MOMENT_N and sigma > 0:
         se_m = sigma / math.sqrt(n)
         se_s = math.sqrt(max(mu4 - var * var, 0.0) / (4 * var * n))
@@ -241,13 +235,12 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments
         cdf_lo = torch.where(xs <= params.lo, torch.zeros_like(cdf_lo), cdf_lo)
     d = max(float((fn_hi - cdf_hi).max()), float((cdf_lo - fn_lo).max()), 0.0)
     crit = math.sqrt(math.log(2 / KS_ALPHA) / (2 * n))
-    stats["ks"] = d
     if d > crit:
         out.append(Finding(name, "law", f"the values do not follow {law}{where}: "
                            f"Kolmogorov-Smirnov distance {d:.3g} > {crit:.3g} (level "
                            f"{KS_ALPHA:g}, {n} of {total} elements)", observed=d,
                            expected=crit))
-    return out, stats
+    return out
 
 
 def _fans(shape: tuple) -> tuple[Optional[int], Optional[int]]:
@@ -310,9 +303,8 @@ def _analyse_now(model: nn.Module, record: "_Record", tensors: dict):
         t = tensors.get(name)
         if t is None or name in record.ties:
             continue
-        over, segments, known = _effective(tensor)
+        _, segments, known = _effective(tensor)
         owners = sorted({k for _, _, k in segments})
-        last = tensor.entries[owners[-1]].write if owners else None
         shape = tuple(t.shape)
         fan_in, fan_out = _fans(shape)
         kind = _kind(model, name, shape)
@@ -322,7 +314,7 @@ def _analyse_now(model: nn.Module, record: "_Record", tensors: dict):
                "expected_std_shape": _shape_refs(kind, fan_in, fan_out),
                "fan_in": fan_in, "fan_out": fan_out, "caller": None, "location": None,
                "checked": False}
-        if last is not None:
+        if owners:
             # the law of the tensor: the one owning most of its elements
             sizes = {}
             for lo, hi, k in segments:
@@ -341,16 +333,12 @@ def _analyse_now(model: nn.Module, record: "_Record", tensors: dict):
             row["observed_std"] = float(v.std(unbiased=False)) if v.numel() > 1 else 0.0
         if known and t.dtype.is_floating_point and t.device.type != "meta" and (
                 shape == tensor.shape and t.dtype == tensor.dtype):
-            checked = True
-            for k in owners:
-                e = tensor.entries[k]
-                if e.kernel is None:
-                    checked = False
-                    continue
+            checkable = [k for k in owners if tensor.entries[k].kernel is not None]
+            for k in checkable:
                 segs = [(lo, hi) for lo, hi, j in segments if j == k]
-                found, _ = _check_region(name, t, e.write, e.kernel[0], e.kernel[1], segs)
-                findings += found
-            row["checked"] = checked and bool(owners)
+                findings += _check_region(name, t, tensor.entries[k].write,
+                                          *tensor.entries[k].kernel, segs)
+            row["checked"] = bool(owners) and len(checkable) == len(owners)
         elif known and shape != tensor.shape:
             findings.append(Finding(name, "law", f"shape {shape} is not the shape "
                                     f"{tensor.shape} its recorded writes were made to: the "

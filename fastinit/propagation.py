@@ -80,8 +80,10 @@ fields and the previous ones put back; torch's global RNG state is untouched.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import functools
 import math
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -89,6 +91,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from fastinit import provenance
 from fastinit.findings import Finding
 
 __all__ = ["propagate", "Propagation", "ModuleRow", "ParamRow", "Series", "depth_trend",
@@ -129,8 +132,18 @@ def _pattern(name: str) -> str:
 # --- records ------------------------------------------------------------------------------
 
 
+class _Row:
+    """What the row records share: ``as_dict``, with the ``shape`` tuple as a list."""
+
+    def as_dict(self) -> dict:
+        """The row as plain JSON-serializable data."""
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
 @dataclasses.dataclass
-class ModuleRow:
+class ModuleRow(_Row):
     """One call of one module in the forward pass.
 
     Attributes:
@@ -169,15 +182,9 @@ class ModuleRow:
         base = self.name or "(model)"
         return base if self.call == 0 else f"{base}#{self.call + 1}"
 
-    def as_dict(self) -> dict:
-        """The row as plain JSON-serializable data."""
-        d = dataclasses.asdict(self)
-        d["shape"] = list(self.shape)
-        return d
-
 
 @dataclasses.dataclass
-class ParamRow:
+class ParamRow(_Row):
     """One parameter: its values and its gradient after the backward pass."""
 
     name: str
@@ -187,12 +194,6 @@ class ParamRow:
     grad_std: Optional[float] = None
     nonfinite: bool = False
     grad_nonfinite: bool = False
-
-    def as_dict(self) -> dict:
-        """The row as plain JSON-serializable data."""
-        d = dataclasses.asdict(self)
-        d["shape"] = list(self.shape)
-        return d
 
 
 @dataclasses.dataclass
@@ -330,8 +331,7 @@ def _width(shape: Sequence[int], kind: str) -> int:
     """Features per sample of an output (channels of an image-shaped one), or the smaller
     fan of a weight."""
     if kind == "param-grad":
-        receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-        return min(shape[0], shape[1] * receptive)
+        return min(shape[0], shape[1] * math.prod(shape[2:]))
     if len(shape) >= 4:
         return int(shape[1])
     return int(shape[-1]) if shape else 1
@@ -341,27 +341,21 @@ def _series(kind: str, key: str, names: list, stds: list,
             width: Optional[int] = None) -> Series:
     trend = stream_trend if kind == "residual" else depth_trend
     change, slope, se, flagged = trend(stds)
-    if width is not None and width < WIDTH_PER_LAYER * len(stds):
-        s = Series(kind, key, list(names), [float(v) for v in stds], change, slope, se, False)
-        s.judged = False
-        return s
-    return Series(kind, key, list(names), [float(s) for s in stds], change, slope, se, flagged)
+    judged = width is None or width >= WIDTH_PER_LAYER * len(stds)
+    return Series(kind, key, list(names), [float(v) for v in stds], change, slope, se,
+                  flagged and judged, judged)
 
 
 # --- inputs --------------------------------------------------------------------------------
 
 
 def _first_layer(model: nn.Module) -> Optional[nn.Module]:
-    for m in model.modules():
-        if next(m.parameters(recurse=False), None) is not None:
-            return m
-    return None
+    return next((m for m in model.modules()
+                 if next(m.parameters(recurse=False), None) is not None), None)
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
+    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
 
 
 def infer_inputs(model: nn.Module, *, seed: int = 0) -> tuple[tuple, dict, str]:
@@ -454,17 +448,12 @@ def _first_float(out: Any, prefer: Iterable[str] = ()) -> Optional[torch.Tensor]
             keys = list(out.keys())
         except Exception:  # noqa: BLE001 - not a mapping after all
             keys = []
-        for k in (*[p for p in prefer if p in keys], *keys):
-            t = _first_float(out[k])
-            if t is not None:
-                return t
+        values = (out[k] for k in (*[p for p in prefer if p in keys], *keys))
+    elif isinstance(out, (tuple, list)):
+        values = out
+    else:
         return None
-    if isinstance(out, (tuple, list)):
-        for v in out:
-            t = _first_float(v)
-            if t is not None:
-                return t
-    return None
+    return next((t for t in map(_first_float, values) if t is not None), None)
 
 
 # --- statistics ----------------------------------------------------------------------------
@@ -542,8 +531,7 @@ def _pass_mode(model: nn.Module):
     """Eval mode except batch norms (training mode, running statistics restored)."""
     modes = {m: m.training for m in model.modules()}
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [{k: b.detach().clone() for k, b in m.named_buffers(recurse=False)
-              if b is not None} for m in norms]
+    saved = [{k: b.detach().clone() for k, b in m.named_buffers(recurse=False)} for m in norms]
     model.eval()
     for m in norms:
         m.train()
@@ -556,10 +544,6 @@ def _pass_mode(model: nn.Module):
                     getattr(m, k).copy_(v)
         for m, mode in modes.items():
             m.training = mode
-
-
-def _module_name(name: str) -> str:
-    return name or "(model)"
 
 
 def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) -> Propagation:
@@ -608,11 +592,8 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
     stream_in: dict[str, tuple] = {}  # block name -> (std, shape) of its input
     handles = []
 
-    def grad_hook(row: ModuleRow):
-        def hook(g: torch.Tensor) -> None:
-            _, std, bad = _stats(g)
-            row.grad_std, row.grad_nonfinite = std, bad
-        return hook
+    def grad_hook(row: ModuleRow, g: torch.Tensor) -> None:
+        _, row.grad_std, row.grad_nonfinite = _stats(g)
 
     def forward_hook(m: nn.Module, inputs, output) -> None:
         name = names[m]
@@ -628,7 +609,7 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
             row.zero_fraction, row.dead_fraction, row.units = _dead(t)
         rows.append(row)
         if t.requires_grad:
-            t.register_hook(grad_hook(row))
+            t.register_hook(functools.partial(grad_hook, row))
 
     def pre_hook(m: nn.Module, inputs, kwargs=None) -> None:
         name = names[m]
@@ -641,9 +622,8 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
         if id(m) in block_ids:
             handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
 
-    params = [(n, p) for n, p in model.named_parameters()]
+    params = list(model.named_parameters())
     saved_grads = [p.grad for _, p in params]
-    grads: dict[str, Optional[torch.Tensor]] = {}
     try:
         with _pass_mode(model), torch.enable_grad():
             for _, p in params:
@@ -667,8 +647,7 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
                     raise RuntimeError(f"the backward pass of {type(model).__name__} failed "
                                        f"(its forward in eval mode is not differentiable as "
                                        f"run): {exc}") from exc
-            for n, p in params:
-                grads[n] = p.grad
+            grads = {n: p.grad for n, p in params}
     finally:
         for h in handles:
             h.remove()
@@ -679,17 +658,17 @@ def propagate(model: nn.Module, example_inputs: Any = None, *, seed: int = 0) ->
     for n, p in params:
         mean, std, bad = _stats(p)
         row = ParamRow(n, tuple(p.shape), mean, std, nonfinite=bad)
-        if grads.get(n) is not None:
+        if grads[n] is not None:
             _, row.grad_std, row.grad_nonfinite = _stats(grads[n])
         prows.append(row)
 
-    series = _all_series(rows, prows, stacks, stream_in, block_ids, names)
+    series = _all_series(rows, prows, stacks, stream_in)
     findings = _findings(model, rows, prows, series, stacks)
     return Propagation(rows, prows, series, findings, described,
                        "sum(output * r), r ~ N(0, 1) of the output's shape")
 
 
-def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series]:
+def _all_series(rows, prows, stacks, stream_in) -> list[Series]:
     series: list[Series] = []
     blocks_by_name = {n for _, blocks in stacks for n, _ in blocks}
     groups: dict[tuple, list[ModuleRow]] = {}
@@ -702,9 +681,7 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         if key[0] == r.name:  # no layer index: not part of a depth series
             continue
         groups.setdefault(key, []).append(r)
-    shapes_of: dict[tuple, int] = {}
-    for pat, kind, call, shape in groups:
-        shapes_of[(pat, kind, call)] = shapes_of.get((pat, kind, call), 0) + 1
+    shapes_of = collections.Counter(key[:3] for key in groups)
     for (pat, kind, call, shape), members in groups.items():
         if len(members) < MIN_DEPTH:
             continue
@@ -714,8 +691,7 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         width = _width(shape and (0, *shape), "activation")
         series.append(_series("activation", key, [m.label for m in members],
                               [m.std for m in members], width))
-        with_grad = [m for m in members if m.grad_std is not None]
-        if len(with_grad) == len(members):
+        if all(m.grad_std is not None for m in members):
             series.append(_series("activation-grad", key, [m.label for m in members],
                                   [m.grad_std for m in members], width))
     pgroups: dict[tuple, list[ParamRow]] = {}
@@ -725,24 +701,18 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         # output's gradient, set by its mean across samples, not by the variance argument.
         if pat != p.name and p.grad_std is not None and len(p.shape) >= 2:
             pgroups.setdefault((pat, p.shape), []).append(p)
-    pshapes: dict[str, int] = {}
-    for pat, _ in pgroups:
-        pshapes[pat] = pshapes.get(pat, 0) + 1
+    pshapes = collections.Counter(pat for pat, _ in pgroups)
     for (pat, shape), members in pgroups.items():
         if len(members) >= MIN_DEPTH:
             key = pat if pshapes[pat] == 1 else f"{pat} {'x'.join(map(str, shape))}"
             series.append(_series("param-grad", key, [m.name for m in members],
                                   [m.grad_std for m in members], _width(shape, "param-grad")))
-    by_name = {}
-    for r in rows:
-        by_name.setdefault(r.name, r)
+    by_name = {r.name: r for r in reversed(rows)}  # a module's first call
     streams: list[str] = []
     for stack, blocks in stacks:
         first = blocks[0][0]
-        if first not in stream_in:
-            continue
         outs = [by_name.get(n) for n, _ in blocks]
-        if any(o is None for o in outs):
+        if first not in stream_in or any(o is None for o in outs):
             continue
         std0, shape0 = stream_in[first]
         if any(o.shape != shape0 for o in outs):  # not a stream: the blocks change shape
@@ -760,8 +730,7 @@ def _all_series(rows, prows, stacks, stream_in, block_ids, names) -> list[Series
         if s.kind not in ("residual", "residual-grad") and any(
                 all(n.startswith(st + ".") for n in s.names) if st else True
                 for st in streams):
-            s.flagged = False
-            s.judged = False
+            s.flagged = s.judged = False
     return series
 
 
@@ -769,16 +738,10 @@ _RECORDED_CONSTANTS = ("constant", "zeros", "ones", "eye", "dirac")
 
 
 def _provenance_of(model: nn.Module) -> Optional[dict]:
-    """``fastinit.provenance.provenance(model)`` where that module exists and the model
-    was recorded; None otherwise."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec("fastinit.provenance") is None:
-        return None
-    prov = importlib.import_module("fastinit.provenance")
+    """``fastinit.provenance.provenance(model)`` where the model was recorded; None
+    otherwise."""
     try:
-        return prov.provenance(model)
+        return provenance.provenance(model)
     except (ValueError, RuntimeError, LookupError, TypeError, AttributeError):
         return None
 
@@ -787,15 +750,14 @@ def _findings(model, rows, prows, series, stacks) -> list[Finding]:
     found: list[Finding] = []
     bad = [r for r in rows if r.nonfinite]
     if bad:
-        found.append(Finding(_module_name(bad[0].name), "nonfinite",
+        found.append(Finding(bad[0].name or "(model)", "nonfinite",
                              f"output has NaN or inf (first in execution order; {len(bad)} "
                              "module outputs in all)"))
-    for p in prows:
-        if p.nonfinite:
-            found.append(Finding(p.name, "nonfinite", "parameter has NaN or inf values"))
+    found += [Finding(p.name, "nonfinite", "parameter has NaN or inf values")
+              for p in prows if p.nonfinite]
     gbad = [r for r in rows if r.grad_nonfinite]
     if gbad and not bad:
-        found.append(Finding(_module_name(gbad[-1].name), "nonfinite",
+        found.append(Finding(gbad[-1].name or "(model)", "nonfinite",
                              f"gradient has NaN or inf ({len(gbad)} module outputs)"))
     for s in series:
         if not s.flagged:
@@ -804,22 +766,20 @@ def _findings(model, rows, prows, series, stacks) -> list[Finding]:
         what = {"activation": "activation std", "activation-grad": "gradient std at the output",
                 "param-grad": "parameter gradient std", "residual": "residual-stream std",
                 "residual-grad": "residual-stream gradient std"}[s.kind]
+        base = s.kind if s.kind in ("activation", "residual") else "gradient"
+        check = f"{base}-{'growth' if grow else 'shrink'}"
         if s.kind == "residual":
-            check = "residual-growth" if grow else "residual-shrink"
             hint = ("a scaled-residual init (std / sqrt(2 L) on each branch's output "
                     "projection, or the last norm of each block at zero) keeps it steady"
                     if grow else "the blocks shrink the stream they should add to")
+        elif s.kind == "residual-grad":
+            hint = ("the gradient reaching the first blocks differs from the last's: a "
+                    "scaled-residual init (or zero-init of each block's last norm) keeps "
+                    "it steady")
         else:
-            base = "activation" if s.kind == "activation" else "gradient"
-            check = f"{base}-{'growth' if grow else 'shrink'}"
-            if s.kind == "residual-grad":
-                hint = ("the gradient reaching the first blocks differs from the last's: a "
-                        "scaled-residual init (or zero-init of each block's last norm) keeps "
-                        "it steady")
-            else:
-                hint = ("an init that keeps the variance steady (He for ReLU, Xavier for "
-                        "tanh, 1/sqrt(fan_in) otherwise) holds it within a factor "
-                        f"{DEPTH_FACTOR:g}")
+            hint = ("an init that keeps the variance steady (He for ReLU, Xavier for "
+                    "tanh, 1/sqrt(fan_in) otherwise) holds it within a factor "
+                    f"{DEPTH_FACTOR:g}")
         ratio = s.ratio
         shown = f"{ratio:.3g}x" if ratio >= 1e-3 else f"{ratio:.2e}x"
         fit = (f"fitted variance {s.slope:+.3g} +- {s.se:.2g} per block"
@@ -849,10 +809,10 @@ def _findings(model, rows, prows, series, stacks) -> list[Finding]:
                 if law is None or law in ("copy", "tie") or any(
                         c in law for c in _RECORDED_CONSTANTS):
                     continue
-                why = f"its recorded law is {law}"
                 found.append(Finding(p.name, "zero-variance",
                                      f"all {math.prod(p.shape)} values equal {p.mean:g}, but "
-                                     f"{why}: written behind the init's back?",
+                                     f"its recorded law is {law}: written behind the init's "
+                                     "back?",
                                      observed=0.0))
     order = {"nonfinite": 0, "zero-variance": 2, "dead-units": 3}
     found.sort(key=lambda f: order.get(f.check, 1))

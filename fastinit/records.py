@@ -111,23 +111,22 @@ class _Tensor:
 
 
 def _named(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    out = list(module.named_parameters(remove_duplicate=False))
-    out += [(n, b) for n, b in module.named_buffers(remove_duplicate=False) if b is not None]
-    return out
+    # (named_buffers leaves out the buffers registered as None)
+    return [*module.named_parameters(remove_duplicate=False),
+            *module.named_buffers(remove_duplicate=False)]
 
 
 def _ties(module: nn.Module, named) -> dict[str, str]:
     """alias name -> source name, for tensors that are one object under several names."""
     first: dict[int, str] = {}
     ties: dict[str, str] = {}
-    declared = getattr(module, "all_tied_weights_keys", None)
-    declared = dict(declared) if isinstance(declared, dict) else {}
     for name, t in named:
-        if id(t) in first:
-            ties[name] = first[id(t)]
-        else:
-            first[id(t)] = name
-    for target, source in declared.items():  # transformers' own direction of the tie
+        source = first.setdefault(id(t), name)
+        if source != name:
+            ties[name] = source
+    declared = getattr(module, "all_tied_weights_keys", None)
+    for target, source in (declared.items() if isinstance(declared, dict) else ()):
+        # transformers' own direction of the tie
         if ties.get(source) == target:
             del ties[source]
             ties[target] = source
@@ -173,11 +172,10 @@ def _follow_moves(raw: list[tuple]) -> list[tuple]:
         if kind != _MOVED:
             out.append((kind, g, payload, site))
             continue
-        (old_storage, old_offset), shift = payload, None
-        shift = g[1] - old_offset
-        for k2, g2, p2, s2 in list(out):
-            if g2[0] == old_storage and k2 != _MOVED:
-                out.append((k2, (g[0], g2[1] + shift) + g2[2:], p2, s2))
+        old_storage, old_offset = payload
+        for k2, g2, p2, s2 in list(out):  # (out holds no move: each became a copy)
+            if g2[0] == old_storage:
+                out.append((k2, (g[0], g2[1] + g[1] - old_offset) + g2[2:], p2, s2))
         out.append((_OP, g, ("copy_", None), site))
     return out
 
@@ -185,12 +183,8 @@ def _follow_moves(raw: list[tuple]) -> list[tuple]:
 def _extent(g) -> tuple[int, int]:
     """[first byte, one past the last byte) a geometry can touch."""
     _, off, shape, stride, size = g
-    lo = hi = off // size
-    for n, s in zip(shape, stride):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
+    lo = off // size + sum((n - 1) * s for n, s in zip(shape, stride) if s < 0)
+    hi = off // size + sum((n - 1) * s for n, s in zip(shape, stride) if s >= 0)
     return lo * size, (hi + 1) * size
 
 
@@ -215,38 +209,36 @@ def _entry(kind, g, payload, site, tg, t) -> Optional[_Entry]:
     span, region, known = _region(g, tg, t)
     if span == "outside":
         return None
-    kernel = None
+    kernel = seed = stream = function = None
+    args, modifies = {}, False
     if kind == _FILL:
-        params, key, stream = payload
+        params, key, drawn_stream = payload
         law, args = _law(params)
-        seed = None if params.dist == C.CONSTANT else key
-        stream = None if params.dist == C.CONSTANT else stream
+        if params.dist != C.CONSTANT:
+            seed, stream = key, drawn_stream
         kernel = (params, t.dtype) if g[4] == tg[4] else None
-        w = Write(law, args, caller, location, seed, stream, region, False,
-                  fn if fn and fn != law else None)
+        function = fn
     elif kind == _TORCH:
         law = fn if fn in ("orthogonal_", "sparse_", "eye_", "dirac_") else (
             "constant" if fn in ("constant_", "zeros_", "ones_") else (fn or "torch"))
-        w = Write(law, {}, caller, location, None, None, region, False,
-                  fn if fn and fn != law else None)
+        function = fn
     elif kind == _MADE:
-        law, args = payload
-        w = Write(law, dict(args), caller, location, None, None, region, False)
+        law, args = payload[0], dict(payload[1])
     else:
         name, value = payload
         modifies = name.endswith("_") and name not in _REPLACING
         if name.startswith("__setitem__"):
             if name != "__setitem__":
-                known = False
-                region = "indexed elements"
+                known, region = False, "indexed elements"
             law = "constant" if isinstance(value, (int, float, bool)) else "copy"
-            args = {"value": float(value)} if law == "constant" else {}
+            if law == "constant":
+                args = {"value": float(value)}
         else:
             law = "copy" if name == "copy_" else name
-            args = {}
             if name in _PARTIAL_OPS:
                 known, region, modifies = False, "indexed elements", False
-        w = Write(law, args, caller, location, None, None, region, False, None, modifies)
+    w = Write(law, args, caller, location, seed, stream, region, False,
+              function if function and function != law else None, modifies)
     return _Entry(w, span, known, kernel)
 
 
@@ -267,30 +259,21 @@ def _region(g, tg, t):
         return None, None, True
     lo, hi = _extent(g)
     tlo, thi = _extent(tg)
-    if size != tsize or not _dense(tshape, tstride) or not _dense(shape, stride):
-        if lo <= tlo and thi <= hi and _dense(shape, stride) and _dense(tshape, tstride):
-            return None, None, True
-        return (0, 0), "part", False
-    if lo <= tlo and thi <= hi:
+    dense = _dense(shape, stride) and _dense(tshape, tstride)
+    if dense and lo <= tlo and thi <= hi:  # covers the whole tensor
         return None, None, True
+    if size != tsize or not dense:
+        return (0, 0), "part", False
     a, b = max(lo, tlo) // size - tlo // size, min(hi, thi) // size - tlo // size
     if a >= b:
         return "outside", None, False
     row = math.prod(tshape[1:]) if len(tshape) >= 2 else 0
-    contiguous = tuple(tstride) == _contiguous_strides(tshape)
+    contiguous = tuple(tstride) == torch.empty(tshape, device="meta").stride()
     if contiguous and row and a % row == 0 and b % row == 0:
         name = f"rows {a // row}:{b // row}"
     else:
         name = f"elements {a}:{b}" if contiguous else f"memory elements {a}:{b}"
     return (a, b), name, True
-
-
-def _contiguous_strides(shape) -> tuple:
-    out, acc = [], 1
-    for n in reversed(shape):
-        out.append(acc)
-        acc *= max(n, 1)
-    return tuple(reversed(out))
 
 
 def _law(params) -> tuple[str, dict]:
@@ -302,14 +285,6 @@ def _law(params) -> tuple[str, dict]:
         return "uniform_", {"a": params.shift, "b": params.shift + params.scale}
     return "trunc_normal_", {"mean": params.shift, "std": params.scale, "a": params.lo,
                              "b": params.hi}
-
-
-def _settle(record: "_Record", model: nn.Module) -> None:
-    """Resolve the sessions kept for a model, in order."""
-    if not record.pending:
-        return
-    _merge(record, record.pending, model)
-    record.pending.clear()
 
 
 def _merge(record: "_Record", sessions, model: nn.Module) -> None:
@@ -332,7 +307,9 @@ def _record_of(model: nn.Module) -> _Record:
         raise TypeError(f"fastinit.provenance needs an nn.Module, got {type(model).__name__}")
     record = _RECORDS.get(model)
     if record is not None:
-        _settle(record, model)
+        if record.pending:  # resolve the sessions kept for the model, in order
+            _merge(record, record.pending, model)
+            record.pending.clear()
         return record
     record = _Record()
     _merge(record, _LOGS, model)
@@ -357,20 +334,16 @@ def _effective(tensor: _Tensor) -> tuple[list[bool], list[tuple[int, int, int]],
             continue
         a, b = (0, n) if e.span is None else e.span
         if e.write.modifies:
-            for j, (lo, hi, k) in enumerate(segments):
+            for lo, hi, k in segments:
                 if lo < b and a < hi:
                     modified[k] = True
             continue
-        kept = []
-        for lo, hi, k in segments:
-            if hi <= a or b <= lo:
-                kept.append((lo, hi, k))
-                continue
-            if lo < a:
-                kept.append((lo, a, k))
-            if b < hi:
-                kept.append((b, hi, k))
-        kept.append((a, b, i))
+        kept = [(a, b, i)]
+        for lo, hi, k in segments:  # what each segment keeps left of a and right of b
+            if lo < min(hi, a):
+                kept.append((lo, min(hi, a), k))
+            if max(lo, b) < hi:
+                kept.append((max(lo, b), hi, k))
         segments = sorted(kept)
     owners = {k for _, _, k in segments}
     over = [known and i not in owners and not e.write.modifies and e.known

@@ -20,39 +20,27 @@ Examples:
 from __future__ import annotations
 
 import base64
+import collections
 import html
-import importlib
-import importlib.util
 import io
+import itertools
 import json
 import math
 import os
 import tempfile
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import torch
 from torch import nn
 
+from fastinit import provenance
 from fastinit.findings import Finding
+from fastinit.lawcheck import _fans
 from fastinit.propagation import Propagation, propagate
 
 __all__ = ["report", "Report", "write_html", "compare_table"]
 
 #: Rows of the terminal tables by default (the JSON and the HTML page have them all).
 TABLE_ROWS = 40
-
-
-def _provenance_module():
-    if importlib.util.find_spec("fastinit.provenance") is None:
-        return None
-    return importlib.import_module("fastinit.provenance")
-
-
-def _fans(shape: Sequence[int]) -> tuple[Optional[int], Optional[int]]:
-    if len(shape) < 2:
-        return None, None
-    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-    return shape[1] * receptive, shape[0] * receptive
 
 
 def _shape_rows(propagation: Propagation) -> list[dict]:
@@ -99,11 +87,8 @@ class Report:
 
     def flagged_names(self) -> set[str]:
         """Names of modules, parameters and series members that a finding concerns."""
-        names = {f.name for f in self.findings}
-        for s in self.propagation.series:
-            if s.flagged:
-                names.update(s.names)
-        return names
+        return {f.name for f in self.findings}.union(
+            *(s.names for s in self.propagation.series if s.flagged))
 
     def __repr__(self) -> str:
         return f"Report({self.title!r}, {len(self.findings)} findings)"
@@ -126,26 +111,13 @@ class Report:
                                    [[f.check, f.name, f.message] for f in self.findings],
                                    wrap={2: 100}))
         flagged = self.flagged_names()
-        mods = sorted(p.modules, key=lambda r: (r.label not in flagged and r.name not in flagged,
-                                                 r.order))
-        rows = [["!" if (r.label in flagged or r.name in flagged) else "", r.label, r.kind,
-                 "x".join(map(str, r.shape)), _g(r.std), _g(r.mean), _g(r.grad_std),
-                 "" if r.zero_fraction is None else f"{r.zero_fraction:.0%}"] for r in mods]
-        out += ["", _caption("MODULES (execution order, flagged first)", len(rows), max_rows)]
-        out.append(_text_table(["", "module", "class", "output", "std", "mean", "grad std",
-                                "zeros"], rows[:max_rows] if max_rows else rows))
-        tens = sorted(self.tensors, key=lambda t: t["name"] not in flagged)
-        trows = []
-        for t in tens:
-            ref = t.get("expected_std_shape") or {}
-            trows.append(["!" if t["name"] in flagged else "", t["name"],
-                          "x".join(map(str, t["shape"])), t.get("law") or "",
-                          _g(t.get("observed_std")), _g(t.get("expected_std_law")),
-                          " ".join(f"{k}={_g(v)}" for k, v in ref.items()
-                                   if isinstance(v, (int, float)))])
-        out += ["", _caption("TENSORS (flagged first)", len(trows), max_rows)]
-        out.append(_text_table(["", "tensor", "shape", "law", "std", "law std",
-                                "shape references"], trows[:max_rows] if max_rows else trows))
+        for title, headers, (cells, flags) in (
+                ("MODULES (execution order, flagged first)", _MODULE_HEADERS,
+                 _module_rows(self, flagged)),
+                ("TENSORS (flagged first)", _TENSOR_HEADERS, _tensor_rows(self, flagged))):
+            rows = [["!" if flag else ""] + c for c, flag in zip(cells, flags)]
+            out += ["", _caption(title, len(rows), max_rows)]
+            out.append(_text_table([""] + headers, rows[:max_rows] if max_rows else rows))
         return "\n".join(out)
 
     # --- data -----------------------------------------------------------------------------
@@ -199,17 +171,13 @@ def report(model: nn.Module, example_inputs: Any = None, *, laws: bool = True, s
     if not laws:
         note = "not requested"
     else:
-        prov = _provenance_module()
-        if prov is None:
-            note = "fastinit.provenance is not available"
+        try:
+            provenance.provenance(model)
+        except (ValueError, RuntimeError, LookupError, TypeError, AttributeError) as exc:
+            note = f"no provenance ({exc})"
         else:
-            try:
-                records = prov.provenance(model)
-            except (ValueError, RuntimeError, LookupError, TypeError, AttributeError) as exc:
-                records, note = None, f"no provenance ({exc})"
-            if records is not None:
-                tensors = prov.law_table(model)
-                law_findings = prov.check_laws(model)
+            tensors = provenance.law_table(model)
+            law_findings = provenance.check_laws(model)
     if tensors is None:
         tensors = _shape_rows(prop)
     return Report(title, prop, tensors, law_findings, note)
@@ -217,13 +185,33 @@ def report(model: nn.Module, example_inputs: Any = None, *, laws: bool = True, s
 
 # --- text helpers ---------------------------------------------------------------------------
 
+_MODULE_HEADERS = ["module", "class", "output", "std", "mean", "grad std", "zeros"]
+_TENSOR_HEADERS = ["tensor", "shape", "law", "std", "law std", "shape references"]
+
+
+def _module_rows(r: Report, flagged: set) -> tuple[list, list]:
+    """(cells, whether flagged) per module call of the module tables: flagged first, then
+    in execution order."""
+    mods = sorted(r.propagation.modules,
+                  key=lambda m: (m.label not in flagged and m.name not in flagged, m.order))
+    cells = [[m.label, m.kind, "x".join(map(str, m.shape)), _g(m.std), _g(m.mean),
+              _g(m.grad_std), "" if m.zero_fraction is None else f"{m.zero_fraction:.0%}"]
+             for m in mods]
+    return cells, [m.label in flagged or m.name in flagged for m in mods]
+
+
+def _tensor_rows(r: Report, flagged: set) -> tuple[list, list]:
+    """(cells, whether flagged) per tensor of the tensor tables: flagged first."""
+    tens = sorted(r.tensors, key=lambda t: t["name"] not in flagged)
+    cells = [[t["name"], "x".join(map(str, t["shape"])), t.get("law") or "",
+              _g(t.get("observed_std")), _g(t.get("expected_std_law")),
+              " ".join(f"{k}={_g(v)}" for k, v in (t.get("expected_std_shape") or {}).items()
+                       if isinstance(v, (int, float)))] for t in tens]
+    return cells, [t["name"] in flagged for t in tens]
+
 
 def _g(x: Optional[float]) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return f"{x:.3g}"
+    return "" if x is None else f"{x:.3g}"  # nan and inf come out as str() writes them
 
 
 def _caption(title: str, n: int, cap: Optional[int]) -> str:
@@ -237,12 +225,10 @@ def _text_table(headers: list, rows: list, wrap: Optional[Mapping[int, int]] = N
 
     wrap = wrap or {}
     cells = []
-    for r in rows:
+    for r in rows:  # a row takes as many lines as its longest wrapped cell
         parts = [textwrap.wrap(str(c), wrap[i]) or [""] if i in wrap else [str(c)]
                  for i, c in enumerate(r)]
-        height = max(len(p) for p in parts)
-        for k in range(height):
-            cells.append([p[k] if k < len(p) else "" for p in parts])
+        cells += [list(line) for line in itertools.zip_longest(*parts, fillvalue="")]
     widths = [max([len(str(h))] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
@@ -255,10 +241,8 @@ def _jsonable(x: Any) -> Any:
         return x if math.isfinite(x) else None
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple)):  # torch.Size too
         return [_jsonable(v) for v in x]
-    if isinstance(x, torch.Size):
-        return list(x)
     if isinstance(x, (str, int, bool)) or x is None:
         return x
     if hasattr(x, "as_dict"):
@@ -271,9 +255,7 @@ def compare_table(reports: Mapping[str, Report], max_rows: Optional[int] = TABLE
     table (``max_rows`` as in :meth:`Report.table`)."""
     lines = ["comparison:"]
     for label, r in reports.items():
-        counts: dict[str, int] = {}
-        for f in r.findings:
-            counts[f.check] = counts.get(f.check, 0) + 1
+        counts = collections.Counter(f.check for f in r.findings)
         what = ", ".join(f"{k} x{v}" for k, v in counts.items()) or "no findings"
         lines.append(f"  {label}: {what}")
     for label, r in reports.items():
@@ -299,10 +281,7 @@ img{max-width:100%;display:block;margin:6px 0}
 
 
 def _figure_png(r: Report) -> str:
-    """The three plots of one report as a base64 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    """The three plots of one report as a base64 PNG (matplotlib's backend already set)."""
     from matplotlib.figure import Figure
 
     p = r.propagation
@@ -313,19 +292,14 @@ def _figure_png(r: Report) -> str:
               ("gradients: std per layer",
                ("residual-grad", "activation-grad" if has_grad else "param-grad")))
     for ax, (title, kinds) in zip(axes, panels):
-        shown = 0
-        for kind in kinds:
-            for s in p.series:
-                if s.kind != kind or shown >= 8:
-                    continue
-                bold = kind in ("residual", "residual-grad")
-                style = dict(lw=2.4, color="k") if bold else dict(lw=1.3)
-                if s.flagged:
-                    style.update(ls="--")
-                ys = [max(v, 1e-30) for v in s.stds]
-                ax.plot(range(len(ys)), ys, marker=".", ms=3, label=_short(s.key, kind),
-                        **style)
-                shown += 1
+        shown = [s for kind in kinds for s in p.series if s.kind == kind][:8]
+        for s in shown:
+            bold = s.kind in ("residual", "residual-grad")
+            style = dict(lw=2.4, color="k") if bold else dict(lw=1.3)
+            if s.flagged:
+                style.update(ls="--")
+            ys = [max(v, 1e-30) for v in s.stds]
+            ax.plot(range(len(ys)), ys, marker=".", ms=3, label=_short(s.key, s.kind), **style)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("layer (position in the series)", fontsize=8)
         if shown:
@@ -334,17 +308,14 @@ def _figure_png(r: Report) -> str:
         else:
             ax.text(0.5, 0.5, "no series of 4 or more layers", ha="center", va="center",
                     transform=ax.transAxes, fontsize=9, color="#666")
-        ax.tick_params(labelsize=7)
-        ax.grid(True, alpha=0.3)
     ax = axes[2]
     # Constant tensors (std 0: norms at one, biases at zero) have no place on a log scale;
     # the panel counts them in its title.
     tensors = [t for t in r.tensors if isinstance(t.get("observed_std"), (int, float))
                and t["observed_std"] > 0]
     constants = len(r.tensors) - len(tensors)
-    xs = list(range(len(tensors)))
     obs = [t["observed_std"] for t in tensors]
-    ax.scatter(xs, obs, s=10, color="#1f77b4", label="observed", zorder=3)
+    ax.scatter(range(len(obs)), obs, s=10, color="#1f77b4", label="observed", zorder=3)
     law = [(i, t["expected_std_law"]) for i, t in enumerate(tensors)
            if isinstance(t.get("expected_std_law"), (int, float)) and t["expected_std_law"] > 0]
     if law:
@@ -368,8 +339,9 @@ def _figure_png(r: Report) -> str:
     ax.set_xlabel("tensor (registration order)"
                   + (f"; {constants} constant ones not shown" if constants else ""), fontsize=8)
     ax.legend(fontsize=6, loc="best")
-    ax.tick_params(labelsize=7)
-    ax.grid(True, alpha=0.3)
+    for ax in axes:
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -399,35 +371,20 @@ def _variant_html(label: Optional[str], r: Report) -> tuple[str, str]:
     top.append(f"<div class='meta'>inputs: {e(p.inputs)}; backward from {e(p.loss)}"
                + (f"; law check: {e(r.laws_note)}" if r.laws_note else "") + "</div>")
     if r.findings:
-        top.append(f"<b>{len(r.findings)} finding(s)</b>")
-        top.append(_html_table(["check", "name", "message"],
-                               [[f.check, f.name, f.message] for f in r.findings],
-                               [True] * len(r.findings)))
+        top += [f"<b>{len(r.findings)} finding(s)</b>",
+                _html_table(["check", "name", "message"],
+                            [[f.check, f.name, f.message] for f in r.findings],
+                            [True] * len(r.findings))]
     else:
         top.append("<div class='ok'>no findings</div>")
-    top.append(f"<img alt='std per layer and per tensor' "
-               f"src='data:image/png;base64,{_figure_png(r)}'>")
-    top.append("</div>")
+    top += [f"<img alt='std per layer and per tensor' "
+            f"src='data:image/png;base64,{_figure_png(r)}'>", "</div>"]
     flagged = r.flagged_names()
-    mods = sorted(p.modules, key=lambda m: (m.label not in flagged and m.name not in flagged,
-                                            m.order))
-    detail = [f"<h2>{e(label + ': ' if label else '')}modules (execution order, flagged first)"
-              "</h2>",
-              _html_table(["module", "class", "output", "std", "mean", "grad std", "zeros"],
-                          [[m.label, m.kind, "x".join(map(str, m.shape)), _g(m.std),
-                            _g(m.mean), _g(m.grad_std),
-                            "" if m.zero_fraction is None else f"{m.zero_fraction:.0%}"]
-                           for m in mods],
-                          [m.label in flagged or m.name in flagged for m in mods])]
-    tens = sorted(r.tensors, key=lambda t: t["name"] not in flagged)
-    detail.append(f"<h2>{e(label + ': ' if label else '')}tensors (flagged first)</h2>")
-    detail.append(_html_table(
-        ["tensor", "shape", "law", "std", "law std", "shape references"],
-        [[t["name"], "x".join(map(str, t["shape"])), t.get("law") or "",
-          _g(t.get("observed_std")), _g(t.get("expected_std_law")),
-          " ".join(f"{k}={_g(v)}" for k, v in (t.get("expected_std_shape") or {}).items()
-                   if isinstance(v, (int, float)))] for t in tens],
-        [t["name"] in flagged for t in tens]))
+    prefix = e(label + ": " if label else "")
+    detail = [f"<h2>{prefix}modules (execution order, flagged first)</h2>",
+              _html_table(_MODULE_HEADERS, *_module_rows(r, flagged)),
+              f"<h2>{prefix}tensors (flagged first)</h2>",
+              _html_table(_TENSOR_HEADERS, *_tensor_rows(r, flagged))]
     return "\n".join(top), "\n".join(detail)
 
 
@@ -438,25 +395,21 @@ def write_html(path: str, reports: Union[Sequence[Report], Mapping[str, Report]]
     The page is written to a temporary file next to ``path`` and moved into place: whole
     or not at all. Needs matplotlib (the ``test`` or ``bench`` extra).
     """
-    if isinstance(reports, Mapping):
-        items = list(reports.items())
-    else:
-        items = [(None, r) for r in reports]
+    items = list(reports.items()) if isinstance(reports, Mapping) else [(None, r) for r in reports]
     if not items:
         raise ValueError("write_html needs at least one report")
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
     except ImportError:
         raise ImportError("the HTML report needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg", force=False)
     parts = [_variant_html(label, r) for label, r in items]
     title = " vs ".join(r.title if label is None else label for label, r in items)
     page = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
             f"<title>fastinit report: {html.escape(title)}</title>",
             f"<style>{_CSS}</style></head><body>",
-            f"<h1>fastinit report: {html.escape(items[0][1].title)}</h1>"]
-    page += [top for top, _ in parts]
-    page += [detail for _, detail in parts]
-    page.append("</body></html>")
+            f"<h1>fastinit report: {html.escape(items[0][1].title)}</h1>",
+            *(top for top, _ in parts), *(detail for _, detail in parts), "</body></html>"]
     text = "\n".join(page)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=folder)
