@@ -51,15 +51,16 @@ from fastinit.spec import KernelParams
 from .cpu_ir import _LO32, _ROUNDS, _SH32, F, U, _philox_rounds
 from .cpu_jit import _cached_jit
 from .cpu_loops import _DIST_NAMES, _KERNEL_DIST, _KERNELS
-from .cpu_math import group_words, philox4x32, trunc_regions
+from .cpu_math import philox4x32, trunc_regions
 
 # Reached through this module by the tests and tools (the device math one element at a time,
 # the loops' assembly): re-exported, so that they need not know the backend's layout.
 from .cpu_ir import f16_bits_to_f32, f32_to_f16_bits  # noqa: F401
 from .cpu_loops import (_TRUNC_TILE, _normal_groups, _trunc_groups,  # noqa: F401
                         _uniform_groups)
-from .cpu_math import (box_muller, cossin_2pi, log_f32, ndtri_factor,  # noqa: F401
-                       round_bf16, run_words, store, trunc_normal_standard, uniform_open)
+from .cpu_math import (box_muller, cossin_2pi, group_words, log_f32,  # noqa: F401
+                       ndtri_factor, round_bf16, run_words, store, trunc_normal_standard,
+                       uniform_open)
 
 # --- host side ------------------------------------------------------------------------------
 
@@ -133,19 +134,15 @@ def _compile_notice(what: Iterable[tuple[int, torch.dtype]]) -> Iterator[None]:
     after the first) prints nothing.
     """
     what = sorted(set(what), key=lambda dd: (dd[0], str(dd[1])))
-    said = []
+    seconds = sum(_COMPILE_SECONDS[d] for d, _ in what)
+    names = ", ".join(f"{_DIST_NAMES[d]} {str(t).removeprefix('torch.')}" for d, t in what)
+    unsaid = [f"fastinit: compiling the CPU kernels once, ~{max(1, round(seconds))} s "
+              f"({names}); later runs load them from Numba's cache"]
 
     class Listener(numba_event.Listener):
         def on_start(self, event) -> None:
-            if said:
-                return
-            said.append(True)
-            seconds = sum(_COMPILE_SECONDS[d] for d, _ in what)
-            names = ", ".join(f"{_DIST_NAMES[d]} {str(t).removeprefix('torch.')}"
-                              for d, t in what)
-            print(f"fastinit: compiling the CPU kernels once, ~{max(1, round(seconds))} s "
-                  f"({names}); later runs load them from Numba's cache", file=sys.stderr,
-                  flush=True)
+            if unsaid:  # the first compile of the block
+                print(unsaid.pop(), file=sys.stderr, flush=True)
 
         def on_end(self, event) -> None:
             pass
@@ -339,10 +336,7 @@ def _words(groups, k0, k1, c2, c3, rounds):
     out = np.empty((groups.size, 4), dtype=np.uint32)
     for i in range(groups.size):
         g = groups[i]
-        if rounds == _ROUNDS:  # the fills' own Philox
-            w = group_words(g, k0, k1, c2, c3)
-        else:
-            w = philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
+        w = _philox_once(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
         out[i, 0], out[i, 1], out[i, 2], out[i, 3] = w
     return out
 
