@@ -100,11 +100,7 @@ def _executor() -> ThreadPoolExecutor:
 def _flat_array(out: torch.Tensor, span: int) -> np.ndarray:
     """A NumPy view of ``span`` elements of ``out``'s memory (16-bit dtypes as their bits:
     bfloat16 as uint16, float16 as int16, so that each has its own compiled store)."""
-    out = out.detach()
-    if out.is_contiguous() and span == out.numel():
-        flat = out.view(-1)
-    else:
-        flat = torch.as_strided(out, (span,), (1,))
+    flat = torch.as_strided(out.detach(), (span,), (1,))
     if out.dtype == torch.bfloat16:
         return flat.view(torch.int16).numpy().view(np.uint16)
     if out.dtype == torch.float16:
@@ -288,8 +284,6 @@ def _run(jobs: list[tuple], threads: int, done=None) -> None:
     microseconds to wake up), pool threads help when there is more than one job and the
     jobs write :data:`PARALLEL_THRESHOLD` elements or more in all (below that, threads
     taking turns at the interpreter's lock for each tiny job cost more than the fills)."""
-    if not jobs:
-        return
     if threads > 1 and len(jobs) > 1 and sum(_size(job) for job in jobs) < PARALLEL_THRESHOLD:
         threads = 1
     lock = threading.Lock()
