@@ -293,8 +293,6 @@ def layout_segments(layout: ShardLayout, local_strides: Sequence[int]) -> list[S
 @functools.lru_cache(maxsize=4096)
 def _layout_segments(layout: ShardLayout, local_strides: tuple[int, ...]) -> tuple[Segment, ...]:
     gstrides = contiguous_strides(layout.global_shape)
-    if any(not r for r in layout.runs):
-        return ()
     per_dim = [_pieces(r) for r in layout.runs]
     segs: list[Segment] = []
     for block in itertools.product(*per_dim):
@@ -376,11 +374,10 @@ def fill_full_then_shard(dt, fill_full: Callable[[torch.Tensor], object]) -> Non
     device type), so the result equals a single-process fill without any communication,
     at the cost of one full-size temporary per rank.
     """
-    local, segs = local_plan(dt)  # raises for Partial before any work
+    local, _ = local_plan(dt)  # raises for Partial before any work
     full = torch.empty(tuple(dt.shape), dtype=dt.dtype, device=local.device)
     fill_full(full)
-    with torch.no_grad():
-        copy_segments_from_full(local, segs, full)
+    copy_from_full_(dt, full)
 
 
 def global_positions(dt) -> list[torch.Tensor]:
@@ -401,14 +398,12 @@ def index_put_global_(dt, indices: Sequence[torch.Tensor], value: float) -> None
     local, _ = local_plan(dt)  # validates the placements and the local shape
     if local.numel() == 0:
         return
-    keep = None
     local_idx = []
     for d, (pos, idx) in enumerate(zip(global_positions(dt), indices)):
         lookup = torch.full((dt.shape[d],), -1, dtype=torch.int64, device=local.device)
         lookup[pos] = torch.arange(pos.numel(), device=local.device)
-        li = lookup[idx.to(device=local.device, dtype=torch.int64)]
-        keep = li >= 0 if keep is None else keep & (li >= 0)
-        local_idx.append(li)
+        local_idx.append(lookup[idx.to(device=local.device, dtype=torch.int64)])
+    keep = functools.reduce(torch.logical_and, [li >= 0 for li in local_idx])
     with torch.no_grad():
         local.index_put_(tuple(li[keep] for li in local_idx),
                          torch.tensor(value, dtype=local.dtype, device=local.device))
