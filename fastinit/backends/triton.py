@@ -160,16 +160,15 @@ def fill_grouped(entries, *, block: int | None = None, num_warps: int | None = N
     for dtype, group in by_dtype.items():
         rows, counts = [], []
         total = 0
-        aligned = True
         for out, segments, params, key, stream, draw_round in group:
             for seg in segments:
                 n = seg.n_rows * triton.cdiv(seg.row_len + 3, block)
                 rows.append(_table_row(out, seg, params, key, stream, draw_round, total, block))
                 counts.append(n)
                 total += n
-                aligned = aligned and _aligned(out.data_ptr(), seg)
         if total == 0:
             continue
+        aligned = all(_aligned(e[0].data_ptr(), seg) for e in group for seg in e[1])
         device = group[0][0].device
         table, repeats = (torch.tensor(x, dtype=torch.int64, device="cpu")
                           for x in (rows, counts))
