@@ -158,9 +158,8 @@ def _param_args_cached(params: KernelParams, float64: bool, _sign: float) -> tup
     ftype = np.float64 if float64 else np.float32
     pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
     regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
-    return _KERNELS[params.dist, regions], (pa, qb, dd, F(params.xa), ftype(params.shift),
-                                            ftype(params.scale), ftype(params.lo),
-                                            ftype(params.hi))
+    floats = tuple(ftype(x) for x in (params.shift, params.scale, params.lo, params.hi))
+    return _KERNELS[params.dist, regions], (pa, qb, dd, F(params.xa)) + floats
 
 
 def _jobs(entry, pieces_for) -> list[tuple]:
@@ -241,8 +240,7 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
                    s.m_base, s.m_row_stride, s.g_base, s.g_row_stride, s.row_len, 0, s.numel,
                    U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3), *dargs)
             return
-    for kernel, _, args, _ in _prepared_jobs([entry], lambda total: 1):
-        kernel(*args)
+    _run(_prepared_jobs([entry], lambda total: 1), 1)
 
 
 #: Elements per job of a large grouped fill (so that a progress bar can move).
@@ -275,8 +273,7 @@ def fill_grouped(entries, progress: bool = False) -> None:
 
 def _size(job: tuple) -> int:
     """Elements a job writes."""
-    args = job[2]
-    return args[7] - args[6]
+    return job[2][7] - job[2][6]
 
 
 def _run(jobs: list[tuple], threads: int, done=None) -> None:
