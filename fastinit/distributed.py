@@ -154,8 +154,6 @@ def _slice_runs(runs: Sequence[Run], start: int, stop: int) -> list[Run]:
         if hi > lo:
             out.append((g + lo - pos, hi - lo))
         pos += n
-        if pos >= stop:
-            break
     return out
 
 
