@@ -115,17 +115,11 @@ def unplaced_shard_axes(t: torch.Tensor) -> list[str]:
     records nowhere where the part lies in the whole tensor. Empty for everything else
     (DTensors, plain tensors, replicated or partial spmd_types tensors)."""
     types = getattr(t, "_local_type", None)  # spmd_types' annotation of a local tensor
-    if not isinstance(types, dict) or not types:
+    if not isinstance(types, dict):
         return []
-    axes = []
-    for axis, kind in types.items():
-        if getattr(kind, "name", None) != "V":
-            continue
-        size = getattr(axis, "size", None)
-        ranks = size() if callable(size) else None
-        if ranks is None or ranks > 1:
-            axes.append(str(axis))
-    return axes
+    # every varying axis, but those that say they have one rank
+    return [str(axis) for axis, kind in types.items() if getattr(kind, "name", None) == "V"
+            and not (callable(getattr(axis, "size", None)) and axis.size() <= 1)]
 
 
 def refuse_unplaced_shard(t: torch.Tensor) -> None:
@@ -160,8 +154,6 @@ def _slice_runs(runs: Sequence[Run], start: int, stop: int) -> list[Run]:
         if hi > lo:
             out.append((g + lo - pos, hi - lo))
         pos += n
-        if pos >= stop:
-            break
     return out
 
 
@@ -176,30 +168,27 @@ def _chunk_bounds(size: int, chunks: int, index: int) -> tuple[int, int]:
 def _merge(runs: Sequence[Run]) -> tuple[Run, ...]:
     out: list[Run] = []
     for g, n in runs:
-        if n == 0:
-            continue
         if out and out[-1][0] + out[-1][1] == g:
             out[-1] = (out[-1][0], out[-1][1] + n)
-        else:
+        elif n:
             out.append((g, n))
     return tuple(out)
 
 
-def _placement_kind(p) -> tuple[str, int, int]:
-    """(kind, tensor dim, split factor) of a placement, kind in shard/strided/replicate."""
+def _placement_kind(p) -> tuple[int, int] | None:
+    """(tensor dim, split factor) of a sharding placement (``Shard``: factor 1), None for
+    ``Replicate``."""
     from torch.distributed.tensor.placement_types import Partial, Replicate, Shard
 
     try:
         from torch.distributed.tensor.placement_types import _StridedShard
     except ImportError:  # pragma: no cover - older torch
         _StridedShard = ()  # type: ignore[assignment]
-    # _StridedShard is a Shard subclass in older torch: test it first.
-    if _StridedShard and isinstance(p, _StridedShard):
-        return "strided", int(p.dim), int(p.split_factor)
-    if isinstance(p, Shard):
-        return "shard", int(p.dim), 1
+    # _StridedShard is a Shard subclass in older torch only
+    if isinstance(p, (Shard, _StridedShard)):
+        return int(p.dim), int(getattr(p, "split_factor", 1))
     if isinstance(p, Replicate):
-        return "replicate", -1, 1
+        return None
     if isinstance(p, Partial):
         raise ValueError(
             f"fastinit cannot fill a DTensor with a Partial placement ({p!r}): its local "
@@ -231,38 +220,34 @@ def shard_layout(global_shape: Sequence[int], mesh_shape: Sequence[int],
 @functools.lru_cache(maxsize=4096)
 def _shard_layout(global_shape: tuple[int, ...], mesh_shape: tuple[int, ...],
                   coordinate: tuple[int, ...],
-                  kinds: tuple[tuple[str, int, int], ...]) -> ShardLayout:
+                  kinds: tuple[tuple[int, int] | None, ...]) -> ShardLayout:
     ndim = len(global_shape)
     runs: list[tuple[Run, ...]] = [((0, n),) if n else () for n in global_shape]
-    for k, c, (kind, dim, factor) in zip(mesh_shape, coordinate, kinds):
-        if kind == "replicate":
+    for k, c, kind in zip(mesh_shape, coordinate, kinds):
+        if kind is None:  # replicated
             continue
+        dim, factor = kind
         if not -ndim <= dim < ndim:
             raise ValueError(f"a placement shards dimension {dim} of a {ndim}-d tensor")
         dim %= ndim
         size = sum(n for _, n in runs[dim])
-        if kind == "shard":
-            lo, hi = _chunk_bounds(size, k, c)
-            runs[dim] = _merge(_slice_runs(runs[dim], lo, hi))
-        else:  # strided: chunk c of each of the factor chunks
-            kept: list[Run] = []
-            for j in range(factor):
-                f_lo, f_hi = _chunk_bounds(size, factor, j)
-                lo, hi = _chunk_bounds(f_hi - f_lo, k, c)
-                kept += _slice_runs(runs[dim], f_lo + lo, f_lo + hi)
-            runs[dim] = _merge(kept)
+        kept: list[Run] = []
+        for j in range(factor):  # chunk c of each of the factor chunks (Shard: one)
+            f_lo, f_hi = _chunk_bounds(size, factor, j)
+            lo, hi = _chunk_bounds(f_hi - f_lo, k, c)
+            kept += _slice_runs(runs[dim], f_lo + lo, f_lo + hi)
+        runs[dim] = _merge(kept)
     return ShardLayout(global_shape, tuple(runs))
 
 
 def shard_layout_of(dt) -> ShardLayout | None:
     """The :class:`ShardLayout` of this rank's part of DTensor ``dt`` (``None`` when this
     rank is not part of its mesh). Reads only local metadata: no communication."""
-    spec = dt._spec
-    mesh = spec.mesh
+    mesh = dt._spec.mesh
     coordinate = mesh.get_coordinate()
     if coordinate is None:
         return None
-    return shard_layout(dt.shape, mesh.shape, coordinate, spec.placements)
+    return shard_layout(dt.shape, mesh.shape, coordinate, dt._spec.placements)
 
 
 # --- runs -> segments ---------------------------------------------------------------------
@@ -284,14 +269,12 @@ def _pieces(runs: Sequence[Run]) -> list[_Piece]:
     out: list[_Piece] = []
     pos = 0
     for g, n in runs:
-        if out:
-            p = out[-1]
-            step = g - (p.g0 + (p.count - 1) * p.g_step)
-            if n == p.length and (p.count == 1 or step == p.g_step) and step > 0:
-                out[-1] = p._replace(count=p.count + 1, g_step=step)
-                pos += n
-                continue
-        out.append(_Piece(pos, g, n, 1, 0))
+        p = out[-1] if out else None
+        step = g - (p.g0 + (p.count - 1) * p.g_step) if p else 0
+        if p and n == p.length and (p.count == 1 or step == p.g_step) and step > 0:
+            out[-1] = p._replace(count=p.count + 1, g_step=step)
+        else:
+            out.append(_Piece(pos, g, n, 1, 0))
         pos += n
     return out
 
@@ -308,8 +291,6 @@ def layout_segments(layout: ShardLayout, local_strides: Sequence[int]) -> list[S
 @functools.lru_cache(maxsize=4096)
 def _layout_segments(layout: ShardLayout, local_strides: tuple[int, ...]) -> tuple[Segment, ...]:
     gstrides = contiguous_strides(layout.global_shape)
-    if any(not r for r in layout.runs):
-        return ()
     per_dim = [_pieces(r) for r in layout.runs]
     segs: list[Segment] = []
     for block in itertools.product(*per_dim):
@@ -391,23 +372,18 @@ def fill_full_then_shard(dt, fill_full: Callable[[torch.Tensor], object]) -> Non
     device type), so the result equals a single-process fill without any communication,
     at the cost of one full-size temporary per rank.
     """
-    local, segs = local_plan(dt)  # raises for Partial before any work
+    local, _ = local_plan(dt)  # raises for Partial before any work
     full = torch.empty(tuple(dt.shape), dtype=dt.dtype, device=local.device)
     fill_full(full)
-    if segs:
-        with torch.no_grad():
-            copy_segments_from_full(local, segs, full)
+    copy_from_full_(dt, full)
 
 
 def global_positions(dt) -> list[torch.Tensor]:
     """Per tensor dimension, the global positions this rank holds, in local order
     (int64 tensors on the local device; empty when this rank holds nothing)."""
-    local = dt._local_tensor
     layout = shard_layout_of(dt)
-    if layout is None:
-        return [torch.empty(0, dtype=torch.int64, device=local.device) for _ in dt.shape]
-    return [torch.tensor(layout.global_index(d), dtype=torch.int64, device=local.device)
-            for d in range(len(dt.shape))]
+    return [torch.tensor(layout.global_index(d) if layout else [], dtype=torch.int64,
+                         device=dt._local_tensor.device) for d in range(len(dt.shape))]
 
 
 def index_put_global_(dt, indices: Sequence[torch.Tensor], value: float) -> None:
@@ -420,14 +396,12 @@ def index_put_global_(dt, indices: Sequence[torch.Tensor], value: float) -> None
     local, _ = local_plan(dt)  # validates the placements and the local shape
     if local.numel() == 0:
         return
-    keep = None
     local_idx = []
     for d, (pos, idx) in enumerate(zip(global_positions(dt), indices)):
         lookup = torch.full((dt.shape[d],), -1, dtype=torch.int64, device=local.device)
         lookup[pos] = torch.arange(pos.numel(), device=local.device)
-        li = lookup[idx.to(device=local.device, dtype=torch.int64)]
-        keep = li >= 0 if keep is None else keep & (li >= 0)
-        local_idx.append(li)
+        local_idx.append(lookup[idx.to(device=local.device, dtype=torch.int64)])
+    keep = functools.reduce(torch.logical_and, [li >= 0 for li in local_idx])
     with torch.no_grad():
         local.index_put_(tuple(li[keep] for li in local_idx),
                          torch.tensor(value, dtype=local.dtype, device=local.device))
@@ -510,13 +484,9 @@ def local_part(dt, name: str, args: tuple) -> torch.Tensor | None:
                 mine.append((pos + lo - g, pos + hi - g, lo))
             pos += n
         pieces.append(tuple(mine))
-        if not mine:  # this rank holds none of it: an empty part
-            view = view.narrow(dim, 0, 0)
-            dim += 1
-            continue
-        a, b = mine[0][0], mine[-1][1]
+        a, b = (mine[0][0], mine[-1][1]) if mine else (0, 0)
         view = view.narrow(dim, a, b - a)
-        if keep:
+        if keep or not mine:  # a part this rank holds none of keeps the (empty) dimension
             dim += 1
         else:
             view = view.select(dim, 0)
@@ -526,7 +496,7 @@ def local_part(dt, name: str, args: tuple) -> torch.Tensor | None:
 
 def fill_part(view: torch.Tensor, params, key: int, stream: int, draw_round: int) -> None:
     """Fill the local ``view`` of a :class:`GlobalPart` with the DTensor's stream at the
-    global indices it holds (one small temporary per block of pieces; no communication)."""
+    global indices it holds (in place, one fill per block of pieces; no communication)."""
     from fastinit import backends
 
     part: GlobalPart = view._fastinit_part
@@ -539,12 +509,9 @@ def fill_part(view: torch.Tensor, params, key: int, stream: int, draw_round: int
             full = full.unsqueeze(d)
     origin = [p[0][0] for p in part.pieces]
     for block in itertools.product(*part.pieces):
-        shape = [hi - lo for lo, hi, _ in block]
-        offset = sum(g0 * g for (_, _, g0), g in zip(block, gstrides))
-        dims = [(n, m, g) for n, m, g in zip(shape, contiguous_strides(shape), gstrides)]
-        tmp = torch.empty(shape, dtype=view.dtype, device=view.device)
-        backends.fill(tmp, block_segments(dims, 0, offset), params, key, stream, draw_round)
         target = full
         for d, ((lo, hi, _), o) in enumerate(zip(block, origin)):
             target = target.narrow(d, lo - o, hi - lo)
-        target.copy_(tmp)
+        offset = sum(g0 * g for (_, _, g0), g in zip(block, gstrides))
+        dims = list(zip(target.shape, target.stride(), gstrides))
+        backends.fill(target, block_segments(dims, 0, offset), params, key, stream, draw_round)

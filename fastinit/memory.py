@@ -30,6 +30,7 @@ import contextlib
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -84,8 +85,7 @@ def thp_mode() -> str:
     """The kernel's transparent-huge-page mode: ``"always"``, ``"madvise"``, ``"never"``,
     or ``""`` where there is none (not Linux, no THP)."""
     try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            text = f.read()
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
     except OSError:
         return ""
     start, end = text.find("["), text.find("]")
@@ -102,19 +102,15 @@ def reports_free_huge_blocks() -> bool:
     first touch costs the host a fault for each of its 4 KiB pages (measured on a 2-core
     Firecracker VM: 5.9 s to touch 1 GiB of huge pages against 1.0 s of 4 KiB pages).
     """
-    import glob
-
     try:
-        with open("/sys/module/page_reporting/parameters/page_reporting_order") as f:
-            order = int(f.read().strip())
+        order = int(Path("/sys/module/page_reporting/parameters/page_reporting_order").read_text())
     except (OSError, ValueError):
         order = 9
     if order > 9:
         return False
-    for path in glob.glob("/sys/bus/virtio/drivers/virtio_balloon/virtio*/features"):
+    for path in Path("/sys/bus/virtio/drivers/virtio_balloon").glob("virtio*/features"):
         try:
-            with open(path) as f:
-                bits = f.read().strip()
+            bits = path.read_text().strip()
         except OSError:
             continue
         if len(bits) > 5 and bits[5] == "1":
@@ -147,10 +143,6 @@ def _madvise():
     return fn
 
 
-def _storage(memory: torch.Tensor | torch.UntypedStorage) -> torch.UntypedStorage:
-    return memory.untyped_storage() if isinstance(memory, torch.Tensor) else memory
-
-
 def advise_fresh(memory: torch.Tensor | torch.UntypedStorage) -> bool:
     """Prepare a CPU storage that has not been written yet for its first touch.
 
@@ -160,7 +152,7 @@ def advise_fresh(memory: torch.Tensor | torch.UntypedStorage) -> bool:
     chunk (:func:`populate`). Returns whether huge pages were asked for. Never raises:
     this is an optimization, and memory without it behaves as it always does.
     """
-    storage = _storage(memory)
+    storage = memory.untyped_storage() if isinstance(memory, torch.Tensor) else memory
     if storage.device.type != "cpu":
         return False
     nbytes = storage.nbytes()
@@ -169,12 +161,10 @@ def advise_fresh(memory: torch.Tensor | torch.UntypedStorage) -> bool:
     if nbytes < HUGE_PAGE_MIN_BYTES or not huge_pages_help():
         return False
     madvise = _madvise()
-    if madvise is None:
-        return False
     ptr = storage.data_ptr()
     start = (ptr + _HUGE - 1) & ~(_HUGE - 1)
     end = (ptr + nbytes) & ~(_HUGE - 1)
-    if end <= start:
+    if madvise is None or end <= start:  # no madvise, or no whole huge page inside
         return False
     return madvise(start, end - start, _MADV_HUGEPAGE) == 0
 

@@ -51,15 +51,16 @@ from fastinit.spec import KernelParams
 from .cpu_ir import _LO32, _ROUNDS, _SH32, F, U, _philox_rounds
 from .cpu_jit import _cached_jit
 from .cpu_loops import _DIST_NAMES, _KERNEL_DIST, _KERNELS
-from .cpu_math import group_words, philox4x32, trunc_regions
+from .cpu_math import philox4x32, trunc_regions
 
 # Reached through this module by the tests and tools (the device math one element at a time,
 # the loops' assembly): re-exported, so that they need not know the backend's layout.
 from .cpu_ir import f16_bits_to_f32, f32_to_f16_bits  # noqa: F401
 from .cpu_loops import (_TRUNC_TILE, _normal_groups, _trunc_groups,  # noqa: F401
                         _uniform_groups)
-from .cpu_math import (box_muller, cossin_2pi, log_f32, ndtri_factor,  # noqa: F401
-                       round_bf16, run_words, store, trunc_normal_standard, uniform_open)
+from .cpu_math import (box_muller, cossin_2pi, group_words, log_f32,  # noqa: F401
+                       ndtri_factor, round_bf16, run_words, store, trunc_normal_standard,
+                       uniform_open)
 
 # --- host side ------------------------------------------------------------------------------
 
@@ -99,11 +100,7 @@ def _executor() -> ThreadPoolExecutor:
 def _flat_array(out: torch.Tensor, span: int) -> np.ndarray:
     """A NumPy view of ``span`` elements of ``out``'s memory (16-bit dtypes as their bits:
     bfloat16 as uint16, float16 as int16, so that each has its own compiled store)."""
-    out = out.detach()
-    if out.is_contiguous() and span == out.numel():
-        flat = out.view(-1)
-    else:
-        flat = torch.as_strided(out, (span,), (1,))
+    flat = torch.as_strided(out.detach(), (span,), (1,))
     if out.dtype == torch.bfloat16:
         return flat.view(torch.int16).numpy().view(np.uint16)
     if out.dtype == torch.float16:
@@ -133,19 +130,15 @@ def _compile_notice(what: Iterable[tuple[int, torch.dtype]]) -> Iterator[None]:
     after the first) prints nothing.
     """
     what = sorted(set(what), key=lambda dd: (dd[0], str(dd[1])))
-    said = []
+    seconds = sum(_COMPILE_SECONDS[d] for d, _ in what)
+    names = ", ".join(f"{_DIST_NAMES[d]} {str(t).removeprefix('torch.')}" for d, t in what)
+    unsaid = [f"fastinit: compiling the CPU kernels once, ~{max(1, round(seconds))} s "
+              f"({names}); later runs load them from Numba's cache"]
 
     class Listener(numba_event.Listener):
         def on_start(self, event) -> None:
-            if said:
-                return
-            said.append(True)
-            seconds = sum(_COMPILE_SECONDS[d] for d, _ in what)
-            names = ", ".join(f"{_DIST_NAMES[d]} {str(t).removeprefix('torch.')}"
-                              for d, t in what)
-            print(f"fastinit: compiling the CPU kernels once, ~{max(1, round(seconds))} s "
-                  f"({names}); later runs load them from Numba's cache", file=sys.stderr,
-                  flush=True)
+            if unsaid:  # the first compile of the block
+                print(unsaid.pop(), file=sys.stderr, flush=True)
 
         def on_end(self, event) -> None:
             pass
@@ -165,9 +158,8 @@ def _param_args_cached(params: KernelParams, float64: bool, _sign: float) -> tup
     ftype = np.float64 if float64 else np.float32
     pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
     regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
-    return _KERNELS[params.dist, regions], (pa, qb, dd, F(params.xa), ftype(params.shift),
-                                            ftype(params.scale), ftype(params.lo),
-                                            ftype(params.hi))
+    floats = tuple(ftype(x) for x in (params.shift, params.scale, params.lo, params.hi))
+    return _KERNELS[params.dist, regions], (pa, qb, dd, F(params.xa)) + floats
 
 
 def _jobs(entry, pieces_for) -> list[tuple]:
@@ -248,8 +240,7 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
                    s.m_base, s.m_row_stride, s.g_base, s.g_row_stride, s.row_len, 0, s.numel,
                    U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3), *dargs)
             return
-    for kernel, _, args, _ in _prepared_jobs([entry], lambda total: 1):
-        kernel(*args)
+    _run(_prepared_jobs([entry], lambda total: 1), 1)
 
 
 #: Elements per job of a large grouped fill (so that a progress bar can move).
@@ -282,8 +273,7 @@ def fill_grouped(entries, progress: bool = False) -> None:
 
 def _size(job: tuple) -> int:
     """Elements a job writes."""
-    args = job[2]
-    return args[7] - args[6]
+    return job[2][7] - job[2][6]
 
 
 def _run(jobs: list[tuple], threads: int, done=None) -> None:
@@ -291,8 +281,6 @@ def _run(jobs: list[tuple], threads: int, done=None) -> None:
     microseconds to wake up), pool threads help when there is more than one job and the
     jobs write :data:`PARALLEL_THRESHOLD` elements or more in all (below that, threads
     taking turns at the interpreter's lock for each tiny job cost more than the fills)."""
-    if not jobs:
-        return
     if threads > 1 and len(jobs) > 1 and sum(_size(job) for job in jobs) < PARALLEL_THRESHOLD:
         threads = 1
     lock = threading.Lock()
@@ -339,10 +327,7 @@ def _words(groups, k0, k1, c2, c3, rounds):
     out = np.empty((groups.size, 4), dtype=np.uint32)
     for i in range(groups.size):
         g = groups[i]
-        if rounds == _ROUNDS:  # the fills' own Philox
-            w = group_words(g, k0, k1, c2, c3)
-        else:
-            w = philox4x32(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
+        w = _philox_once(U(g & _LO32), U(g >> _SH32), c2, c3, k0, k1, rounds)
         out[i, 0], out[i, 1], out[i, 2], out[i, 3] = w
     return out
 

@@ -59,10 +59,6 @@ def trunc_regions(params: KernelParams) -> int:
     return 1 + sum(w_max >= t for t in (C.NDTRI_W1, C.NDTRI_W2, C.NDTRI_W3))
 
 
-def _f32(x: float) -> float:
-    return float(np.float32(x))
-
-
 def needs_clamp(params: KernelParams, dtype: torch.dtype) -> bool:
     """Whether clamping to [lo, hi] can change a value of this fill (else it is skipped).
 
@@ -89,19 +85,13 @@ def needs_clamp(params: KernelParams, dtype: torch.dtype) -> bool:
         v_hi = Fraction(hi_v + abs(hi_v) * 1e-4 + 1e-6)
     else:
         return True
-    if dtype == torch.float64:
-        scale, shift = Fraction(params.scale), Fraction(params.shift)
-    else:
-        scale, shift = Fraction(_f32(params.scale)), Fraction(_f32(params.shift))
+    cast = float if dtype == torch.float64 else np.float32  # the kernel's precision
+    scale, shift = (Fraction(float(cast(x))) for x in (params.scale, params.shift))
     if scale < 0:  # (never: b >= a and std > 0) the bounds would swap
         return True
     low_ok = math.isinf(params.lo) and params.lo < 0 or Fraction(params.lo) <= v_lo * scale + shift
     high_ok = math.isinf(params.hi) and params.hi > 0 or v_hi * scale + shift <= Fraction(params.hi)
     return not (low_ok and high_ok)
-
-
-def _clamp_mode(params: KernelParams, dtype: torch.dtype) -> int:
-    return 1 if needs_clamp(params, dtype) else 0
 
 
 def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, key: int,
@@ -115,10 +105,9 @@ def fill(out: torch.Tensor, segments: Sequence[Segment], params: KernelParams, k
         raise ValueError(f"block must be a power of two >= 4, got {block}")
     k0, k1 = C.key_words(key)
     c2, c3 = C.stream_words(stream, draw_round)
-    floats = tuple(float64_bits(x) for x in (params.shift, params.scale, params.pa, params.qb,
-                                              params.dd, params.xa, params.lo, params.hi))
+    floats = _float_bits(params)
     regions = trunc_regions(params)
-    clamp = _clamp_mode(params, out.dtype)
+    clamp = int(needs_clamp(params, out.dtype))
     native = not _interpreting()
     for s in segments:
         per_row = triton.cdiv(s.row_len + 3, block)
@@ -139,6 +128,12 @@ def _aligned(address: int, seg: Segment) -> bool:
         x % 8 == 0 for x in (seg.m_base, seg.m_row_stride, seg.g_base, seg.g_row_stride))
 
 
+def _float_bits(params: KernelParams) -> list[int]:
+    """The kernels' float arguments, as the int64 bit patterns of their float64 values."""
+    return [float64_bits(x) for x in (params.shift, params.scale, params.pa, params.qb,
+                                      params.dd, params.xa, params.lo, params.hi)]
+
+
 def _i64(x: int) -> int:
     """An unsigned 64-bit value as the signed int64 with the same bits."""
     return x - (1 << 64) if x >= 1 << 63 else x
@@ -148,12 +143,10 @@ def _table_row(out: torch.Tensor, seg: Segment, params: KernelParams, key: int, 
                draw_round: int, first_block: int, block: int) -> list[int]:
     """One row of the grouped kernel's table (see the field list in kernels/fill.py)."""
     c2, c3 = C.stream_words(stream, draw_round)
-    packed = params.dist | (_clamp_mode(params, out.dtype) << 8) | (trunc_regions(params) << 16)
+    packed = params.dist | (needs_clamp(params, out.dtype) << 8) | (trunc_regions(params) << 16)
     return [out.data_ptr() + seg.m_base * out.element_size(), seg.m_row_stride, seg.g_base,
             seg.g_row_stride, seg.row_len, triton.cdiv(seg.row_len + 3, block), first_block,
-            packed, _i64(key), _i64(c2 | (c3 << 32))] + [
-        float64_bits(x) for x in (params.shift, params.scale, params.pa, params.qb, params.dd,
-                                  params.xa, params.lo, params.hi)]
+            packed, _i64(key), _i64(c2 | (c3 << 32)), *_float_bits(params)]
 
 
 def fill_grouped(entries, *, block: int | None = None, num_warps: int | None = None) -> None:
@@ -167,22 +160,20 @@ def fill_grouped(entries, *, block: int | None = None, num_warps: int | None = N
     for dtype, group in by_dtype.items():
         rows, counts = [], []
         total = 0
-        aligned = True
         for out, segments, params, key, stream, draw_round in group:
             for seg in segments:
                 n = seg.n_rows * triton.cdiv(seg.row_len + 3, block)
                 rows.append(_table_row(out, seg, params, key, stream, draw_round, total, block))
                 counts.append(n)
                 total += n
-                aligned = aligned and _aligned(out.data_ptr(), seg)
         if total == 0:
             continue
+        aligned = all(_aligned(e[0].data_ptr(), seg) for e in group for seg in e[1])
         device = group[0][0].device
-        table = torch.tensor(rows, dtype=torch.int64, device="cpu")
-        repeats = torch.tensor(counts, dtype=torch.int64, device="cpu")
+        table, repeats = (torch.tensor(x, dtype=torch.int64, device="cpu")
+                          for x in (rows, counts))
         if device.type == "cuda":
-            table = table.pin_memory().to(device, non_blocking=True)
-            repeats = repeats.pin_memory().to(device, non_blocking=True)
+            table, repeats = (x.pin_memory().to(device, non_blocking=True) for x in (table, repeats))
         block_entry = torch.repeat_interleave(
             torch.arange(len(rows), dtype=torch.int32, device=device), repeats, output_size=total)
         _grouped_fill_kernel[(total,)](table, block_entry, OUT_DTYPE=_TL_DTYPES[dtype],
@@ -193,8 +184,6 @@ def fill_grouped(entries, *, block: int | None = None, num_warps: int | None = N
 
 # --- what the launchers compile (for the SASS report and the compile checks) --------------------
 
-_TL_NAMES = {torch.float32: "fp32", torch.float64: "fp64", torch.float16: "fp16",
-             torch.bfloat16: "bf16"}
 _SINGLE_ARGS = {"m_base": "i64", "m_row_stride": "i64", "g_base": "i64", "g_row_stride": "i64",
                 "row_len": "i64", "k0": "i64", "k1": "i64", "c2": "i64", "c3": "i64",
                 "shift_bits": "i64", "scale_bits": "i64", "pa_bits": "i64", "qb_bits": "i64",
@@ -222,19 +211,14 @@ def launch_variant(params: KernelParams, dtype: torch.dtype, *, grouped: bool,
     """The kernel variant the launcher compiles for a GPU fill of ``dtype`` with ``params``
     (a 16-byte aligned, whole tensor when ``aligned``)."""
     if grouped:
-        sig = {"table_ptr": "*i64", "block_entry_ptr": "*i32", "OUT_DTYPE": "constexpr",
-               "BLOCK": "constexpr", "ALIGNED": "constexpr", "NATIVE_BF16": "constexpr"}
-        return LaunchVariant("_grouped_fill_kernel", sig,
-                             {"OUT_DTYPE": _TL_DTYPES[dtype], "BLOCK": DEFAULT_BLOCK,
-                              "ALIGNED": aligned, "NATIVE_BF16": True}, DEFAULT_BLOCK,
-                             DEFAULT_NUM_WARPS)
-    sig = {"out_ptr": "*" + _TL_NAMES[dtype], **_SINGLE_ARGS, "DIST": "constexpr",
-           "CLAMP": "constexpr", "BLOCK": "constexpr", "ALIGNED": "constexpr",
-           "NATIVE_BF16": "constexpr"}
-    return LaunchVariant("_fill_kernel", sig,
-                         {"DIST": params.dist, "CLAMP": _clamp_mode(params, dtype),
-                          "BLOCK": DEFAULT_BLOCK, "ALIGNED": aligned, "NATIVE_BF16": True},
-                         DEFAULT_BLOCK, DEFAULT_NUM_WARPS)
+        name, sig = "_grouped_fill_kernel", {"table_ptr": "*i64", "block_entry_ptr": "*i32"}
+        constexprs = {"OUT_DTYPE": _TL_DTYPES[dtype]}
+    else:
+        name, sig = "_fill_kernel", {"out_ptr": "*" + _TL_DTYPES[dtype].name, **_SINGLE_ARGS}
+        constexprs = {"DIST": params.dist, "CLAMP": int(needs_clamp(params, dtype))}
+    constexprs.update(BLOCK=DEFAULT_BLOCK, ALIGNED=aligned, NATIVE_BF16=True)
+    sig.update(dict.fromkeys(constexprs, "constexpr"))
+    return LaunchVariant(name, sig, constexprs, DEFAULT_BLOCK, DEFAULT_NUM_WARPS)
 
 
 def all_variants() -> list[LaunchVariant]:
