@@ -65,7 +65,7 @@ from fastinit.arguments import (
     _fill_constant,
     _finite,
     _index,
-    _kaiming_std,
+    _kaiming_spec,
     _real,
     _spec,
     _variance_scaling_spec,
@@ -74,15 +74,13 @@ from fastinit.arguments import (
     check_spec,
     fill_spec_,
 )
-from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target
 from fastinit.laws import TRUNCATED_NORMAL_STD_AT_2, calculate_gain
 from fastinit.spec import _CPP_NAMES, SUPPORTED_DTYPES, InitSpec, check_dtype
-from fastinit.streams import check_rng
 
 # The rest of the front end, defined by job and re-exported here (``fastinit.init.X``):
 from fastinit.embeddings import MEAN_RESIZE_EPSILON, mean_resize_embeddings_
-from fastinit.structured import dirac_, eye_, orthogonal_, sparse_
+from fastinit.structured import _write_values, dirac_, eye_, orthogonal_, sparse_
 
 __all__ = [
     "calculate_gain",
@@ -241,17 +239,12 @@ def constant_(tensor: torch.Tensor, val: float) -> torch.Tensor:
     if tensor.dtype not in SUPPORTED_DTYPES:
         _fill_constant(tensor, val)  # torch's own fill_, with torch's own checks
         return tensor
-    if isinstance(val, complex) or not isinstance(val, numbers.Real):
-        val = complex(val)
-        if val.imag != 0:
-            raise RuntimeError(
-                f"value cannot be converted to type {_CPP_NAMES[tensor.dtype]} without overflow")
-        val = val.real
-    value = float(val)
-    if math.isfinite(value) and abs(value) > torch.finfo(tensor.dtype).max:
+    value = complex(val)  # a real number, or a complex one without imaginary part
+    if value.imag != 0 or (math.isfinite(value.real)
+                           and abs(value.real) > torch.finfo(tensor.dtype).max):
         raise RuntimeError(
             f"value cannot be converted to type {_CPP_NAMES[tensor.dtype]} without overflow")
-    _fill_constant(tensor, value)
+    _fill_constant(tensor, value.real)
     return tensor
 
 
@@ -397,11 +390,8 @@ def kaiming_uniform_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
     """
     fn = "kaiming_uniform_"
     _check_tensor(tensor, fn)
-    std = _kaiming_std(tensor, a, mode, nonlinearity, fn)
-    if std is None:
-        check_rng(seed, generator)
-        return tensor
-    return _write(tensor, _spec(laws.spread, std, "uniform", fn), fn, seed, generator)
+    spec = _kaiming_spec(tensor, a, mode, nonlinearity, "uniform", fn)
+    return _write(tensor, spec, fn, seed, generator)
 
 
 @route.entry
@@ -443,11 +433,8 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
     """
     fn = "kaiming_normal_"
     _check_tensor(tensor, fn)
-    std = _kaiming_std(tensor, a, mode, nonlinearity, fn)
-    if std is None:
-        check_rng(seed, generator)
-        return tensor
-    return _write(tensor, _spec(laws.spread, std, "normal", fn), fn, seed, generator)
+    spec = _kaiming_spec(tensor, a, mode, nonlinearity, "normal", fn)
+    return _write(tensor, spec, fn, seed, generator)
 
 # --- scaled residual-output init ------------------------------------------------------------------
 
@@ -544,9 +531,6 @@ def _variance_scaled(tensor: torch.Tensor, scale: float, mode: str, distribution
     """``variance_scaling_`` and its named cases: checks, then the routed write."""
     _check_tensor(tensor, fn)
     spec = _variance_scaling_spec(tensor, scale, mode, distribution, fn)
-    if spec is None:
-        check_rng(seed, generator)
-        return tensor
     return _write(tensor, spec, fn, seed, generator)
 
 
@@ -729,18 +713,8 @@ def class_prior_bias_(bias: torch.Tensor, prior: float | object,
     target = fill_target(bias, fn, elementwise=False)
     if target is None:
         return bias
-    values = values.to(dtype=bias.dtype)
-    if is_dtensor(bias):
-        from fastinit.distributed import copy_from_full_
-
-        route.torch_write(bias, functools.partial(copy_from_full_, bias, values))
-    else:
-        route.torch_write(bias, functools.partial(_copy_to, bias, values))
+    _write_values(bias, values.to(dtype=bias.dtype))
     return bias
-
-
-def _copy_to(tensor: torch.Tensor, values: torch.Tensor) -> None:
-    tensor.copy_(values.to(device=tensor.device))
 
 
 # --- deprecated aliases (as torch.nn.init keeps them) ---------------------------------------------

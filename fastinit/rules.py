@@ -29,12 +29,11 @@ from torch import nn
 
 from fastinit import laws, route
 from fastinit.arguments import _check_mode, _kaiming_gain, _variance_scaling_spec, check_spec, fill_spec_
-from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target
 from fastinit.provenance import note_unmatched
 from fastinit.spec import InitSpec, check_dtype
 from fastinit.streams import check_rng
-from fastinit.structured import _orthogonal_values
+from fastinit.structured import _orthogonal_values, _write_values
 
 __all__ = [
     "Init", "normal", "trunc_normal", "uniform", "constant", "zeros", "ones",
@@ -257,20 +256,6 @@ def orthogonal(gain: float = 1.0, blocks: int = 1) -> Init:
         return _orthogonal_values(t, key, stream, gain, blocks)
 
     return _WriteInit(f"orthogonal(gain={gain}, blocks={blocks})", check, values, keyed=True)
-
-
-def _write_values(t: torch.Tensor, values: torch.Tensor, *, routed: bool = True) -> None:
-    """Write ``values`` (a plain tensor of ``t``'s global shape) to ``t``, routed."""
-    if is_dtensor(t):
-        from fastinit.distributed import copy_from_full_
-
-        route.torch_write(t, functools.partial(copy_from_full_, t, values), routed=routed)
-    else:
-        route.torch_write(t, functools.partial(_copy, t, values), routed=routed)
-
-
-def _copy(t: torch.Tensor, values: torch.Tensor) -> None:
-    t.copy_(values.to(device=t.device, dtype=t.dtype))
 
 
 def _gate_bias(gates: int, gate: int, value: float) -> Init:

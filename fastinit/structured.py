@@ -171,13 +171,8 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1,
     if decided is None:
         return tensor
     key, stream = decided
-    q = _orthogonal_values(tensor, key, stream, gain)
-    if is_dtensor(tensor):  # every rank computed the whole matrix: keep its own part
-        from fastinit.distributed import copy_from_full_
-
-        route.torch_write(tensor, functools.partial(copy_from_full_, tensor, q), routed=False)
-    else:
-        route.torch_write(tensor, functools.partial(tensor.copy_, q), routed=False)
+    # every rank computes the whole matrix; a DTensor keeps its own part
+    _write_values(tensor, _orthogonal_values(tensor, key, stream, gain), routed=False)
     return tensor
 
 
@@ -192,6 +187,20 @@ def _orthogonal_values(tensor: torch.Tensor, key: int, stream: int, gain: float,
     flattened = torch.empty((rows, tensor.numel() // rows), dtype=work, device=tensor.device)
     fill_tensor(flattened, InitSpec.normal(0.0, 1.0).kernel_params(work), key, stream)
     return laws.block_orthogonal(flattened, blocks).mul_(gain).reshape(tensor.shape)
+
+
+def _write_values(tensor: torch.Tensor, values: torch.Tensor, *, routed: bool = True) -> None:
+    """Write ``values`` (a plain tensor of ``tensor``'s global shape, converted as
+    ``Tensor.copy_`` converts) to ``tensor`` with :func:`fastinit.route.torch_write`
+    (``routed=False``: the router was already asked); a DTensor keeps the part this rank
+    holds. Shared with the recipes' structured inits and ``class_prior_bias_``."""
+    if is_dtensor(tensor):
+        from fastinit.distributed import copy_from_full_
+
+        apply = functools.partial(copy_from_full_, tensor, values)
+    else:
+        apply = functools.partial(tensor.copy_, values)
+    route.torch_write(tensor, apply, routed=routed)
 
 
 @route.entry
