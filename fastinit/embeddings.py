@@ -9,6 +9,7 @@ performed (a :func:`fastinit.route.torch_write`). Re-exported by :mod:`fastinit.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 
@@ -44,10 +45,8 @@ def _covariance(old: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
             ci = c[:, i:i + _COV_BLOCK]
             # one product for the whole row of blocks j >= i: fewer, larger GEMMs
             cov[i:i + _COV_BLOCK, i:].addmm_(ci.T, c[:, i:])
-    for i in starts:  # mirror the upper blocks: the result is exactly symmetric
-        for j in starts:
-            if j > i:
-                cov[j:j + _COV_BLOCK, i:i + _COV_BLOCK] = cov[i:i + _COV_BLOCK, j:j + _COV_BLOCK].T
+    for i, j in itertools.combinations(starts, 2):  # mirror the upper blocks: exactly symmetric
+        cov[j:j + _COV_BLOCK, i:i + _COV_BLOCK] = cov[i:i + _COV_BLOCK, j:j + _COV_BLOCK].T
     return cov.div_(n)
 
 
@@ -87,17 +86,14 @@ def _write_mean_resized(weight: torch.Tensor, num_old_rows: int, key: int, strea
     """Compute and write the new rows of ``weight`` from its old rows (run when the write
     is performed: the old rows then hold their final values)."""
     rows, d = weight.shape
-    added = rows - num_old_rows
-    if is_dtensor(weight):
+    # a DTensor's full tensor is a collective: every rank needs every old row
+    full = weight.full_tensor() if is_dtensor(weight) else weight
+    full[num_old_rows:] = _mean_resize_rows(full[:num_old_rows], rows - num_old_rows, key,
+                                            stream, num_old_rows * d, weight.dtype)
+    if full is not weight:
         from fastinit.distributed import copy_from_full_
 
-        full = weight.full_tensor()  # a collective: every rank needs every old row
-        full[num_old_rows:] = _mean_resize_rows(full[:num_old_rows], added, key, stream,
-                                                num_old_rows * d, weight.dtype)
         copy_from_full_(weight, full)
-        return
-    weight[num_old_rows:] = _mean_resize_rows(weight[:num_old_rows], added, key, stream,
-                                              num_old_rows * d, weight.dtype)
 
 
 @route.entry

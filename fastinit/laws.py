@@ -103,9 +103,7 @@ def fans(tensor: torch.Tensor, blocks: int = 1) -> tuple[int, int]:
         raise ValueError(
             "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"
         )
-    receptive_field_size = 1
-    for s in tensor.shape[2:]:
-        receptive_field_size *= s
+    receptive_field_size = math.prod(tensor.shape[2:])
     fan_in = tensor.size(1) * receptive_field_size
     fan_out = tensor.size(0) * receptive_field_size
     if blocks != 1:

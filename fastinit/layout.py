@@ -54,14 +54,10 @@ def segments(shape: Sequence[int], mem_strides: Sequence[int],
     dimension is not unit-stride in both memory and global index; callers then fill a
     contiguous temporary.
     """
-    ndim = len(shape)
-    if global_shape is None:
-        global_shape = shape
-    if global_offset is None:
-        global_offset = [0] * ndim
     if global_strides is None:
-        global_strides = contiguous_strides(global_shape)
-    g_base = sum(int(o) * int(s) for o, s in zip(global_offset, global_strides))
+        global_strides = contiguous_strides(shape if global_shape is None else global_shape)
+    # no global_offset: the block starts at global index 0
+    g_base = sum(int(o) * int(s) for o, s in zip(global_offset or (), global_strides))
     dims = [(int(n), int(m), int(g)) for n, m, g in zip(shape, mem_strides, global_strides)]
     return block_segments(dims, 0, g_base, strided_rows=False)
 

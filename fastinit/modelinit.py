@@ -164,9 +164,7 @@ def _reset_lora_adapters(module: nn.Module) -> None:
         reset = getattr(m, "reset_lora_parameters", None)
         if not callable(reset):
             continue
-        adapters = set()
-        for table in ("lora_A", "lora_embedding_A"):
-            adapters.update(getattr(m, table, {}).keys())
+        adapters = {*getattr(m, "lora_A", {}), *getattr(m, "lora_embedding_A", {})}
         for name in sorted(adapters):
             init = getattr(configs.get(name), "init_lora_weights", True)
             if init is True or init is False or init == "gaussian":  # data-free schemes

@@ -278,12 +278,11 @@ class _ReZero(_ModuleRecipe):
                     yield p, zero
             elif any(fnmatch.fnmatchcase(name, g) for g in self.globs):
                 yield p, zero
-        if self.globs:
-            for g in self.globs:
-                if not any(fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()):
-                    note_unmatched(g, "rezero")
-                    warnings.warn(f"recipe 'rezero': glob {g!r} matched no parameter",
-                                  UserWarning, stacklevel=_user_stacklevel())
+        for g in self.globs or ():
+            if not any(fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()):
+                note_unmatched(g, "rezero")
+                warnings.warn(f"recipe 'rezero': glob {g!r} matched no parameter",
+                              UserWarning, stacklevel=_user_stacklevel())
 
 
 def rezero(glob: str | Sequence[str] | None = None) -> Recipe:
@@ -313,15 +312,13 @@ class _LoRA(_ModuleRecipe):
 
     def assign(self, model: nn.Module) -> Iterator[tuple[torch.Tensor | None, Init]]:
         a_init = kaiming_uniform(a=math.sqrt(5))
+        gaussian = self.init == "gaussian"
         for m in model.modules():
             lora_a, lora_b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
             ranks = getattr(m, "r", None)
             if isinstance(lora_a, nn.ModuleDict) and isinstance(lora_b, nn.ModuleDict):
                 for adapter, a in lora_a.items():
-                    if self.init == "gaussian":
-                        yield a.weight, normal(0.0, 1.0 / ranks[adapter])
-                    else:
-                        yield a.weight, a_init
+                    yield a.weight, normal(0.0, 1.0 / ranks[adapter]) if gaussian else a_init
                     b = lora_b[adapter]
                     yield b.weight, zeros()
                     if getattr(b, "bias", None) is not None:
@@ -453,10 +450,8 @@ RuleMapping = Mapping[str, RuleValue]
 
 def _config(model: nn.Module, *names: str, default=None):
     cfg = getattr(model, "config", None)
-    for n in names:
-        if cfg is not None and getattr(cfg, n, None) is not None:
-            return getattr(cfg, n)
-    return default
+    values = (getattr(cfg, n, None) for n in names)  # all None without a config
+    return next((v for v in values if v is not None), default)
 
 
 def _count_layers(model: nn.Module) -> int:
@@ -502,9 +497,8 @@ def torchtitan_llama(model: nn.Module) -> RuleMapping:
     """
     dim = _config(model, "hidden_size", "dim")
     if dim is None:
-        head = dict(model.named_parameters()).get("output.weight")
-        if head is None:
-            head = dict(model.named_parameters()).get("lm_head.weight")
+        params = dict(model.named_parameters())
+        head = params.get("output.weight", params.get("lm_head.weight"))
         if head is None:
             raise ValueError("torchtitan_llama needs the model dimension (config.hidden_size "
                              "or an output / lm_head weight)")

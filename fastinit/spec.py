@@ -265,10 +265,8 @@ def _round(x: float, dtype: torch.dtype) -> float:
 
 def _step(x: float, dtype: torch.dtype, direction: int) -> float:
     """The neighbour of ``x`` (a finite value of ``dtype``) towards +inf (1) or -inf (-1)."""
-    if x == 0:
-        bits = 1  # smallest subnormal
-        t = torch.tensor(bits, dtype=_INT_VIEW[dtype], device="cpu").view(dtype)
-        v = float(t.item())
+    if x == 0:  # the smallest subnormal (bit pattern 1), signed by the direction
+        v = float(torch.tensor(1, dtype=_INT_VIEW[dtype], device="cpu").view(dtype).item())
         return v if direction > 0 else -v
     t = torch.tensor(x, dtype=dtype, device="cpu").view(_INT_VIEW[dtype])
     # For positive floats the bit pattern grows with the value; for negative ones it shrinks.
