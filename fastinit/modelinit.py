@@ -18,6 +18,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from fastinit import route
 
@@ -39,14 +40,9 @@ def _reset(module: nn.Module) -> None:
     if not callable(reset):
         return
     parametrized = getattr(module, "parametrizations", None)
-    legacy = _legacy_weight_norms(module)
-    if parametrized is None and not legacy:
-        reset()
-        return
-    from torch.nn.utils import parametrize
-
     with contextlib.ExitStack() as stack:
-        for name, hook in legacy:  # the attribute the hook recomputes: a plain tensor now
+        # the attribute a legacy weight-norm hook recomputes: a plain tensor now
+        for name, hook in _legacy_weight_norms(module):
             stack.enter_context(_legacy_weight_norm_reset(module, name, hook))
         if parametrized is None:
             reset()
@@ -78,11 +74,9 @@ def _register_again(module: nn.Module, name: str, value: torch.Tensor) -> None:
     for p in plist:
         if type(p).__name__ == "_SpectralNorm" and hasattr(p, "_u"):
             weight_mat = p._reshape_weight_to_matrix(plist.original)
-            h, w = weight_mat.shape
-            p._u.copy_(nn.functional.normalize(weight_mat.new_empty(h).normal_(0, 1), dim=0,
-                                               eps=p.eps))
-            p._v.copy_(nn.functional.normalize(weight_mat.new_empty(w).normal_(0, 1), dim=0,
-                                               eps=p.eps))
+            for vector, size in zip((p._u, p._v), weight_mat.shape):  # u first, as torch
+                vector.copy_(nn.functional.normalize(weight_mat.new_empty(size).normal_(0, 1),
+                                                     dim=0, eps=p.eps))
             p._power_method(weight_mat, 15)
 
 

@@ -175,19 +175,14 @@ class _RNN(_ModuleRecipe):
             raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
         self.forget_bias = float(forget_bias)
 
-    @staticmethod
-    def _gates(m: nn.Module) -> int:
-        if isinstance(m, (nn.LSTM, nn.LSTMCell)):
-            return 4
-        if isinstance(m, (nn.GRU, nn.GRUCell)):
-            return 3
-        return 1
+    #: the gates stacked in a module's matrices (else 1: nn.RNN, nn.RNNCell)
+    GATES = ((nn.LSTM, 4), (nn.LSTMCell, 4), (nn.GRU, 3), (nn.GRUCell, 3))
 
     def assign(self, model: nn.Module) -> Iterator[tuple[torch.Tensor | None, Init]]:
         for m in model.modules():
             if not isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
                 continue
-            gates = self._gates(m)
+            gates = next((g for cls, g in self.GATES if isinstance(m, cls)), 1)
             lstm = gates == 4
             for pname, p in m.named_parameters(recurse=False):
                 if pname.startswith("weight_ih"):
