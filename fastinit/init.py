@@ -710,8 +710,7 @@ def class_prior_bias_(bias: torch.Tensor, prior: float | object,
     else:
         logp = torch.log(p)
         values = logp - logp.mean()
-    target = fill_target(bias, fn, elementwise=False)
-    if target is None:
+    if fill_target(bias, fn, elementwise=False) is None:
         return bias
     _write_values(bias, values.to(dtype=bias.dtype))
     return bias

@@ -84,24 +84,20 @@ def block_segments(dims: Sequence[tuple[int, int, int]], m_base: int, g_base: in
                 continue
         merged.append((n, m, g))
     merged.reverse()
+    row_len = 1
     if merged and merged[-1][1] == 1 and merged[-1][2] == 1:
         row_len = merged.pop()[0]
-    elif not merged:
-        row_len = 1
-    elif not strided_rows:
-        return None
-    else:
-        row_len = 1
+    elif merged:
+        if not strided_rows:
+            return None
         j = max(range(len(merged)), key=lambda i: merged[i][0])
         merged.append(merged.pop(j))
-    if not merged:
-        return [Segment(m_base, 0, g_base, 0, row_len, 1)]
-    n_rows, m_row, g_row = merged[-1]
-    outer = merged[:-1]
+    # the rows: the innermost remaining dimension (one row when none remains)
+    n_rows, m_row, g_row = merged.pop() if merged else (1, 0, 0)
     result = []
-    for idx in itertools.product(*(range(n) for n, _, _ in outer)):
-        m0 = sum(i * m for i, (_, m, _) in zip(idx, outer))
-        g0 = sum(i * g for i, (_, _, g) in zip(idx, outer))
+    for idx in itertools.product(*(range(n) for n, _, _ in merged)):
+        m0 = sum(i * m for i, (_, m, _) in zip(idx, merged))
+        g0 = sum(i * g for i, (_, _, g) in zip(idx, merged))
         result.append(Segment(m_base + m0, m_row, g_base + g0, g_row, row_len, n_rows))
     return result
 

@@ -188,10 +188,9 @@ def _untied(module: nn.Module) -> Iterator[None]:
             continue
         owner_name, _, attr = target.rpartition(".")
         owner = module.get_submodule(owner_name)
-        stand_in = nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
-                                requires_grad=t.requires_grad)
         swapped.append((owner, attr, t))
-        owner._parameters[attr] = stand_in
+        owner._parameters[attr] = nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
+                                               requires_grad=t.requires_grad)
     try:
         yield
     finally:

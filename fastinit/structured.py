@@ -99,8 +99,7 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
         >>> fastinit.dirac_(w, 3)
     """
     _check_tensor(tensor, "dirac_")
-    dimensions = tensor.ndimension()
-    if dimensions not in [3, 4, 5]:
+    if tensor.ndimension() not in [3, 4, 5]:
         raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
     try:
         groups = operator.index(groups)
@@ -116,10 +115,8 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
     if target is None:
         return tensor
     out_chans_per_grp = sizes[0] // groups
-    min_dim = min(out_chans_per_grp, sizes[1])
-    dev = tensor.device
-    d = torch.arange(min_dim, device=dev)
-    out_idx = (torch.arange(groups, device=dev)[:, None] * out_chans_per_grp + d).reshape(-1)
+    d = torch.arange(min(out_chans_per_grp, sizes[1]), device=tensor.device)
+    out_idx = (torch.arange(groups, device=d.device)[:, None] * out_chans_per_grp + d).reshape(-1)
     in_idx = d.repeat(groups)
     centre = tuple(torch.full_like(out_idx, s // 2) for s in sizes[2:])
     route.torch_write(tensor, functools.partial(_put_ones, tensor, (out_idx, in_idx) + centre))
@@ -254,15 +251,14 @@ def sparse_(tensor: torch.Tensor, sparsity: float, std: float = 0.01,
     check_rng(seed, generator)
     if fill_target(tensor, fn, elementwise=False) is None:
         return tensor
-    rows, cols = tensor.shape
-    num_zeros = math.ceil(sparsity * rows)
+    num_zeros = math.ceil(sparsity * tensor.shape[0])
     decided = route.keyed(tensor, seed, generator)
     if decided is None:
         return tensor
     key, stream = decided
     route.fill_keyed(tensor, params, key, stream)
     if num_zeros:
-        u = torch.empty((rows, cols), dtype=torch.float32, device=tensor.device)
+        u = torch.empty(tensor.shape, dtype=torch.float32, device=tensor.device)
         fill_tensor(u, InitSpec.uniform(0.0, 1.0).kernel_params(torch.float32), key, stream,
                     draw_round=1)
         zero_rows = torch.argsort(u, dim=0, stable=True)[:num_zeros]
