@@ -217,11 +217,9 @@ def xavier_normal(gain: float = 1.0, blocks: int = 1) -> Init:
 def variance_scaling(scale: float = 1.0, mode: str = "fan_in",
                      distribution: str = "truncated_normal") -> Init:
     """JAX's variance scaling, as ``fastinit.variance_scaling_``."""
-    _variance_scaling_spec(torch.empty(1, 1, device="meta"), scale, mode, distribution, _FN)
-
-    def make(t: torch.Tensor) -> InitSpec:
-        return _variance_scaling_spec(t, scale, mode, distribution, _FN)
-
+    make = functools.partial(_variance_scaling_spec, scale=scale, mode=mode,
+                             distribution=distribution, fn=_FN)
+    make(torch.empty(1, 1, device="meta"))  # the arguments' errors now, before any model is seen
     return Init(f"variance_scaling(scale={scale}, mode={mode!r}, "
                 f"distribution={distribution!r})", _fan_spec(make))
 
@@ -252,9 +250,7 @@ def orthogonal(gain: float = 1.0, blocks: int = 1) -> Init:
             raise ValueError(f"{name or 'tensor'}: {t.shape[0]} rows do not split into "
                              f"{blocks} equal blocks")
 
-    def values(t: torch.Tensor, key: int, stream: int) -> torch.Tensor:
-        return _orthogonal_values(t, key, stream, gain, blocks)
-
+    values = functools.partial(_orthogonal_values, gain=gain, blocks=blocks)  # (t, key, stream)
     return _WriteInit(f"orthogonal(gain={gain}, blocks={blocks})", check, values, keyed=True)
 
 

@@ -101,8 +101,7 @@ class InitSpec:
 
     @classmethod
     def uniform(cls, a: float = 0.0, b: float = 1.0, fn: str = "uniform_") -> InitSpec:
-        a = float(a)
-        b = float(b)
+        a, b = float(a), float(b)
         if math.isnan(a) or math.isnan(b):
             raise ValueError(f"fastinit.{fn}: bounds must not be NaN, got a={a}, b={b}")
         if a > b:
@@ -125,8 +124,7 @@ class InitSpec:
                      b: float = 2.0, fn: str = "trunc_normal_") -> InitSpec:
         mean = _finite(mean, "mean", fn)
         std = _finite(std, "std", fn)
-        a = float(a)
-        b = float(b)
+        a, b = float(a), float(b)
         if std == 0:
             raise ZeroDivisionError("float division by zero")
         if std < 0:
