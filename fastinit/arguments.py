@@ -190,19 +190,20 @@ def _kaiming_spec(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
     gain = _kaiming_gain(a, nonlinearity, fn)
     _no_fans_for_nested(tensor)
     if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)  # past route.entry
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)  # past route.entry
         return None
     std = laws.kaiming_std(*laws.fans(tensor), gain, mode)
     return _spec(laws.spread, std, distribution, fn)
 
 
-def _xavier_std(tensor: torch.Tensor, gain: float, fn: str) -> float:
+def _xavier_spec(tensor: torch.Tensor, gain: float, distribution: str, fn: str) -> InitSpec:
+    """torch's xavier law as ``distribution`` (``"normal"`` or ``"uniform"``)."""
     _no_fans_for_nested(tensor)
     fan_in, fan_out = laws.fans(tensor)
     gain = _finite(_real(gain, "gain", fn), "gain", fn)
     if gain < 0:
         raise ArgumentError(f"fastinit.{fn}: gain must be >= 0, got {gain:g}")
-    return laws.xavier_std(fan_in, fan_out, gain)
+    return _spec(laws.spread, laws.xavier_std(fan_in, fan_out, gain), distribution, fn)
 
 
 # --- variance scaling's law (JAX / Flax / Keras) ----------------------------------------------

@@ -70,7 +70,7 @@ from fastinit.arguments import (
     _spec,
     _variance_scaling_spec,
     _write,
-    _xavier_std,
+    _xavier_spec,
     check_spec,
     fill_spec_,
 )
@@ -283,6 +283,15 @@ def zeros_(tensor: torch.Tensor) -> torch.Tensor:
 # --- Xavier and Kaiming --------------------------------------------------------------------------
 
 
+def _fan_based(tensor: torch.Tensor, fn: str, seed: int | None,
+               generator: torch.Generator | None, law, *args) -> torch.Tensor:
+    """The fan-based inits (Xavier, Kaiming, variance scaling): check ``tensor``, build its
+    distribution ``law(tensor, *args, fn)`` (None for a zero-element tensor, after torch's
+    warning), then the routed write."""
+    _check_tensor(tensor, fn)
+    return _write(tensor, law(tensor, *args, fn), fn, seed, generator)
+
+
 @route.entry
 def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
                     generator: torch.Generator | None = None, *,
@@ -309,10 +318,7 @@ def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_uniform_(w, gain=fastinit.calculate_gain("relu"))
     """
-    fn = "xavier_uniform_"
-    _check_tensor(tensor, fn)
-    std = _xavier_std(tensor, gain, fn)
-    return _write(tensor, _spec(laws.spread, std, "uniform", fn), fn, seed, generator)
+    return _fan_based(tensor, "xavier_uniform_", seed, generator, _xavier_spec, gain, "uniform")
 
 
 @route.entry
@@ -340,10 +346,7 @@ def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0,
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_normal_(w)
     """
-    fn = "xavier_normal_"
-    _check_tensor(tensor, fn)
-    std = _xavier_std(tensor, gain, fn)
-    return _write(tensor, _spec(laws.spread, std, "normal", fn), fn, seed, generator)
+    return _fan_based(tensor, "xavier_normal_", seed, generator, _xavier_spec, gain, "normal")
 
 
 @route.entry
@@ -388,10 +391,8 @@ def kaiming_uniform_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
         in ``Linear``, where ``w.shape = [fan_out, fan_in]``); for ``x @ w`` pass
         ``w.T``.
     """
-    fn = "kaiming_uniform_"
-    _check_tensor(tensor, fn)
-    spec = _kaiming_spec(tensor, a, mode, nonlinearity, "uniform", fn)
-    return _write(tensor, spec, fn, seed, generator)
+    return _fan_based(tensor, "kaiming_uniform_", seed, generator, _kaiming_spec, a, mode,
+                      nonlinearity, "uniform")
 
 
 @route.entry
@@ -431,10 +432,8 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
         >>> w = torch.empty(3, 5)
         >>> fastinit.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
     """
-    fn = "kaiming_normal_"
-    _check_tensor(tensor, fn)
-    spec = _kaiming_spec(tensor, a, mode, nonlinearity, "normal", fn)
-    return _write(tensor, spec, fn, seed, generator)
+    return _fan_based(tensor, "kaiming_normal_", seed, generator, _kaiming_spec, a, mode,
+                      nonlinearity, "normal")
 
 # --- scaled residual-output init ------------------------------------------------------------------
 
@@ -525,15 +524,6 @@ def scaled_residual_(tensor: torch.Tensor, std: float = 0.02, num_layers: int | 
 # --- variance scaling (JAX / Flax / Keras), LeCun ---------------------------------------------
 
 
-def _variance_scaled(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
-                     fn: str, seed: int | None, generator: torch.Generator | None
-                     ) -> torch.Tensor:
-    """``variance_scaling_`` and its named cases: checks, then the routed write."""
-    _check_tensor(tensor, fn)
-    spec = _variance_scaling_spec(tensor, scale, mode, distribution, fn)
-    return _write(tensor, spec, fn, seed, generator)
-
-
 @route.entry
 def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan_in",
                       distribution: str = "truncated_normal",
@@ -578,7 +568,8 @@ def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan
         >>> w = torch.empty(256, 128)  # nn.Linear(128, 256).weight
         >>> fastinit.variance_scaling_(w, 2.0, "fan_in", "truncated_normal")  # He, JAX-style
     """
-    return _variance_scaled(tensor, scale, mode, distribution, "variance_scaling_", seed, generator)
+    return _fan_based(tensor, "variance_scaling_", seed, generator, _variance_scaling_spec, scale,
+                      mode, distribution)
 
 
 @route.entry
@@ -601,7 +592,8 @@ def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None
         >>> w = torch.empty(3, 5)
         >>> fastinit.lecun_normal_(w)
     """
-    return _variance_scaled(tensor, 1.0, "fan_in", "truncated_normal", "lecun_normal_", seed, generator)
+    return _fan_based(tensor, "lecun_normal_", seed, generator, _variance_scaling_spec, 1.0,
+                      "fan_in", "truncated_normal")
 
 
 @route.entry
@@ -622,7 +614,8 @@ def lecun_uniform_(tensor: torch.Tensor, generator: torch.Generator | None = Non
         >>> w = torch.empty(3, 5)
         >>> fastinit.lecun_uniform_(w)
     """
-    return _variance_scaled(tensor, 1.0, "fan_in", "uniform", "lecun_uniform_", seed, generator)
+    return _fan_based(tensor, "lecun_uniform_", seed, generator, _variance_scaling_spec, 1.0,
+                      "fan_in", "uniform")
 
 
 # --- classifier bias at the class prior ---------------------------------------------------------
