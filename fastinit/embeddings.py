@@ -42,9 +42,8 @@ def _covariance(old: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     for r0 in range(0, n, _COV_ROWS):
         c = old[r0:r0 + _COV_ROWS].to(torch.float32) - mean
         for i in starts:
-            ci = c[:, i:i + _COV_BLOCK]
             # one product for the whole row of blocks j >= i: fewer, larger GEMMs
-            cov[i:i + _COV_BLOCK, i:].addmm_(ci.T, c[:, i:])
+            cov[i:i + _COV_BLOCK, i:].addmm_(c[:, i:i + _COV_BLOCK].T, c[:, i:])
     for i, j in itertools.combinations(starts, 2):  # mirror the upper blocks: exactly symmetric
         cov[j:j + _COV_BLOCK, i:i + _COV_BLOCK] = cov[i:i + _COV_BLOCK, j:j + _COV_BLOCK].T
     return cov.div_(n)
@@ -61,10 +60,9 @@ def _mean_resize_rows(old: torch.Tensor, added: int, key: int, stream: int, offs
     old32 = old.to(torch.float32)
     mean = _mean_chunked(old32)
     d = old.shape[1]
-    cov = _covariance(old32, mean)
     # transformers' test (torch.distributions.constraints.positive_definite): a Cholesky
     # of eps * cov that succeeds
-    factor, info = torch.linalg.cholesky_ex(MEAN_RESIZE_EPSILON * cov)
+    factor, info = torch.linalg.cholesky_ex(MEAN_RESIZE_EPSILON * _covariance(old32, mean))
     if int(info) != 0:
         return mean.expand(added, d).to(dtype)
     z = torch.empty((added, d), dtype=torch.float32, device=old.device)

@@ -129,12 +129,9 @@ def view_segments(view: torch.Tensor, base: torch.Tensor) -> list[Segment] | Non
 
 def span(t: torch.Tensor) -> tuple[int, int]:
     """``[first, last]`` element offsets (in its storage) that ``t`` can touch."""
-    lo = hi = t.storage_offset()
-    for n, s in zip(t.shape, t.stride()):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
+    dims = list(zip(t.shape, t.stride()))
+    lo = t.storage_offset() + sum((n - 1) * s for n, s in dims if s < 0)
+    hi = t.storage_offset() + sum((n - 1) * s for n, s in dims if s >= 0)
     return lo, hi
 
 
