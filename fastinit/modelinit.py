@@ -141,10 +141,7 @@ def outermost_hf_models(module: nn.Module) -> list[nn.Module]:
     (the model itself, or the base model inside a PEFT wrapper)."""
     if is_hf_model(module):
         return [module]
-    found: list[nn.Module] = []
-    for child in module.children():
-        found += outermost_hf_models(child)
-    return found
+    return [m for child in module.children() for m in outermost_hf_models(child)]
 
 
 def _reset_lora_adapters(module: nn.Module) -> None:
@@ -158,8 +155,7 @@ def _reset_lora_adapters(module: nn.Module) -> None:
         reset = getattr(m, "reset_lora_parameters", None)
         if not callable(reset):
             continue
-        adapters = {*getattr(m, "lora_A", {}), *getattr(m, "lora_embedding_A", {})}
-        for name in sorted(adapters):
+        for name in sorted({*getattr(m, "lora_A", {}), *getattr(m, "lora_embedding_A", {})}):
             init = getattr(configs.get(name), "init_lora_weights", True)
             if init is True or init is False or init == "gaussian":  # data-free schemes
                 reset(name, init)

@@ -192,26 +192,25 @@ def _check_blocks(blocks: int) -> int:
     return blocks
 
 
-def xavier_uniform(gain: float = 1.0, blocks: int = 1) -> Init:
-    """Glorot uniform, as ``fastinit.xavier_uniform_``; with ``blocks > 1`` the fans are
-    those of one of ``blocks`` equal row blocks (each gate of a stacked RNN matrix)."""
+def _xavier(dist: str, gain: float, blocks: int) -> Init:
     blocks = _check_blocks(blocks)
 
     def make(t: torch.Tensor) -> InitSpec:
-        return laws.spread(laws.xavier_std(*laws.fans(t, blocks), gain), "uniform", _FN)
+        return laws.spread(laws.xavier_std(*laws.fans(t, blocks), gain), dist, _FN)
 
-    return Init(f"xavier_uniform(gain={gain}, blocks={blocks})", _fan_spec(make))
+    return Init(f"xavier_{dist}(gain={gain}, blocks={blocks})", _fan_spec(make))
+
+
+def xavier_uniform(gain: float = 1.0, blocks: int = 1) -> Init:
+    """Glorot uniform, as ``fastinit.xavier_uniform_``; with ``blocks > 1`` the fans are
+    those of one of ``blocks`` equal row blocks (each gate of a stacked RNN matrix)."""
+    return _xavier("uniform", gain, blocks)
 
 
 def xavier_normal(gain: float = 1.0, blocks: int = 1) -> Init:
     """Glorot normal, as ``fastinit.xavier_normal_`` (``blocks`` as in
     :func:`xavier_uniform`)."""
-    blocks = _check_blocks(blocks)
-
-    def make(t: torch.Tensor) -> InitSpec:
-        return laws.spread(laws.xavier_std(*laws.fans(t, blocks), gain), "normal", _FN)
-
-    return Init(f"xavier_normal(gain={gain}, blocks={blocks})", _fan_spec(make))
+    return _xavier("normal", gain, blocks)
 
 
 def variance_scaling(scale: float = 1.0, mode: str = "fan_in",

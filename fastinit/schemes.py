@@ -183,7 +183,6 @@ class _RNN(_ModuleRecipe):
             if not isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
                 continue
             gates = next((g for cls, g in self.GATES if isinstance(m, cls)), 1)
-            lstm = gates == 4
             for pname, p in m.named_parameters(recurse=False):
                 if pname.startswith("weight_ih"):
                     yield p, xavier_uniform(blocks=gates)
@@ -191,7 +190,7 @@ class _RNN(_ModuleRecipe):
                     yield p, orthogonal(blocks=gates)
                 elif pname.startswith("weight_hr"):  # LSTM projection: a plain linear map
                     yield p, xavier_uniform()
-                elif pname.startswith("bias_ih") and lstm:
+                elif pname.startswith("bias_ih") and gates == 4:  # an LSTM
                     yield p, _gate_bias(4, 1, self.forget_bias)  # torch's order: i, f, g, o
                 elif pname.startswith("bias_"):
                     yield p, zeros()
