@@ -170,9 +170,8 @@ def _untied(module: nn.Module) -> Iterator[None]:
     stand-in while the init code runs: its writes go nowhere, as in transformers' own order.
     """
     targets = getattr(module, "all_tied_weights_keys", None)
-    if not isinstance(targets, dict):
-        yield
-        return
+    if not isinstance(targets, dict):  # no ties known: nothing to swap
+        targets = {}
     swapped = []
     for target, source in targets.items():
         try:

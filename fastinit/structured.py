@@ -167,9 +167,8 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1,
     decided = route.keyed(tensor, seed, generator)
     if decided is None:
         return tensor
-    key, stream = decided
     # every rank computes the whole matrix; a DTensor keeps its own part
-    _write_values(tensor, _orthogonal_values(tensor, key, stream, gain), routed=False)
+    _write_values(tensor, _orthogonal_values(tensor, *decided, gain), routed=False)
     return tensor
 
 
