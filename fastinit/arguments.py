@@ -225,11 +225,10 @@ def _variance_scaling_spec(tensor: torch.Tensor, scale: float, mode: str, distri
                          f"{list(_VS_DISTRIBUTIONS)}")
     mode, distribution = mode.lower(), distribution.lower()
     _no_fans_for_nested(tensor)
-    if tensor.dim() < 2:
-        laws.fans(tensor)  # torch's ValueError for < 2 dimensions
+    fan_in, fan_out = laws.fans(tensor)  # torch's ValueError for < 2 dimensions
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)
         return None
-    std = laws.variance_scaling_std(*laws.fans(tensor), scale, mode)
+    std = laws.variance_scaling_std(fan_in, fan_out, scale, mode)
     return _spec(laws.spread, std, distribution, fn)
 

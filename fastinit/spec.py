@@ -163,10 +163,9 @@ def _kernel_params(spec: InitSpec, dtype: torch.dtype, _sign: float) -> KernelPa
     if spec.dist == C.UNIFORM:
         a, b = spec.low, spec.high
         big = torch.finfo(dtype).max
-        if abs(a) > big:
-            raise RuntimeError(f"from is out of bounds for {_CPP_NAMES[dtype]}")
-        if abs(b) > big:
-            raise RuntimeError(f"to is out of bounds for {_CPP_NAMES[dtype]}")
+        for bound, x in (("from", a), ("to", b)):
+            if abs(x) > big:
+                raise RuntimeError(f"{bound} is out of bounds for {_CPP_NAMES[dtype]}")
         if b - a > big:
             raise RuntimeError(
                 f"uniform_ expects to-from <= std::numeric_limits<{_SCALAR_NAMES[dtype]}>::max(), "
