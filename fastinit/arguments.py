@@ -189,8 +189,8 @@ def _kaiming_spec(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
     mode = _check_mode(mode)
     gain = _kaiming_gain(a, nonlinearity, fn)
     _no_fans_for_nested(tensor)
-    if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)  # past route.entry
+    if 0 in tensor.shape:  # the warning names the public function's caller (past route.entry)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)
         return None
     std = laws.kaiming_std(*laws.fans(tensor), gain, mode)
     return _spec(laws.spread, std, distribution, fn)
