@@ -93,24 +93,20 @@ def _spec(factory, *args) -> InitSpec:
 
 def _params(spec: InitSpec, dtype: torch.dtype):
     """The backend parameters of ``spec`` for ``dtype`` (same error conversion)."""
-    try:
-        return spec.kernel_params(dtype)
-    except (ValueError, RuntimeError) as exc:
-        raise ArgumentError(*exc.args) from None
+    return _spec(spec.kernel_params, dtype)
 
 
 # --- the checked write: every check, then one routed fill ---------------------------------
 
 
-def _skip(tensor: torch.Tensor) -> bool:
-    """Whether there is nothing to write (meta or zero-element tensor)."""
-    return tensor.is_meta or tensor.numel() == 0
-
-
-def _write(tensor: torch.Tensor, spec: InitSpec, fn: str, seed: int | None,
+def _write(tensor: torch.Tensor, spec: InitSpec | None, fn: str, seed: int | None,
            generator: torch.Generator | None) -> torch.Tensor:
     """Validate ``tensor`` for ``spec``, then fill it through the routing decision (which
-    draws the call's key only if the call is to be made)."""
+    draws the call's key only if the call is to be made). A spec of None (a fan-based law
+    on a zero-element tensor) writes nothing: only ``seed`` and ``generator`` are checked."""
+    if spec is None:
+        check_rng(seed, generator)
+        return tensor
     check_dtype(tensor.dtype, fn)
     params = _params(spec, tensor.dtype)  # may raise: before anything is written
     check_rng(seed, generator)
@@ -152,7 +148,7 @@ def _fill_constant(tensor: torch.Tensor, value: float, *, zero: bool = False) ->
         with torch.no_grad():
             tensor.zero_() if zero else tensor.fill_(value)
         return
-    if _skip(tensor):
+    if tensor.is_meta or tensor.numel() == 0:  # nothing to write
         return
     if tensor.dtype in SUPPORTED_DTYPES and (
             is_dtensor(tensor) or torch._debug_has_internal_overlap(tensor) != 1):
@@ -171,12 +167,6 @@ def _no_fans_for_nested(tensor: torch.Tensor) -> None:
                                   "sizes are irregular); fill it with uniform_ or normal_")
 
 
-def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
-    """torch's fan rule (:func:`fastinit.laws.fans`), refusing nested tensors."""
-    _no_fans_for_nested(tensor)
-    return laws.fans(tensor)
-
-
 def _check_mode(mode: str) -> str:
     mode = mode.lower()
     valid_modes = ["fan_in", "fan_out"]
@@ -192,24 +182,28 @@ def _kaiming_gain(a: float, nonlinearity: str, fn: str) -> float:
     return gain
 
 
-def _kaiming_std(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
-                 fn: str) -> float | None:
-    """torch's kaiming std, or None (after torch's warning) for zero-element tensors."""
+def _kaiming_spec(tensor: torch.Tensor, a: float, mode: str, nonlinearity: str,
+                  distribution: str, fn: str) -> InitSpec | None:
+    """torch's kaiming law as ``distribution`` (``"normal"`` or ``"uniform"``), or None
+    (after torch's warning) for zero-element tensors."""
     mode = _check_mode(mode)
     gain = _kaiming_gain(a, nonlinearity, fn)
     _no_fans_for_nested(tensor)
-    if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)  # past route.entry
+    if 0 in tensor.shape:  # the warning names the public function's caller (past route.entry)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)
         return None
-    return laws.kaiming_std(*_calculate_fan_in_and_fan_out(tensor), gain, mode)
+    std = laws.kaiming_std(*laws.fans(tensor), gain, mode)
+    return _spec(laws.spread, std, distribution, fn)
 
 
-def _xavier_std(tensor: torch.Tensor, gain: float, fn: str) -> float:
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+def _xavier_spec(tensor: torch.Tensor, gain: float, distribution: str, fn: str) -> InitSpec:
+    """torch's xavier law as ``distribution`` (``"normal"`` or ``"uniform"``)."""
+    _no_fans_for_nested(tensor)
+    fan_in, fan_out = laws.fans(tensor)
     gain = _finite(_real(gain, "gain", fn), "gain", fn)
     if gain < 0:
         raise ArgumentError(f"fastinit.{fn}: gain must be >= 0, got {gain:g}")
-    return laws.xavier_std(fan_in, fan_out, gain)
+    return _spec(laws.spread, laws.xavier_std(fan_in, fan_out, gain), distribution, fn)
 
 
 # --- variance scaling's law (JAX / Flax / Keras) ----------------------------------------------
@@ -231,11 +225,10 @@ def _variance_scaling_spec(tensor: torch.Tensor, scale: float, mode: str, distri
                          f"{list(_VS_DISTRIBUTIONS)}")
     mode, distribution = mode.lower(), distribution.lower()
     _no_fans_for_nested(tensor)
-    if tensor.dim() < 2:
-        _calculate_fan_in_and_fan_out(tensor)  # torch's ValueError for < 2 dimensions
+    fan_in, fan_out = laws.fans(tensor)  # torch's ValueError for < 2 dimensions
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=5)
         return None
-    std = laws.variance_scaling_std(*_calculate_fan_in_and_fan_out(tensor), scale, mode)
+    std = laws.variance_scaling_std(fan_in, fan_out, scale, mode)
     return _spec(laws.spread, std, distribution, fn)
 

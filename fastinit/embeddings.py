@@ -9,6 +9,7 @@ performed (a :func:`fastinit.route.torch_write`). Re-exported by :mod:`fastinit.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 
@@ -41,13 +42,10 @@ def _covariance(old: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     for r0 in range(0, n, _COV_ROWS):
         c = old[r0:r0 + _COV_ROWS].to(torch.float32) - mean
         for i in starts:
-            ci = c[:, i:i + _COV_BLOCK]
             # one product for the whole row of blocks j >= i: fewer, larger GEMMs
-            cov[i:i + _COV_BLOCK, i:].addmm_(ci.T, c[:, i:])
-    for i in starts:  # mirror the upper blocks: the result is exactly symmetric
-        for j in starts:
-            if j > i:
-                cov[j:j + _COV_BLOCK, i:i + _COV_BLOCK] = cov[i:i + _COV_BLOCK, j:j + _COV_BLOCK].T
+            cov[i:i + _COV_BLOCK, i:].addmm_(c[:, i:i + _COV_BLOCK].T, c[:, i:])
+    for i, j in itertools.combinations(starts, 2):  # mirror the upper blocks: exactly symmetric
+        cov[j:j + _COV_BLOCK, i:i + _COV_BLOCK] = cov[i:i + _COV_BLOCK, j:j + _COV_BLOCK].T
     return cov.div_(n)
 
 
@@ -62,10 +60,9 @@ def _mean_resize_rows(old: torch.Tensor, added: int, key: int, stream: int, offs
     old32 = old.to(torch.float32)
     mean = _mean_chunked(old32)
     d = old.shape[1]
-    cov = _covariance(old32, mean)
     # transformers' test (torch.distributions.constraints.positive_definite): a Cholesky
     # of eps * cov that succeeds
-    factor, info = torch.linalg.cholesky_ex(MEAN_RESIZE_EPSILON * cov)
+    factor, info = torch.linalg.cholesky_ex(MEAN_RESIZE_EPSILON * _covariance(old32, mean))
     if int(info) != 0:
         return mean.expand(added, d).to(dtype)
     z = torch.empty((added, d), dtype=torch.float32, device=old.device)
@@ -87,17 +84,14 @@ def _write_mean_resized(weight: torch.Tensor, num_old_rows: int, key: int, strea
     """Compute and write the new rows of ``weight`` from its old rows (run when the write
     is performed: the old rows then hold their final values)."""
     rows, d = weight.shape
-    added = rows - num_old_rows
-    if is_dtensor(weight):
+    # a DTensor's full tensor is a collective: every rank needs every old row
+    full = weight.full_tensor() if is_dtensor(weight) else weight
+    full[num_old_rows:] = _mean_resize_rows(full[:num_old_rows], rows - num_old_rows, key,
+                                            stream, num_old_rows * d, weight.dtype)
+    if full is not weight:
         from fastinit.distributed import copy_from_full_
 
-        full = weight.full_tensor()  # a collective: every rank needs every old row
-        full[num_old_rows:] = _mean_resize_rows(full[:num_old_rows], added, key, stream,
-                                                num_old_rows * d, weight.dtype)
         copy_from_full_(weight, full)
-        return
-    weight[num_old_rows:] = _mean_resize_rows(weight[:num_old_rows], added, key, stream,
-                                              num_old_rows * d, weight.dtype)
 
 
 @route.entry

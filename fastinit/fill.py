@@ -23,7 +23,7 @@ import torch
 from fastinit import backends
 from fastinit.distributed import is_dtensor, local_plan
 from fastinit.kernels import contract as C
-from fastinit.layout import Segment, tensor_segments, view_segments
+from fastinit.layout import Segment, same_view, tensor_segments, view_segments
 from fastinit.spec import KernelParams
 
 _OVERLAP_MESSAGE = (
@@ -109,8 +109,7 @@ def plan(target: torch.Tensor, base: torch.Tensor | None = None
                                   "index goes through fastinit.distributed")
     if not base.is_contiguous():
         return target, None
-    if (target.storage_offset() == base.storage_offset() and target.shape == base.shape
-            and target.stride() == base.stride()):
+    if same_view(target, base):
         return target, tensor_segments(target)  # the same (contiguous) view: its own index
     return target, view_segments(target, base)
 

@@ -65,24 +65,22 @@ from fastinit.arguments import (
     _fill_constant,
     _finite,
     _index,
-    _kaiming_std,
+    _kaiming_spec,
     _real,
     _spec,
     _variance_scaling_spec,
     _write,
-    _xavier_std,
+    _xavier_spec,
     check_spec,
     fill_spec_,
 )
-from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target
 from fastinit.laws import TRUNCATED_NORMAL_STD_AT_2, calculate_gain
 from fastinit.spec import _CPP_NAMES, SUPPORTED_DTYPES, InitSpec, check_dtype
-from fastinit.streams import check_rng
 
 # The rest of the front end, defined by job and re-exported here (``fastinit.init.X``):
 from fastinit.embeddings import MEAN_RESIZE_EPSILON, mean_resize_embeddings_
-from fastinit.structured import dirac_, eye_, orthogonal_, sparse_
+from fastinit.structured import _write_values, dirac_, eye_, orthogonal_, sparse_
 
 __all__ = [
     "calculate_gain",
@@ -241,17 +239,12 @@ def constant_(tensor: torch.Tensor, val: float) -> torch.Tensor:
     if tensor.dtype not in SUPPORTED_DTYPES:
         _fill_constant(tensor, val)  # torch's own fill_, with torch's own checks
         return tensor
-    if isinstance(val, complex) or not isinstance(val, numbers.Real):
-        val = complex(val)
-        if val.imag != 0:
-            raise RuntimeError(
-                f"value cannot be converted to type {_CPP_NAMES[tensor.dtype]} without overflow")
-        val = val.real
-    value = float(val)
-    if math.isfinite(value) and abs(value) > torch.finfo(tensor.dtype).max:
+    value = complex(val)  # a real number, or a complex one without imaginary part
+    if value.imag != 0 or (math.isfinite(value.real)
+                           and abs(value.real) > torch.finfo(tensor.dtype).max):
         raise RuntimeError(
             f"value cannot be converted to type {_CPP_NAMES[tensor.dtype]} without overflow")
-    _fill_constant(tensor, value)
+    _fill_constant(tensor, value.real)
     return tensor
 
 
@@ -290,6 +283,15 @@ def zeros_(tensor: torch.Tensor) -> torch.Tensor:
 # --- Xavier and Kaiming --------------------------------------------------------------------------
 
 
+def _fan_based(tensor: torch.Tensor, fn: str, seed: int | None,
+               generator: torch.Generator | None, law, *args) -> torch.Tensor:
+    """The fan-based inits (Xavier, Kaiming, variance scaling): check ``tensor``, build its
+    distribution ``law(tensor, *args, fn)`` (None for a zero-element tensor, after torch's
+    warning), then the routed write."""
+    _check_tensor(tensor, fn)
+    return _write(tensor, law(tensor, *args, fn), fn, seed, generator)
+
+
 @route.entry
 def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
                     generator: torch.Generator | None = None, *,
@@ -316,10 +318,7 @@ def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_uniform_(w, gain=fastinit.calculate_gain("relu"))
     """
-    fn = "xavier_uniform_"
-    _check_tensor(tensor, fn)
-    std = _xavier_std(tensor, gain, fn)
-    return _write(tensor, _spec(laws.spread, std, "uniform", fn), fn, seed, generator)
+    return _fan_based(tensor, "xavier_uniform_", seed, generator, _xavier_spec, gain, "uniform")
 
 
 @route.entry
@@ -347,10 +346,7 @@ def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0,
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_normal_(w)
     """
-    fn = "xavier_normal_"
-    _check_tensor(tensor, fn)
-    std = _xavier_std(tensor, gain, fn)
-    return _write(tensor, _spec(laws.spread, std, "normal", fn), fn, seed, generator)
+    return _fan_based(tensor, "xavier_normal_", seed, generator, _xavier_spec, gain, "normal")
 
 
 @route.entry
@@ -395,13 +391,8 @@ def kaiming_uniform_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
         in ``Linear``, where ``w.shape = [fan_out, fan_in]``); for ``x @ w`` pass
         ``w.T``.
     """
-    fn = "kaiming_uniform_"
-    _check_tensor(tensor, fn)
-    std = _kaiming_std(tensor, a, mode, nonlinearity, fn)
-    if std is None:
-        check_rng(seed, generator)
-        return tensor
-    return _write(tensor, _spec(laws.spread, std, "uniform", fn), fn, seed, generator)
+    return _fan_based(tensor, "kaiming_uniform_", seed, generator, _kaiming_spec, a, mode,
+                      nonlinearity, "uniform")
 
 
 @route.entry
@@ -441,13 +432,8 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
         >>> w = torch.empty(3, 5)
         >>> fastinit.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
     """
-    fn = "kaiming_normal_"
-    _check_tensor(tensor, fn)
-    std = _kaiming_std(tensor, a, mode, nonlinearity, fn)
-    if std is None:
-        check_rng(seed, generator)
-        return tensor
-    return _write(tensor, _spec(laws.spread, std, "normal", fn), fn, seed, generator)
+    return _fan_based(tensor, "kaiming_normal_", seed, generator, _kaiming_spec, a, mode,
+                      nonlinearity, "normal")
 
 # --- scaled residual-output init ------------------------------------------------------------------
 
@@ -538,18 +524,6 @@ def scaled_residual_(tensor: torch.Tensor, std: float = 0.02, num_layers: int | 
 # --- variance scaling (JAX / Flax / Keras), LeCun ---------------------------------------------
 
 
-def _variance_scaled(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
-                     fn: str, seed: int | None, generator: torch.Generator | None
-                     ) -> torch.Tensor:
-    """``variance_scaling_`` and its named cases: checks, then the routed write."""
-    _check_tensor(tensor, fn)
-    spec = _variance_scaling_spec(tensor, scale, mode, distribution, fn)
-    if spec is None:
-        check_rng(seed, generator)
-        return tensor
-    return _write(tensor, spec, fn, seed, generator)
-
-
 @route.entry
 def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan_in",
                       distribution: str = "truncated_normal",
@@ -594,7 +568,8 @@ def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan
         >>> w = torch.empty(256, 128)  # nn.Linear(128, 256).weight
         >>> fastinit.variance_scaling_(w, 2.0, "fan_in", "truncated_normal")  # He, JAX-style
     """
-    return _variance_scaled(tensor, scale, mode, distribution, "variance_scaling_", seed, generator)
+    return _fan_based(tensor, "variance_scaling_", seed, generator, _variance_scaling_spec, scale,
+                      mode, distribution)
 
 
 @route.entry
@@ -617,7 +592,8 @@ def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None
         >>> w = torch.empty(3, 5)
         >>> fastinit.lecun_normal_(w)
     """
-    return _variance_scaled(tensor, 1.0, "fan_in", "truncated_normal", "lecun_normal_", seed, generator)
+    return _fan_based(tensor, "lecun_normal_", seed, generator, _variance_scaling_spec, 1.0,
+                      "fan_in", "truncated_normal")
 
 
 @route.entry
@@ -638,7 +614,8 @@ def lecun_uniform_(tensor: torch.Tensor, generator: torch.Generator | None = Non
         >>> w = torch.empty(3, 5)
         >>> fastinit.lecun_uniform_(w)
     """
-    return _variance_scaled(tensor, 1.0, "fan_in", "uniform", "lecun_uniform_", seed, generator)
+    return _fan_based(tensor, "lecun_uniform_", seed, generator, _variance_scaling_spec, 1.0,
+                      "fan_in", "uniform")
 
 
 # --- classifier bias at the class prior ---------------------------------------------------------
@@ -726,21 +703,10 @@ def class_prior_bias_(bias: torch.Tensor, prior: float | object,
     else:
         logp = torch.log(p)
         values = logp - logp.mean()
-    target = fill_target(bias, fn, elementwise=False)
-    if target is None:
+    if fill_target(bias, fn, elementwise=False) is None:
         return bias
-    values = values.to(dtype=bias.dtype)
-    if is_dtensor(bias):
-        from fastinit.distributed import copy_from_full_
-
-        route.torch_write(bias, functools.partial(copy_from_full_, bias, values))
-    else:
-        route.torch_write(bias, functools.partial(_copy_to, bias, values))
+    _write_values(bias, values.to(dtype=bias.dtype))
     return bias
-
-
-def _copy_to(tensor: torch.Tensor, values: torch.Tensor) -> None:
-    tensor.copy_(values.to(device=tensor.device))
 
 
 # --- deprecated aliases (as torch.nn.init keeps them) ---------------------------------------------

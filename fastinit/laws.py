@@ -36,8 +36,11 @@ __all__ = [
     "block_orthogonal",
 ]
 
-_LINEAR_FNS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-               "conv_transpose3d")
+#: torch's gains of the nonlinearities without a parameter (selu's 3/4 was found
+#: empirically, pytorch/pytorch#50664)
+_GAINS = {**dict.fromkeys(("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                           "conv_transpose2d", "conv_transpose3d", "sigmoid"), 1),
+          "tanh": 5.0 / 3, "relu": math.sqrt(2.0), "selu": 3.0 / 4}
 
 
 def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float:
@@ -69,13 +72,7 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
     Examples:
         >>> gain = fastinit.calculate_gain("leaky_relu", 0.2)  # negative_slope=0.2
     """
-    if nonlinearity in _LINEAR_FNS or nonlinearity == "sigmoid":
-        return 1
-    elif nonlinearity == "tanh":
-        return 5.0 / 3
-    elif nonlinearity == "relu":
-        return math.sqrt(2.0)
-    elif nonlinearity == "leaky_relu":
+    if nonlinearity == "leaky_relu":
         if param is None:
             negative_slope = 0.01
         elif not isinstance(param, bool) and isinstance(param, int) or isinstance(param, float):
@@ -84,10 +81,9 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
         else:
             raise ValueError(f"negative_slope {param} not a valid number")
         return math.sqrt(2.0 / (1 + negative_slope**2))
-    elif nonlinearity == "selu":
-        return 3.0 / 4  # torch's value, found empirically (pytorch/pytorch#50664)
-    else:
-        raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
+    if isinstance(nonlinearity, str) and nonlinearity in _GAINS:
+        return _GAINS[nonlinearity]
+    raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
 
 
 def fans(tensor: torch.Tensor, blocks: int = 1) -> tuple[int, int]:
@@ -103,9 +99,7 @@ def fans(tensor: torch.Tensor, blocks: int = 1) -> tuple[int, int]:
         raise ValueError(
             "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"
         )
-    receptive_field_size = 1
-    for s in tensor.shape[2:]:
-        receptive_field_size *= s
+    receptive_field_size = math.prod(tensor.shape[2:])
     fan_in = tensor.size(1) * receptive_field_size
     fan_out = tensor.size(0) * receptive_field_size
     if blocks != 1:

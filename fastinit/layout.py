@@ -54,14 +54,10 @@ def segments(shape: Sequence[int], mem_strides: Sequence[int],
     dimension is not unit-stride in both memory and global index; callers then fill a
     contiguous temporary.
     """
-    ndim = len(shape)
-    if global_shape is None:
-        global_shape = shape
-    if global_offset is None:
-        global_offset = [0] * ndim
     if global_strides is None:
-        global_strides = contiguous_strides(global_shape)
-    g_base = sum(int(o) * int(s) for o, s in zip(global_offset, global_strides))
+        global_strides = contiguous_strides(shape if global_shape is None else global_shape)
+    # no global_offset: the block starts at global index 0
+    g_base = sum(int(o) * int(s) for o, s in zip(global_offset or (), global_strides))
     dims = [(int(n), int(m), int(g)) for n, m, g in zip(shape, mem_strides, global_strides)]
     return block_segments(dims, 0, g_base, strided_rows=False)
 
@@ -88,24 +84,20 @@ def block_segments(dims: Sequence[tuple[int, int, int]], m_base: int, g_base: in
                 continue
         merged.append((n, m, g))
     merged.reverse()
+    row_len = 1
     if merged and merged[-1][1] == 1 and merged[-1][2] == 1:
         row_len = merged.pop()[0]
-    elif not merged:
-        row_len = 1
-    elif not strided_rows:
-        return None
-    else:
-        row_len = 1
+    elif merged:
+        if not strided_rows:
+            return None
         j = max(range(len(merged)), key=lambda i: merged[i][0])
         merged.append(merged.pop(j))
-    if not merged:
-        return [Segment(m_base, 0, g_base, 0, row_len, 1)]
-    n_rows, m_row, g_row = merged[-1]
-    outer = merged[:-1]
+    # the rows: the innermost remaining dimension (one row when none remains)
+    n_rows, m_row, g_row = merged.pop() if merged else (1, 0, 0)
     result = []
-    for idx in itertools.product(*(range(n) for n, _, _ in outer)):
-        m0 = sum(i * m for i, (_, m, _) in zip(idx, outer))
-        g0 = sum(i * g for i, (_, _, g) in zip(idx, outer))
+    for idx in itertools.product(*(range(n) for n, _, _ in merged)):
+        m0 = sum(i * m for i, (_, m, _) in zip(idx, merged))
+        g0 = sum(i * g for i, (_, _, g) in zip(idx, merged))
         result.append(Segment(m_base + m0, m_row, g_base + g0, g_row, row_len, n_rows))
     return result
 
@@ -137,12 +129,9 @@ def view_segments(view: torch.Tensor, base: torch.Tensor) -> list[Segment] | Non
 
 def span(t: torch.Tensor) -> tuple[int, int]:
     """``[first, last]`` element offsets (in its storage) that ``t`` can touch."""
-    lo = hi = t.storage_offset()
-    for n, s in zip(t.shape, t.stride()):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
+    dims = list(zip(t.shape, t.stride()))
+    lo = t.storage_offset() + sum((n - 1) * s for n, s in dims if s < 0)
+    hi = t.storage_offset() + sum((n - 1) * s for n, s in dims if s >= 0)
     return lo, hi
 
 

@@ -18,6 +18,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from fastinit import route
 
@@ -39,14 +40,9 @@ def _reset(module: nn.Module) -> None:
     if not callable(reset):
         return
     parametrized = getattr(module, "parametrizations", None)
-    legacy = _legacy_weight_norms(module)
-    if parametrized is None and not legacy:
-        reset()
-        return
-    from torch.nn.utils import parametrize
-
     with contextlib.ExitStack() as stack:
-        for name, hook in legacy:  # the attribute the hook recomputes: a plain tensor now
+        # the attribute a legacy weight-norm hook recomputes: a plain tensor now
+        for name, hook in _legacy_weight_norms(module):
             stack.enter_context(_legacy_weight_norm_reset(module, name, hook))
         if parametrized is None:
             reset()
@@ -78,11 +74,9 @@ def _register_again(module: nn.Module, name: str, value: torch.Tensor) -> None:
     for p in plist:
         if type(p).__name__ == "_SpectralNorm" and hasattr(p, "_u"):
             weight_mat = p._reshape_weight_to_matrix(plist.original)
-            h, w = weight_mat.shape
-            p._u.copy_(nn.functional.normalize(weight_mat.new_empty(h).normal_(0, 1), dim=0,
-                                               eps=p.eps))
-            p._v.copy_(nn.functional.normalize(weight_mat.new_empty(w).normal_(0, 1), dim=0,
-                                               eps=p.eps))
+            for vector, size in zip((p._u, p._v), weight_mat.shape):  # u first, as torch
+                vector.copy_(nn.functional.normalize(weight_mat.new_empty(size).normal_(0, 1),
+                                                     dim=0, eps=p.eps))
             p._power_method(weight_mat, 15)
 
 
@@ -147,10 +141,7 @@ def outermost_hf_models(module: nn.Module) -> list[nn.Module]:
     (the model itself, or the base model inside a PEFT wrapper)."""
     if is_hf_model(module):
         return [module]
-    found: list[nn.Module] = []
-    for child in module.children():
-        found += outermost_hf_models(child)
-    return found
+    return [m for child in module.children() for m in outermost_hf_models(child)]
 
 
 def _reset_lora_adapters(module: nn.Module) -> None:
@@ -164,10 +155,7 @@ def _reset_lora_adapters(module: nn.Module) -> None:
         reset = getattr(m, "reset_lora_parameters", None)
         if not callable(reset):
             continue
-        adapters = set()
-        for table in ("lora_A", "lora_embedding_A"):
-            adapters.update(getattr(m, table, {}).keys())
-        for name in sorted(adapters):
+        for name in sorted({*getattr(m, "lora_A", {}), *getattr(m, "lora_embedding_A", {})}):
             init = getattr(configs.get(name), "init_lora_weights", True)
             if init is True or init is False or init == "gaussian":  # data-free schemes
                 reset(name, init)
@@ -182,9 +170,8 @@ def _untied(module: nn.Module) -> Iterator[None]:
     stand-in while the init code runs: its writes go nowhere, as in transformers' own order.
     """
     targets = getattr(module, "all_tied_weights_keys", None)
-    if not isinstance(targets, dict):
-        yield
-        return
+    if not isinstance(targets, dict):  # no ties known: nothing to swap
+        targets = {}
     swapped = []
     for target, source in targets.items():
         try:
@@ -196,10 +183,9 @@ def _untied(module: nn.Module) -> Iterator[None]:
             continue
         owner_name, _, attr = target.rpartition(".")
         owner = module.get_submodule(owner_name)
-        stand_in = nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
-                                requires_grad=t.requires_grad)
         swapped.append((owner, attr, t))
-        owner._parameters[attr] = stand_in
+        owner._parameters[attr] = nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
+                                               requires_grad=t.requires_grad)
     try:
         yield
     finally:

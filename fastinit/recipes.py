@@ -140,12 +140,10 @@ def apply(recipe: Mapping[str, RuleValue] | Recipe, params: Mapping[str, torch.T
     """
     if isinstance(recipe, Mapping):
         recipe = Rules(recipe, strict=True, warn_unused=warn_unused)
-    if isinstance(recipe, Rules):
-        plan = recipe.plan(None, params)
-    else:
+    if not isinstance(recipe, Rules):
         raise TypeError("recipes.apply takes a mapping of globs to inits; use apply_recipe "
                         "for a model")
-    plan.run()
+    recipe.plan(None, params).run()
 
 
 #: As materialize: no progress bar for fills that take well under a second.
@@ -153,10 +151,7 @@ _PROGRESS_MIN_ELEMENTS = 1 << 26
 
 
 def _tensors(model: nn.Module) -> list[torch.Tensor]:
-    seen: dict[int, torch.Tensor] = {}
-    for t in (*model.parameters(), *model.buffers()):
-        seen.setdefault(id(t), t)
-    return list(seen.values())
+    return list({id(t): t for t in (*model.parameters(), *model.buffers())}.values())
 
 
 @_recorded

@@ -29,12 +29,11 @@ from torch import nn
 
 from fastinit import laws, route
 from fastinit.arguments import _check_mode, _kaiming_gain, _variance_scaling_spec, check_spec, fill_spec_
-from fastinit.distributed import is_dtensor
 from fastinit.fill import fill_target
 from fastinit.provenance import note_unmatched
 from fastinit.spec import InitSpec, check_dtype
 from fastinit.streams import check_rng
-from fastinit.structured import _orthogonal_values
+from fastinit.structured import _orthogonal_values, _write_values
 
 __all__ = [
     "Init", "normal", "trunc_normal", "uniform", "constant", "zeros", "ones",
@@ -193,36 +192,33 @@ def _check_blocks(blocks: int) -> int:
     return blocks
 
 
-def xavier_uniform(gain: float = 1.0, blocks: int = 1) -> Init:
-    """Glorot uniform, as ``fastinit.xavier_uniform_``; with ``blocks > 1`` the fans are
-    those of one of ``blocks`` equal row blocks (each gate of a stacked RNN matrix)."""
+def _xavier(dist: str, gain: float, blocks: int) -> Init:
     blocks = _check_blocks(blocks)
 
     def make(t: torch.Tensor) -> InitSpec:
-        return laws.spread(laws.xavier_std(*laws.fans(t, blocks), gain), "uniform", _FN)
+        return laws.spread(laws.xavier_std(*laws.fans(t, blocks), gain), dist, _FN)
 
-    return Init(f"xavier_uniform(gain={gain}, blocks={blocks})", _fan_spec(make))
+    return Init(f"xavier_{dist}(gain={gain}, blocks={blocks})", _fan_spec(make))
+
+
+def xavier_uniform(gain: float = 1.0, blocks: int = 1) -> Init:
+    """Glorot uniform, as ``fastinit.xavier_uniform_``; with ``blocks > 1`` the fans are
+    those of one of ``blocks`` equal row blocks (each gate of a stacked RNN matrix)."""
+    return _xavier("uniform", gain, blocks)
 
 
 def xavier_normal(gain: float = 1.0, blocks: int = 1) -> Init:
     """Glorot normal, as ``fastinit.xavier_normal_`` (``blocks`` as in
     :func:`xavier_uniform`)."""
-    blocks = _check_blocks(blocks)
-
-    def make(t: torch.Tensor) -> InitSpec:
-        return laws.spread(laws.xavier_std(*laws.fans(t, blocks), gain), "normal", _FN)
-
-    return Init(f"xavier_normal(gain={gain}, blocks={blocks})", _fan_spec(make))
+    return _xavier("normal", gain, blocks)
 
 
 def variance_scaling(scale: float = 1.0, mode: str = "fan_in",
                      distribution: str = "truncated_normal") -> Init:
     """JAX's variance scaling, as ``fastinit.variance_scaling_``."""
-    _variance_scaling_spec(torch.empty(1, 1, device="meta"), scale, mode, distribution, _FN)
-
-    def make(t: torch.Tensor) -> InitSpec:
-        return _variance_scaling_spec(t, scale, mode, distribution, _FN)
-
+    make = functools.partial(_variance_scaling_spec, scale=scale, mode=mode,
+                             distribution=distribution, fn=_FN)
+    make(torch.empty(1, 1, device="meta"))  # the arguments' errors now, before any model is seen
     return Init(f"variance_scaling(scale={scale}, mode={mode!r}, "
                 f"distribution={distribution!r})", _fan_spec(make))
 
@@ -253,24 +249,8 @@ def orthogonal(gain: float = 1.0, blocks: int = 1) -> Init:
             raise ValueError(f"{name or 'tensor'}: {t.shape[0]} rows do not split into "
                              f"{blocks} equal blocks")
 
-    def values(t: torch.Tensor, key: int, stream: int) -> torch.Tensor:
-        return _orthogonal_values(t, key, stream, gain, blocks)
-
+    values = functools.partial(_orthogonal_values, gain=gain, blocks=blocks)  # (t, key, stream)
     return _WriteInit(f"orthogonal(gain={gain}, blocks={blocks})", check, values, keyed=True)
-
-
-def _write_values(t: torch.Tensor, values: torch.Tensor, *, routed: bool = True) -> None:
-    """Write ``values`` (a plain tensor of ``t``'s global shape) to ``t``, routed."""
-    if is_dtensor(t):
-        from fastinit.distributed import copy_from_full_
-
-        route.torch_write(t, functools.partial(copy_from_full_, t, values), routed=routed)
-    else:
-        route.torch_write(t, functools.partial(_copy, t, values), routed=routed)
-
-
-def _copy(t: torch.Tensor, values: torch.Tensor) -> None:
-    t.copy_(values.to(device=t.device, dtype=t.dtype))
 
 
 def _gate_bias(gates: int, gate: int, value: float) -> Init:

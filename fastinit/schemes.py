@@ -175,20 +175,14 @@ class _RNN(_ModuleRecipe):
             raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
         self.forget_bias = float(forget_bias)
 
-    @staticmethod
-    def _gates(m: nn.Module) -> int:
-        if isinstance(m, (nn.LSTM, nn.LSTMCell)):
-            return 4
-        if isinstance(m, (nn.GRU, nn.GRUCell)):
-            return 3
-        return 1
+    #: the gates stacked in a module's matrices (else 1: nn.RNN, nn.RNNCell)
+    GATES = ((nn.LSTM, 4), (nn.LSTMCell, 4), (nn.GRU, 3), (nn.GRUCell, 3))
 
     def assign(self, model: nn.Module) -> Iterator[tuple[torch.Tensor | None, Init]]:
         for m in model.modules():
             if not isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
                 continue
-            gates = self._gates(m)
-            lstm = gates == 4
+            gates = next((g for cls, g in self.GATES if isinstance(m, cls)), 1)
             for pname, p in m.named_parameters(recurse=False):
                 if pname.startswith("weight_ih"):
                     yield p, xavier_uniform(blocks=gates)
@@ -196,7 +190,7 @@ class _RNN(_ModuleRecipe):
                     yield p, orthogonal(blocks=gates)
                 elif pname.startswith("weight_hr"):  # LSTM projection: a plain linear map
                     yield p, xavier_uniform()
-                elif pname.startswith("bias_ih") and lstm:
+                elif pname.startswith("bias_ih") and gates == 4:  # an LSTM
                     yield p, _gate_bias(4, 1, self.forget_bias)  # torch's order: i, f, g, o
                 elif pname.startswith("bias_"):
                     yield p, zeros()
@@ -278,12 +272,11 @@ class _ReZero(_ModuleRecipe):
                     yield p, zero
             elif any(fnmatch.fnmatchcase(name, g) for g in self.globs):
                 yield p, zero
-        if self.globs:
-            for g in self.globs:
-                if not any(fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()):
-                    note_unmatched(g, "rezero")
-                    warnings.warn(f"recipe 'rezero': glob {g!r} matched no parameter",
-                                  UserWarning, stacklevel=_user_stacklevel())
+        for g in self.globs or ():
+            if not any(fnmatch.fnmatchcase(n, g) for n, _ in model.named_parameters()):
+                note_unmatched(g, "rezero")
+                warnings.warn(f"recipe 'rezero': glob {g!r} matched no parameter",
+                              UserWarning, stacklevel=_user_stacklevel())
 
 
 def rezero(glob: str | Sequence[str] | None = None) -> Recipe:
@@ -313,15 +306,13 @@ class _LoRA(_ModuleRecipe):
 
     def assign(self, model: nn.Module) -> Iterator[tuple[torch.Tensor | None, Init]]:
         a_init = kaiming_uniform(a=math.sqrt(5))
+        gaussian = self.init == "gaussian"
         for m in model.modules():
             lora_a, lora_b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
             ranks = getattr(m, "r", None)
             if isinstance(lora_a, nn.ModuleDict) and isinstance(lora_b, nn.ModuleDict):
                 for adapter, a in lora_a.items():
-                    if self.init == "gaussian":
-                        yield a.weight, normal(0.0, 1.0 / ranks[adapter])
-                    else:
-                        yield a.weight, a_init
+                    yield a.weight, normal(0.0, 1.0 / ranks[adapter]) if gaussian else a_init
                     b = lora_b[adapter]
                     yield b.weight, zeros()
                     if getattr(b, "bias", None) is not None:
@@ -453,10 +444,8 @@ RuleMapping = Mapping[str, RuleValue]
 
 def _config(model: nn.Module, *names: str, default=None):
     cfg = getattr(model, "config", None)
-    for n in names:
-        if cfg is not None and getattr(cfg, n, None) is not None:
-            return getattr(cfg, n)
-    return default
+    values = (getattr(cfg, n, None) for n in names)  # all None without a config
+    return next((v for v in values if v is not None), default)
 
 
 def _count_layers(model: nn.Module) -> int:
@@ -502,9 +491,8 @@ def torchtitan_llama(model: nn.Module) -> RuleMapping:
     """
     dim = _config(model, "hidden_size", "dim")
     if dim is None:
-        head = dict(model.named_parameters()).get("output.weight")
-        if head is None:
-            head = dict(model.named_parameters()).get("lm_head.weight")
+        params = dict(model.named_parameters())
+        head = params.get("output.weight", params.get("lm_head.weight"))
         if head is None:
             raise ValueError("torchtitan_llama needs the model dimension (config.hidden_size "
                              "or an output / lm_head weight)")

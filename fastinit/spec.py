@@ -101,8 +101,7 @@ class InitSpec:
 
     @classmethod
     def uniform(cls, a: float = 0.0, b: float = 1.0, fn: str = "uniform_") -> InitSpec:
-        a = float(a)
-        b = float(b)
+        a, b = float(a), float(b)
         if math.isnan(a) or math.isnan(b):
             raise ValueError(f"fastinit.{fn}: bounds must not be NaN, got a={a}, b={b}")
         if a > b:
@@ -125,8 +124,7 @@ class InitSpec:
                      b: float = 2.0, fn: str = "trunc_normal_") -> InitSpec:
         mean = _finite(mean, "mean", fn)
         std = _finite(std, "std", fn)
-        a = float(a)
-        b = float(b)
+        a, b = float(a), float(b)
         if std == 0:
             raise ZeroDivisionError("float division by zero")
         if std < 0:
@@ -165,10 +163,9 @@ def _kernel_params(spec: InitSpec, dtype: torch.dtype, _sign: float) -> KernelPa
     if spec.dist == C.UNIFORM:
         a, b = spec.low, spec.high
         big = torch.finfo(dtype).max
-        if abs(a) > big:
-            raise RuntimeError(f"from is out of bounds for {_CPP_NAMES[dtype]}")
-        if abs(b) > big:
-            raise RuntimeError(f"to is out of bounds for {_CPP_NAMES[dtype]}")
+        for bound, x in (("from", a), ("to", b)):
+            if abs(x) > big:
+                raise RuntimeError(f"{bound} is out of bounds for {_CPP_NAMES[dtype]}")
         if b - a > big:
             raise RuntimeError(
                 f"uniform_ expects to-from <= std::numeric_limits<{_SCALAR_NAMES[dtype]}>::max(), "
@@ -265,10 +262,8 @@ def _round(x: float, dtype: torch.dtype) -> float:
 
 def _step(x: float, dtype: torch.dtype, direction: int) -> float:
     """The neighbour of ``x`` (a finite value of ``dtype``) towards +inf (1) or -inf (-1)."""
-    if x == 0:
-        bits = 1  # smallest subnormal
-        t = torch.tensor(bits, dtype=_INT_VIEW[dtype], device="cpu").view(dtype)
-        v = float(t.item())
+    if x == 0:  # the smallest subnormal (bit pattern 1), signed by the direction
+        v = float(torch.tensor(1, dtype=_INT_VIEW[dtype], device="cpu").view(dtype).item())
         return v if direction > 0 else -v
     t = torch.tensor(x, dtype=dtype, device="cpu").view(_INT_VIEW[dtype])
     # For positive floats the bit pattern grows with the value; for negative ones it shrinks.

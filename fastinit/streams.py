@@ -86,9 +86,7 @@ def check_rng(seed: int | None, generator: torch.Generator | None) -> None:
 def call_key(seed: int | None, generator: torch.Generator | None) -> int:
     """The Philox key for one fill call (validates ``seed`` and ``generator`` first)."""
     _check_generator(generator)
-    if seed is not None:
-        return normalize_seed(seed)
-    return draw_seed(generator)
+    return draw_seed(generator) if seed is None else normalize_seed(seed)
 
 
 def stream_for_name(name: str) -> int:

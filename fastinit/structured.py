@@ -99,8 +99,7 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
         >>> fastinit.dirac_(w, 3)
     """
     _check_tensor(tensor, "dirac_")
-    dimensions = tensor.ndimension()
-    if dimensions not in [3, 4, 5]:
+    if tensor.ndimension() not in [3, 4, 5]:
         raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
     try:
         groups = operator.index(groups)
@@ -116,10 +115,8 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
     if target is None:
         return tensor
     out_chans_per_grp = sizes[0] // groups
-    min_dim = min(out_chans_per_grp, sizes[1])
-    dev = tensor.device
-    d = torch.arange(min_dim, device=dev)
-    out_idx = (torch.arange(groups, device=dev)[:, None] * out_chans_per_grp + d).reshape(-1)
+    d = torch.arange(min(out_chans_per_grp, sizes[1]), device=tensor.device)
+    out_idx = (torch.arange(groups, device=d.device)[:, None] * out_chans_per_grp + d).reshape(-1)
     in_idx = d.repeat(groups)
     centre = tuple(torch.full_like(out_idx, s // 2) for s in sizes[2:])
     route.torch_write(tensor, functools.partial(_put_ones, tensor, (out_idx, in_idx) + centre))
@@ -170,14 +167,8 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1,
     decided = route.keyed(tensor, seed, generator)
     if decided is None:
         return tensor
-    key, stream = decided
-    q = _orthogonal_values(tensor, key, stream, gain)
-    if is_dtensor(tensor):  # every rank computed the whole matrix: keep its own part
-        from fastinit.distributed import copy_from_full_
-
-        route.torch_write(tensor, functools.partial(copy_from_full_, tensor, q), routed=False)
-    else:
-        route.torch_write(tensor, functools.partial(tensor.copy_, q), routed=False)
+    # every rank computes the whole matrix; a DTensor keeps its own part
+    _write_values(tensor, _orthogonal_values(tensor, *decided, gain), routed=False)
     return tensor
 
 
@@ -192,6 +183,20 @@ def _orthogonal_values(tensor: torch.Tensor, key: int, stream: int, gain: float,
     flattened = torch.empty((rows, tensor.numel() // rows), dtype=work, device=tensor.device)
     fill_tensor(flattened, InitSpec.normal(0.0, 1.0).kernel_params(work), key, stream)
     return laws.block_orthogonal(flattened, blocks).mul_(gain).reshape(tensor.shape)
+
+
+def _write_values(tensor: torch.Tensor, values: torch.Tensor, *, routed: bool = True) -> None:
+    """Write ``values`` (a plain tensor of ``tensor``'s global shape, converted as
+    ``Tensor.copy_`` converts) to ``tensor`` with :func:`fastinit.route.torch_write`
+    (``routed=False``: the router was already asked); a DTensor keeps the part this rank
+    holds. Shared with the recipes' structured inits and ``class_prior_bias_``."""
+    if is_dtensor(tensor):
+        from fastinit.distributed import copy_from_full_
+
+        apply = functools.partial(copy_from_full_, tensor, values)
+    else:
+        apply = functools.partial(tensor.copy_, values)
+    route.torch_write(tensor, apply, routed=routed)
 
 
 @route.entry
@@ -245,15 +250,14 @@ def sparse_(tensor: torch.Tensor, sparsity: float, std: float = 0.01,
     check_rng(seed, generator)
     if fill_target(tensor, fn, elementwise=False) is None:
         return tensor
-    rows, cols = tensor.shape
-    num_zeros = math.ceil(sparsity * rows)
+    num_zeros = math.ceil(sparsity * tensor.shape[0])
     decided = route.keyed(tensor, seed, generator)
     if decided is None:
         return tensor
     key, stream = decided
     route.fill_keyed(tensor, params, key, stream)
     if num_zeros:
-        u = torch.empty((rows, cols), dtype=torch.float32, device=tensor.device)
+        u = torch.empty(tensor.shape, dtype=torch.float32, device=tensor.device)
         fill_tensor(u, InitSpec.uniform(0.0, 1.0).kernel_params(torch.float32), key, stream,
                     draw_round=1)
         zero_rows = torch.argsort(u, dim=0, stable=True)[:num_zeros]
