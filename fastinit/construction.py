@@ -24,6 +24,8 @@ materialize draws afresh.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -37,8 +39,8 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from fastinit import provenance, route
 from fastinit.coverage import EMPTY as _EMPTY, tensors_in as _tensors
-from fastinit.intercept import (SEEDINGS, fastinit_function, opaque, patched_init_functions,
-                                torch_init_name)
+from fastinit.intercept import (QUERIES, SEEDINGS, fastinit_function, opaque,
+                                patched_init_functions, torch_init_name)
 from fastinit.streams import _splitmix64, call_key
 
 try:
@@ -57,12 +59,7 @@ _VALUE_READS = frozenset({
 _PRINTS = frozenset({"__repr__", "__str__", "__format__"})
 #: Operations that neither compute nor write values (``__set__``: ``param.data = x``
 #: rebinds; the final tensors are taken as they are at the end of the block).
-_NO_VALUES = frozenset({
-    "size", "stride", "dim", "numel", "element_size", "is_contiguous", "nelement",
-    "ndimension", "is_floating_point", "is_complex", "get_device", "__len__", "__hash__",
-    "__get__", "storage_offset", "data_ptr", "untyped_storage", "_is_view", "requires_grad_",
-    "__set__", "has_names", "is_pinned", "is_shared", "is_set_to",
-})
+_NO_VALUES = QUERIES | {"data_ptr", "untyped_storage", "__set__"}
 
 
 @dataclass(frozen=True)
@@ -436,49 +433,28 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
         self.record(fn, args, kwargs, None, entry=fn)
 
 
-_FIRST: dict = {}
-_SIGNATURES: dict = {}
-_REACH: dict = {}
-
-
+@functools.cache
 def _rng_reach(fn: Callable) -> int | None:
     """None if ``fn`` lacks a ``seed`` or a ``generator`` parameter; else how many
     positional arguments a call can pass without reaching either of them."""
-    if fn in _REACH:
-        return _REACH[fn]
-    import inspect
-
     params = list(_signature(fn).parameters.values())
     names = [p.name for p in params]
-    reach = None
-    if "seed" in names and "generator" in names:
-        positional = [i for i, p in enumerate(params) if p.name in ("seed", "generator")
-                      and p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                     inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        varargs = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL]
-        reach = min(positional + varargs + [len(params)])
-    _REACH[fn] = reach
-    return reach
+    if "seed" not in names or "generator" not in names:
+        return None
+    positional = [i for i, p in enumerate(params) if p.name in ("seed", "generator")
+                  and p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                 inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    varargs = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL]
+    return min(positional + varargs + [len(params)])
 
 
-def _signature(fn: Callable):
-    sig = _SIGNATURES.get(fn)
-    if sig is None:
-        import inspect
-
-        sig = _SIGNATURES[fn] = inspect.signature(fn)
-    return sig
+_signature = functools.cache(inspect.signature)
 
 
+@functools.cache
 def _first_parameter(fn: Callable) -> str:
     """The name of ``fn``'s first parameter (the tensor of an init function)."""
-    name = _FIRST.get(fn)
-    if name is None:
-        import inspect
-
-        params = list(inspect.signature(fn).parameters)
-        name = _FIRST[fn] = params[0] if params else ""
-    return name
+    return next(iter(_signature(fn).parameters), "")
 
 
 def active_recorder() -> ConstructionRecorder | None:
@@ -533,14 +509,16 @@ class _Block:
                 continue
             refs: dict[str, Ref] = {}
             objects: dict[str, torch.Tensor] = {}
-            for name, t in _named_tensors(module):
+            for name, t in named_tensors(module):
                 if self.program.knows(t):
                     refs[name] = self.program.ref(t)
                     objects[name] = t
             _CONSTRUCTIONS[module] = Construction(self.program, refs, objects)
 
 
-def _named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every (qualified name, tensor) of a module's parameters, buffers and tensor
+    attributes, shared ones repeated."""
     yield from module.named_parameters(remove_duplicate=False)
     yield from module.named_buffers(remove_duplicate=False)
     for name, _, _, t in tensor_attributes(module):
@@ -797,14 +775,9 @@ class Replay:
 
     def _bind(self, s: int, memory: torch.Tensor) -> None:
         self.env[s] = memory
-        if self.on_bind is None:
-            return
-        if self._popped is not None:  # inside run: fastinit's modes are off the stack
-            with route.marked_inside():
+        if self.on_bind is not None:  # inside run, fastinit's modes are off the stack
+            with route.marked_inside() if self._popped is not None else route.internal():
                 self.on_bind(s)
-            return
-        with route.internal():
-            self.on_bind(s)
 
 
 def _bytes(t: torch.Tensor, bare: bool = False) -> torch.Tensor:

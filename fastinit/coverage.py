@@ -90,15 +90,19 @@ class Coverage:
         if pending:
             if local.dtype != local_tensor(entries[0][1]).dtype:
                 return  # a view of another element size: conservatively not counted
-            bmap = self._maps.get(key)
-            if bmap is None:
-                n = local.untyped_storage().nbytes() // local.element_size()
-                bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
-            target = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
+            target = _view(self._map(key, local), local)
             if mark is None:
                 target.fill_(True)
             else:
                 mark(target)
+
+    def _map(self, key: int, local: torch.Tensor) -> torch.Tensor:
+        """The bool map of storage ``key`` (made, all False, on first use)."""
+        bmap = self._maps.get(key)
+        if bmap is None:
+            n = local.untyped_storage().nbytes() // local.element_size()
+            bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
+        return bmap
 
     def restrict(self, name: str, valid: torch.Tensor | None, why: str) -> None:
         """Only the elements ``valid`` marks of tensor ``name`` hold values (None: none);
@@ -110,11 +114,7 @@ class Coverage:
                 entry[2] = False
                 self.why[name] = why
                 local = local_tensor(entry[1])
-                bmap = self._maps.get(key)
-                if bmap is None:
-                    n = local.untyped_storage().nbytes() // local.element_size()
-                    bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
-                view = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
+                view = _view(self._map(key, local), local)
                 view.copy_(valid) if valid is not None else view.fill_(False)
 
     def unwritten(self, view: torch.Tensor) -> str | None:
@@ -130,8 +130,7 @@ class Coverage:
             bmap = self._maps.get(storage_key(view))
             if bmap is None or local.dtype != local_tensor(t).dtype:
                 return name
-            if not bool(bmap.as_strided(local.shape, local.stride(),
-                                        local.storage_offset()).all()):
+            if not bool(_view(bmap, local).all()):
                 return name
         return None
 
@@ -153,15 +152,18 @@ class Coverage:
                 local = local_tensor(t)
                 if bmap is None:
                     out[name] = "never written"
-                elif not bool(bmap.as_strided(local.shape, local.stride(),
-                                              local.storage_offset()).all()):
-                    touched = bool(bmap.as_strided(local.shape, local.stride(),
-                                                   local.storage_offset()).any())
+                elif not bool(_view(bmap, local).all()):
+                    touched = bool(_view(bmap, local).any())
                     out[name] = "partly written" if touched else "never written"
                 if name in out and name in self.why:
                     out[name] = ("partly " if out[name].startswith("partly") else "") + (
                         f"computed from {self.why[name]}")
         return out
+
+
+def _view(bmap: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """The elements of bool map ``bmap`` that ``local`` (a view of its storage) covers."""
+    return bmap.as_strided(local.shape, local.stride(), local.storage_offset())
 
 
 #: torch in-place operations that write every element of their first argument.
@@ -180,9 +182,7 @@ def mark_for(name: str, args: tuple, kwargs: dict) -> Callable | None | str:
     if name == "__setitem__":
         index = args[1]
         return lambda m: m.__setitem__(index, True)
-    if name == "index_fill_":
-        return lambda m: m.index_fill_(args[1], args[2], True)
-    if name == "index_copy_":
+    if name in ("index_fill_", "index_copy_"):
         return lambda m: m.index_fill_(args[1], args[2], True)
     if name == "masked_fill_":
         return lambda m: m.masked_fill_(args[1], True)
@@ -235,8 +235,7 @@ class CoveringRouter(route.NameRouter):
         key = storage_key(t)
         if key in self.tainted:
             return self.tainted[key]
-        why = self.temps.unwritten(t)
-        return why
+        return self.temps.unwritten(t)
 
     def _derive(self, func, args: tuple, out) -> None:
         """A temporary made from a named tensor (``t.new_empty(...)``,

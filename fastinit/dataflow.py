@@ -25,12 +25,10 @@ from typing import Iterable, Mapping
 import torch
 
 from fastinit.construction import _EMPTY, Op, Program, Ref, fname_of
+from fastinit.coverage import WHOLE_WRITES
 
 #: in-place operations that overwrite every element of their first argument, reading none
-_OVERWRITES = frozenset({
-    "fill_", "zero_", "copy_", "normal_", "uniform_", "random_", "bernoulli_",
-    "exponential_", "geometric_", "log_normal_", "cauchy_",
-})
+_OVERWRITES = WHOLE_WRITES
 #: operations whose output element i depends only on input element i (broadcast)
 _ELEMENTWISE = frozenset({
     "copy_", "clone", "contiguous", "to", "float", "half", "bfloat16", "double", "type_as",
@@ -39,7 +37,6 @@ _ELEMENTWISE = frozenset({
     "__mul__", "__rmul__", "__add__", "__radd__", "__sub__", "__rsub__", "__truediv__",
     "__neg__", "__imul__", "__iadd__", "__isub__", "__itruediv__",
 })
-#: writes that keep the elements they do not write
 #: operations that make tensors from sizes and Python values, not from their tensor
 #: arguments' values (``zeros_like(t)`` reads only ``t``'s shape)
 _FRESH = frozenset({
@@ -47,6 +44,7 @@ _FRESH = frozenset({
     "new_zeros", "new_ones", "new_full", "zeros", "ones", "full", "arange", "linspace",
     "logspace", "eye", "rand", "randn", "randint", "randperm", "tensor", "new_tensor",
 })
+#: writes that keep the elements they do not write
 _PARTIAL = frozenset({"__setitem__", "index_fill_", "masked_fill_", "index_copy_",
                       "index_put_", "scatter_"})
 
@@ -103,8 +101,8 @@ class _Flow:
         state = self._get(s)
         if isinstance(state, torch.Tensor):
             return state
-        m = self.state[s] = torch.full((self._nbytes(s),), bool(state))
-        return m
+        self.state[s] = torch.full((self._nbytes(s),), bool(state))
+        return self.state[s]
 
     def valid(self, ref: Ref) -> torch.Tensor | bool:
         """True, False, or a bool map of ``ref``'s elements."""

@@ -50,16 +50,20 @@ INIT_NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zer
               "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
               "kaiming_normal_", "orthogonal_", "sparse_")
 
-# Tensor operations that neither read nor write element values, nor expose the memory
-# (``untyped_storage``, ``data_ptr`` and friends are *not* here: they hand it out).
-_METADATA = frozenset({
+#: Tensor queries that neither read nor write element values, nor expose the memory.
+QUERIES = frozenset({
     "size", "stride", "dim", "numel", "element_size", "is_contiguous", "nelement",
     "ndimension", "is_floating_point", "is_complex", "get_device", "__len__", "__hash__",
-    "__get__", "storage_offset", "view", "view_as", "unsqueeze", "squeeze", "t",
-    "transpose", "permute", "select", "narrow", "as_strided", "expand", "expand_as",
-    "detach", "requires_grad_", "_is_view", "is_set_to", "diagonal", "unbind", "split",
-    "chunk", "movedim", "swapaxes", "is_pinned", "is_shared", "has_names",
+    "__get__", "storage_offset", "requires_grad_", "_is_view", "is_set_to", "is_pinned",
+    "is_shared", "has_names",
 })
+# ... and the views (``untyped_storage``, ``data_ptr`` and friends are *not* here: they
+# hand the memory out)
+_METADATA = QUERIES | {
+    "view", "view_as", "unsqueeze", "squeeze", "t", "transpose", "permute", "select",
+    "narrow", "as_strided", "expand", "expand_as", "detach", "diagonal", "unbind", "split",
+    "chunk", "movedim", "swapaxes",
+}
 _BASIC_INDEX = (int, slice, type(None), type(Ellipsis))
 
 

@@ -55,7 +55,7 @@ from fastinit import initscan
 from fastinit import provenance
 from fastinit import recipes as recipes_mod
 from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
-                                   tensor_attributes)
+                                   named_tensors, tensor_attributes)
 from fastinit.dataflow import unwritten
 from fastinit.distributed import is_dtensor
 from fastinit import memory
@@ -84,6 +84,25 @@ def _slots(module: nn.Module) -> list[tuple[dict, str, torch.Tensor]]:
             if t is not None]
 
 
+def _to_empty(module: nn.Module, device: torch.device) -> None:
+    """Sharded (DTensor) models: ``to_empty`` lets FSDP2 re-create its sharded
+    parameters (its own hook); re-link the tensors that were shared before."""
+    slots = _slots(module)
+    if any(not t.is_meta for _, _, t in slots):
+        raise NotImplementedError(
+            "materialize: a model with meta DTensor parameters must be entirely on meta")
+    first: dict[int, tuple[dict, str]] = {}
+    links = []
+    for table, attr, t in slots:
+        if id(t) in first:
+            links.append((table, attr, first[id(t)]))
+        else:
+            first[id(t)] = (table, attr)
+    module.to_empty(device=device)
+    for table, attr, (src_table, src_attr) in links:
+        table[attr] = src_table[src_attr]
+
+
 class _Allocation:
     """Real storage for a module's tensors to initialize; undoable until the end.
 
@@ -102,13 +121,10 @@ class _Allocation:
         slots = _slots(module)
         _refuse_uninitialized_parameters(slots)
         if any(is_dtensor(t) and t.is_meta for _, _, t in slots):
-            self._to_empty(device)
+            _to_empty(module, device)
+            self.emptied = True
             slots = _slots(module)
-        names: dict[int, str] = {}
-        for name, p in module.named_parameters(remove_duplicate=False):
-            names.setdefault(id(p), name)
-        for name, b in module.named_buffers(remove_duplicate=False):
-            names.setdefault(id(b), name)
+        names = _first_names(module)
         hf = is_hf_model(module)
         storages: dict[int, torch.UntypedStorage] = {}  # meta storage -> real storage
         memo: dict[int, torch.Tensor] = {}
@@ -135,25 +151,6 @@ class _Allocation:
             self.undo()
             raise
 
-    def _to_empty(self, device: torch.device) -> None:
-        """Sharded (DTensor) models: ``to_empty`` lets FSDP2 re-create its sharded
-        parameters (its own hook); re-link the tensors that were shared before."""
-        slots = _slots(self.module)
-        if any(not t.is_meta for _, _, t in slots):
-            raise NotImplementedError(
-                "materialize: a model with meta DTensor parameters must be entirely on meta")
-        first: dict[int, tuple[dict, str]] = {}
-        links = []
-        for table, attr, t in slots:
-            if id(t) in first:
-                links.append((table, attr, first[id(t)]))
-            else:
-                first[id(t)] = (table, attr)
-        self.module.to_empty(device=device)
-        self.emptied = True
-        for table, attr, (src_table, src_attr) in links:
-            table[attr] = src_table[src_attr]
-
     def _replace(self, table: dict, attr: str, old: torch.Tensor, new: torch.Tensor) -> None:
         if old is not new:
             self.replaced.append((table, attr, old))
@@ -172,14 +169,7 @@ class _Allocation:
             if nbytes >= memory.ADVISED_MIN_BYTES:
                 advise_fresh(storage)  # before the first touch: see fastinit.memory
         new = torch.empty(0, dtype=t.dtype, device=device)
-        new.set_(storage, t.storage_offset(), t.shape, t.stride())
-        if isinstance(t, nn.Parameter):
-            new = nn.Parameter(new, requires_grad=t.requires_grad)
-            new.__dict__.update(t.__dict__)
-        else:
-            new.requires_grad_(t.requires_grad)
-            new.__dict__.update(t.__dict__)
-        return new
+        return _as_like(new.set_(storage, t.storage_offset(), t.shape, t.stride()), t)
 
     def undo(self) -> None:
         for table, attr, old in reversed(self.replaced):
@@ -411,9 +401,7 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
     slots += [(table, attr, t) for _, table, attr, t in tensor_attributes(module)
               if t.is_meta and recorded.program.knows(t)]
     hf = is_hf_model(module)
-    names: dict[int, str] = {}
-    for name, t in _named(module):
-        names.setdefault(id(t), name)
+    names = _first_names(module)
     program = recorded.program
     replayed: dict[int, tuple[str, Ref]] = {}  # id(tensor) -> (name, ref)
     kept: list[torch.Tensor] = []
@@ -459,9 +447,7 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
                                            if id(t) in replayed) if is_dtensor(t)]
     if sharded:
         if any(t.is_meta for t, _, _ in sharded):
-            alloc = _Allocation.__new__(_Allocation)
-            alloc.module, alloc.replaced, alloc.emptied = module, [], False
-            alloc._to_empty(device)
+            _to_empty(module, device)
         for t, name, ref in {id(t): (t, n, r) for t, n, r in sharded}.values():
             _replay_sharded(program, device, key, name, ref, t, replayed.values(),
                             stream_name)
@@ -567,11 +553,13 @@ def _as_like(real: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return new
 
 
-def _named(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    yield from module.named_parameters(remove_duplicate=False)
-    yield from module.named_buffers(remove_duplicate=False)
-    for name, _, _, t in tensor_attributes(module):
-        yield name, t
+def _first_names(module: nn.Module) -> dict[int, str]:
+    """``id(tensor)`` -> the first qualified name of each parameter, buffer and tensor
+    attribute (parameters first, then buffers)."""
+    names: dict[int, str] = {}
+    for name, t in named_tensors(module):
+        names.setdefault(id(t), name)
+    return names
 
 
 def _raise_missing(missing: Mapping[str, str], recorded: bool = True) -> None:

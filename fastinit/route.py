@@ -329,7 +329,7 @@ class NameRouter:
         self._named: dict[int, list[tuple[str, torch.Tensor, int, tuple[int, int]]]] = {}
         for name, t in named.items():
             self.track(name, t)
-        self.protected = {_storage(t) for t in protected if not _is_empty(t)}
+        self.protected = {storage_key(t) for t in protected if not _is_empty(t)}
         self.written: set[str] = set()
         #: ``fastinit.streams.SEEDINGS`` when the init code started; None: not watched
         #: (a replay, whose recording already holds such calls' keys)
@@ -347,7 +347,7 @@ class NameRouter:
         if _is_empty(t):
             return
         entry = (name, t, stream_for_name(self.stream_name(name)), _span(t))
-        entries = self._named.setdefault(_storage(t), [])
+        entries = self._named.setdefault(storage_key(t), [])
         if all(e[1] is not t for e in entries):
             entries.append(entry)
 
@@ -355,7 +355,7 @@ class NameRouter:
         """The named tensor whose memory holds ``t`` (None: none, or several)."""
         if _is_empty(t):
             return None
-        entries = self._named.get(_storage(t))
+        entries = self._named.get(storage_key(t))
         if not entries:
             return None
         if len(entries) == 1:
@@ -368,7 +368,7 @@ class NameRouter:
         """Whether ``t`` is (part of) a named or a protected tensor."""
         if _is_empty(t):
             return False
-        key = _storage(t)
+        key = storage_key(t)
         return key in self._named or key in self.protected
 
     def mark_written(self, t: torch.Tensor) -> None:
@@ -410,7 +410,7 @@ class NameRouter:
         hit = self._lookup(tensor)
         if hit is not None:
             return Keyed(self.key, hit[2], hit[1])
-        return SKIP if _storage(tensor) in self.protected else DRAW
+        return SKIP if storage_key(tensor) in self.protected else DRAW
 
     def emit(self, write: Write) -> None:
         if _is_empty(write.target):
@@ -465,10 +465,6 @@ class NameRouter:
     def flush(self) -> None:
         """Write every recorded fill."""
         self.recorder.flush()
-
-
-def _storage(t: torch.Tensor) -> int:
-    return storage_key(t)
 
 
 def _span(t: torch.Tensor) -> tuple[int, int]:
