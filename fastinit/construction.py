@@ -690,7 +690,8 @@ class Replay:
             for op in ops:
                 if attributed:  # the replay's writes are the recorded init code's
                     provenance.replaying(op)
-                if seeds is not None:
+                bare = self._bare(op)
+                if seeds is not None and not (bare and op.factory):  # (those draw nothing)
                     seed = seeds[id(op)]
                     torch.default_generator.manual_seed(seed)
                     if cuda:
@@ -724,7 +725,7 @@ class Replay:
                     kwargs = self._real_all(op.kwargs)
                 if op.factory:
                     kwargs["device"] = self.device
-                if self._bare(op):
+                if bare:
                     out = op.func(*args, **kwargs)
                 else:
                     with self._modes():

@@ -257,14 +257,10 @@ def constant(tensor: torch.Tensor, params: KernelParams) -> None:
     """Fill ``tensor`` with a constant (``params`` of ``InitSpec.constant``), routed:
     no key is drawn, but a router may still skip the tensor."""
     router = _ROUTER.get()
-    if router is None:
-        _emit(Fill(tensor, tensor, params, 0, 0))
-        return
-    decision = router.route(tensor)
-    if isinstance(decision, Skip):
-        return
-    base = decision.base if isinstance(decision, Keyed) else tensor
-    _emit(Fill(tensor, base, params, 0, 0))
+    decision = DRAW if router is None else router.route(tensor)
+    if not isinstance(decision, Skip):
+        base = decision.base if isinstance(decision, Keyed) else tensor
+        _emit(Fill(tensor, base, params, 0, 0))
 
 
 def keyed(tensor: torch.Tensor, seed: int | None,
