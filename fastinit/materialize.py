@@ -443,18 +443,13 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
             "model under torch.device('meta') to have materialize run its init code instead; "
             "for a part of the built model whose modules were renamed (a pipeline stage's "
             "renumbered layers), pass names= with the names they were built under")
-    sharded = [(t, n, r) for t, (n, r) in ((t, replayed[id(t)]) for _, _, t in slots
-                                           if id(t) in replayed) if is_dtensor(t)]
-    if sharded:
-        if any(t.is_meta for t, _, _ in sharded):
-            _to_empty(module, device)
-        for t, name, ref in {id(t): (t, n, r) for t, n, r in sharded}.values():
-            _replay_sharded(program, device, key, name, ref, t, replayed.values(),
-                            stream_name)
-        plain = {i: v for i, v in replayed.items()
-                 if not any(i == id(t) for t, _, _ in sharded)}
-    else:
-        plain = replayed
+    sharded = {id(t): t for _, _, t in slots if id(t) in replayed and is_dtensor(t)}
+    if any(t.is_meta for t in sharded.values()):
+        _to_empty(module, device)
+    for i, t in sharded.items():
+        name, ref = replayed[i]
+        _replay_sharded(program, device, key, name, ref, t, replayed.values(), stream_name)
+    plain = {i: v for i, v in replayed.items() if i not in sharded}
     total = sum(math.prod(ref.shape) for _, ref in plain.values())
     replay, router, coverage = _named_replay(
         program, device, key, replayed.values(), kept, stream_name=stream_name,
