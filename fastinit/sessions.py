@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from fastinit.distributed import local_tensor as _local
 from fastinit.route import _PROVENANCE
 
 __all__ = ["note", "note_op", "note_factory", "note_unmatched", "site", "replaying",
@@ -76,7 +77,7 @@ class _Session:
             known = self.storages.get(address)
             if known is None or known[0].cdata != storage._cdata:
                 known = self.storages[address] = (StorageWeakRef(storage), len(self.storages)
-                                                   if known is None else _fresh_id())
+                                                   if known is None else next(_IDS))
         return known[1]
 
     def id_at(self, address: int) -> Optional[int]:
@@ -95,16 +96,8 @@ class _Session:
         return known[1]
 
 
+#: ids no address-numbered storage of a session takes (see ``storage_id``)
 _IDS = itertools.count(1 << 40)
-
-
-def _fresh_id() -> int:
-    """An id no address-numbered storage of a session takes (see ``storage_id``)."""
-    return next(_IDS)
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t._local_tensor if type(t).__name__ == "DTensor" else t
 
 
 _SESSION = _PROVENANCE  # the open session (fastinit.route reads it at every write)
