@@ -224,6 +224,14 @@ def _map(fn, x):
     return x
 
 
+def _call_swapped(func, args: tuple, kwargs: dict, swap: dict[int, torch.Tensor]):
+    """``func(*args, **kwargs)`` with the tensors ``swap`` holds (by ``id``) replaced."""
+    def sub(x):
+        return swap.get(id(x), x)
+
+    return func(*[_map(sub, a) for a in args], **{k: _map(sub, v) for k, v in kwargs.items()})
+
+
 class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
     """Builds tensors on meta (like ``torch.device("meta")``) and records the program."""
 
@@ -280,8 +288,7 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
                         for t in known if not t.is_meta}
             else:
                 swap = evaluate(program, meta)
-            out = func(*[_map(lambda x: swap.get(id(x), x), a) for a in args],
-                       **{k: _map(lambda x: swap.get(id(x), x), v) for k, v in kwargs.items()})
+            out = _call_swapped(func, args, kwargs, swap)
         else:
             out = func(*args, **kwargs)
         self.record(func, args, kwargs, out)
@@ -313,11 +320,7 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
                 value = real[id(t)] if t.is_meta else t.detach()
                 program.ops.append(Op(_read_value, (program.ref(t, s),), {}, (s,), (),
                                       expect=value.clone()))
-        if not meta:
-            return func(*args, **kwargs)
-        swap = (lambda x: real.get(id(x), x))
-        return func(*[_map(swap, a) for a in args],
-                    **{k: _map(swap, v) for k, v in kwargs.items()})
+        return _call_swapped(func, args, kwargs, real)
 
     def _factory(self, func, args, kwargs):
         if kwargs.get("device") is None:
@@ -357,9 +360,9 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
         rkwargs = {k: _map(to_ref, v) for k, v in kwargs.items()}
         writes: list[int] = []
         site = None
-        if args and _writes_first(getattr(func, "__name__", ""), args) and program.knows(args[0]):
+        if args and _writes_first(fname_of(func), args) and program.knows(args[0]):
             writes.append(sid(args[0]))
-            site = provenance.site(entry) if entry is not None else provenance.site()
+            site = provenance.site(entry)
         out_kw = kwargs.get("out")
         if _plain(out_kw):
             writes.append(program.track(out_kw, empty=False))
@@ -438,14 +441,12 @@ def _rng_reach(fn: Callable) -> int | None:
     """None if ``fn`` lacks a ``seed`` or a ``generator`` parameter; else how many
     positional arguments a call can pass without reaching either of them."""
     params = list(_signature(fn).parameters.values())
-    names = [p.name for p in params]
-    if "seed" not in names or "generator" not in names:
+    if not {"seed", "generator"} <= {p.name for p in params}:
         return None
-    positional = [i for i, p in enumerate(params) if p.name in ("seed", "generator")
-                  and p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                 inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    varargs = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL]
-    return min(positional + varargs + [len(params)])
+    reaching = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL
+                or (p.name in ("seed", "generator") and p.kind in (
+                    inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))]
+    return min(reaching + [len(params)])
 
 
 _signature = functools.cache(inspect.signature)
@@ -507,12 +508,8 @@ class _Block:
         for mid, module in self.modules.items():
             if mid in self.children:
                 continue
-            refs: dict[str, Ref] = {}
-            objects: dict[str, torch.Tensor] = {}
-            for name, t in named_tensors(module):
-                if self.program.knows(t):
-                    refs[name] = self.program.ref(t)
-                    objects[name] = t
+            objects = {name: t for name, t in named_tensors(module) if self.program.knows(t)}
+            refs = {name: self.program.ref(t) for name, t in objects.items()}
             _CONSTRUCTIONS[module] = Construction(self.program, refs, objects)
 
 
@@ -620,9 +617,6 @@ class Replay:
         #: fastinit's modes taken off the stack by :meth:`run` (None: outside it)
         self._popped: list | None = None
 
-    def _seeds(self) -> dict[int, int] | None:
-        return None if self.key is None else self.program.op_seeds(self.key)
-
     def resolve(self, ref: Ref) -> torch.Tensor:
         base = self.env[ref.storage]
         if self._popped is not None:  # inside run: no fastinit mode is on the stack
@@ -676,7 +670,7 @@ class Replay:
         key and the operation's place in the program: what ``torch.rand`` and the like draw
         depends on neither which other operations run (a model replayed parameter by
         parameter, as sharded models are, or with some weights loaded) nor their number."""
-        seeds = self._seeds()
+        seeds = None if self.key is None else self.program.op_seeds(self.key)
         attributed = route.open_recording() is not None
         storages = self.program.storages
         legacy = self.program.legacy
@@ -744,11 +738,11 @@ class Replay:
                         with self._modes():
                             laid_out.copy_(real)  # the layout the program saw (meta's)
                         real = laid_out
-                    self._bind(ref.storage, _bytes(real, bare=True))
+                    self._bind(ref.storage, _bytes(real))
                 out_kw = kwargs.get("out")
                 for s in op.writes:
                     if s not in env and isinstance(out_kw, torch.Tensor):
-                        self._bind(s, _bytes(out_kw, bare=True))
+                        self._bind(s, _bytes(out_kw))
         finally:
             if outer is None:
                 route._push_back(self._popped)
@@ -781,15 +775,12 @@ class Replay:
                 self.on_bind(s)
 
 
-def _bytes(t: torch.Tensor, bare: bool = False) -> torch.Tensor:
-    """A uint8 tensor over the whole storage of ``t`` (``bare``: the caller has taken
-    fastinit's modes off the stack, as ``Replay.run`` does)."""
-    if bare:
-        storage = t.untyped_storage()
-        return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
-            storage, 0, (storage.nbytes(),), (1,))
-    with route.internal():
-        return _bytes(t, bare=True)
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    """A uint8 tensor over the whole storage of ``t`` (the caller has taken fastinit's
+    modes off the stack, as ``Replay.run`` does)."""
+    storage = t.untyped_storage()
+    return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
+        storage, 0, (storage.nbytes(),), (1,))
 
 
 def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
