@@ -156,8 +156,11 @@ def inside() -> bool:
 
 
 class _Internal:
-    """The context of :func:`internal` (a class: entered for every tensor a replay
-    resolves, where a generator-based context manager costs more than the work)."""
+    """fastinit's own bookkeeping operations (storage queries, views it makes for itself):
+    not the user's, as inside an entry point (fastinit's modes are taken off the stack
+    meanwhile, as there). The context manager :func:`internal` (a class: entered for every
+    tensor a replay resolves, where a generator-based context manager costs more than the
+    work)."""
 
     __slots__ = ("popped", "token")
 
@@ -172,7 +175,9 @@ class _Internal:
 
 
 class _Marked:
-    """The context of :func:`marked_inside`."""
+    """As :func:`internal`, for code that has taken fastinit's modes off the stack
+    already (a replay's run): only marks what runs in the block as fastinit's own. The
+    context manager :func:`marked_inside`."""
 
     __slots__ = ("token",)
 
@@ -184,17 +189,8 @@ class _Marked:
         return False
 
 
-def marked_inside() -> _Marked:
-    """As :func:`internal`, for code that has taken fastinit's modes off the stack
-    already (a replay's run): only marks what runs in the block as fastinit's own."""
-    return _Marked()
-
-
-def internal() -> _Internal:
-    """fastinit's own bookkeeping operations (storage queries, views it makes for itself):
-    not the user's, as inside an entry point (fastinit's modes are taken off the stack
-    meanwhile, as there). A context manager."""
-    return _Internal()
+marked_inside = _Marked
+internal = _Internal
 
 
 @contextlib.contextmanager
@@ -228,7 +224,8 @@ def decide(tensor: torch.Tensor, seed: int | None, generator: torch.Generator | 
     router = _ROUTER.get()
     decision = DRAW if router is None else router.route(tensor)
     if isinstance(decision, Keyed):
-        if seed is not None or generator is not None or getattr(router, "reseeded", _no)():
+        if (seed is not None or generator is not None
+                or (hasattr(router, "reseeded") and router.reseeded())):
             # a knob the init code set (an explicit seed or generator, torch.manual_seed
             # in __init__): the call's own key, the tensor's stream - values follow the
             # user's seed and still do not depend on how the tensor is sharded
@@ -237,10 +234,6 @@ def decide(tensor: torch.Tensor, seed: int | None, generator: torch.Generator | 
     if isinstance(decision, Skip):
         return None
     return call_key(seed, generator), 0, tensor
-
-
-def _no() -> bool:
-    return False
 
 
 def fill(tensor: torch.Tensor, params: KernelParams, seed: int | None = None,
@@ -283,11 +276,10 @@ def torch_write(tensor: torch.Tensor, apply: Callable[[], object], *,
     """Write ``tensor`` with torch operations (``apply()``), in order with the other
     writes of the active router. ``whole``: ``apply`` writes every element of ``tensor``.
     ``routed=False``: the caller has already asked the router (:func:`keyed`)."""
-    write = TorchWrite(tensor, apply, whole)
     router = _ROUTER.get()
     if router is not None and routed and isinstance(router.route(tensor), Skip):
         return
-    _emit(write)
+    _emit(TorchWrite(tensor, apply, whole))
 
 
 def _emit(write: Write) -> None:
@@ -334,9 +326,7 @@ class NameRouter:
     def reseeded(self) -> bool:
         """Whether the init code has called ``torch.manual_seed`` (its calls then take
         their keys from torch's generator, as eager code's values follow that seed)."""
-        if self.seedings is None:
-            return False
-        return SEEDINGS[0] != self.seedings
+        return self.seedings is not None and SEEDINGS[0] != self.seedings
 
     def track(self, name: str, t: torch.Tensor) -> None:
         """Name ``t`` (a tensor that now has memory): its fills take its name's stream."""
@@ -441,7 +431,7 @@ class NameRouter:
     def dtensor_part(self, func, args: tuple, kwargs: dict):
         """``InitMode``'s hook for indexing a named DTensor: the local part (see
         ``fastinit.distributed.local_part``), or None to let torch index it."""
-        from fastinit.distributed import is_dtensor, local_part
+        from fastinit.distributed import local_part
 
         target = args[0] if args else None
         if kwargs or not is_dtensor(target) or self._lookup(target) is None:
