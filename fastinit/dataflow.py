@@ -25,10 +25,8 @@ from typing import Iterable, Mapping
 import torch
 
 from fastinit.construction import _EMPTY, Op, Program, Ref, fname_of
-from fastinit.coverage import WHOLE_WRITES
+from fastinit.coverage import PARTIAL_WRITES, WHOLE_WRITES
 
-#: in-place operations that overwrite every element of their first argument, reading none
-_OVERWRITES = WHOLE_WRITES
 #: operations whose output element i depends only on input element i (broadcast)
 _ELEMENTWISE = frozenset({
     "copy_", "clone", "contiguous", "to", "float", "half", "bfloat16", "double", "type_as",
@@ -44,9 +42,6 @@ _FRESH = frozenset({
     "new_zeros", "new_ones", "new_full", "zeros", "ones", "full", "arange", "linspace",
     "logspace", "eye", "rand", "randn", "randint", "randperm", "tensor", "new_tensor",
 })
-#: writes that keep the elements they do not write
-_PARTIAL = frozenset({"__setitem__", "index_fill_", "masked_fill_", "index_copy_",
-                      "index_put_", "scatter_"})
 
 
 def _refs(x, out: list) -> list:
@@ -120,19 +115,14 @@ class _Flow:
         """Make ``ref``'s elements (those ``index`` selects) ``value`` (bool or map)."""
         if math.prod(ref.shape) == 0:
             return
-        state = self._get(ref.storage)
-        if index is None and not isinstance(value, torch.Tensor) and self._covers_all(ref):
+        if index is None and not isinstance(value, torch.Tensor) and (
+                self._get(ref.storage) is bool(value) or self._covers_all(ref)):
             self.state[ref.storage] = bool(value)
-            return
-        if index is None and not isinstance(value, torch.Tensor) and state is bool(value):
             return
         view = self._bytes(self._map(ref.storage), ref)
         if isinstance(value, torch.Tensor):
             value = value.expand(ref.shape).unsqueeze(-1).expand(view.shape)
-        if index is None:
-            view.copy_(value) if isinstance(value, torch.Tensor) else view.fill_(value)
-        else:
-            view[index] = value
+        view[... if index is None else index] = value
 
     def taint(self, ref: Ref, why: str, reads: list[Ref]) -> None:
         sources = [self.origin[r.storage] for r in reads
@@ -159,9 +149,9 @@ class _Flow:
         args = op.args
         target = args[0] if args and isinstance(args[0], Ref) and (
             op.writes and args[0].storage == op.writes[0]) and (
-            name.endswith("_") and not name.startswith("__") or name in _PARTIAL) else None
-        overwrite = target is not None and (name in _OVERWRITES or fastinit_entry)
-        partial = target is not None and name in _PARTIAL
+            name.endswith("_") and not name.startswith("__") or name in PARTIAL_WRITES) else None
+        overwrite = target is not None and (name in WHOLE_WRITES or fastinit_entry)
+        partial = target is not None and name in PARTIAL_WRITES
         reads = _refs((args[1:] if target is not None else args, op.kwargs), [])
         out_kw = op.kwargs.get("out")
         if isinstance(out_kw, Ref):
@@ -195,7 +185,7 @@ class _Flow:
 
         def mark(ref: Ref, value, index=None) -> None:
             if value is not True and not (isinstance(value, torch.Tensor) and bool(value.all())):
-                self.taint(ref, f"{name}", reads)
+                self.taint(ref, name, reads)
             self.set(ref, value, index)
 
         if target is not None:
