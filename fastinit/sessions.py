@@ -171,10 +171,7 @@ def note_op(name: str, args: tuple, router=None) -> None:
 
 def _old_memory(router, t: torch.Tensor):
     """(storage, byte offset) where the router last saw named tensor ``t``."""
-    named = getattr(router, "_named", None)
-    if not named:
-        return None
-    for key, entries in named.items():
+    for key, entries in (getattr(router, "_named", None) or {}).items():
         for e in entries:
             if e[1] is t:
                 return key, e[3][0] * t.element_size()
@@ -206,9 +203,7 @@ def site(fn=None) -> tuple:
     """The site of the init code calling the caller (``fastinit.construction`` records
     it with each write, for its replay); ``fn``: the init function called."""
     found = _site()
-    if fn is not None:
-        return (getattr(fn, "__name__", None),) + found[1:]
-    return found
+    return found if fn is None else (getattr(fn, "__name__", None),) + found[1:]
 
 
 def replaying(op) -> None:
@@ -355,7 +350,7 @@ class _Record:
     there)."""
 
     def __init__(self) -> None:
-        self.tensors: dict[str, "records._Tensor"] = {}  # noqa: F821 (fastinit.records)
+        self.tensors: dict[str, object] = {}  # name -> fastinit.records._Tensor
         self.unmatched: list[tuple[str, str]] = []
         self.ties: dict[str, str] = {}
         #: raw records of the sessions not resolved yet
@@ -371,9 +366,7 @@ def _attach(module: nn.Module, s: _Session) -> None:
     tensors when :func:`provenance` is first asked (names, regions and overwrites cost
     nothing until then; a tensor given other memory since - loaded weights - has none of
     the writes)."""
-    record = _RECORDS.get(module)
-    if record is None:
-        record = _RECORDS[module] = _Record()
+    record = _RECORDS.setdefault(module, _Record())
     record.pending.append(s)
     record.unmatched.extend(s.unmatched)
     record.generation += 1
