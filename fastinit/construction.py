@@ -152,12 +152,9 @@ class Program:
         live = set(targets)
         keep = []
         for op in reversed(self.ops):
-            if op.expect is not None:
-                # what construction computed after reading a value may depend on it:
-                # every read value is recomputed and checked
-                keep.append(op)
-                live.update(op.reads)
-            elif live.intersection(op.writes):
+            # what construction computed after reading a value may depend on it: every
+            # read value (``expect``) is recomputed and checked
+            if op.expect is not None or not live.isdisjoint(op.writes):
                 keep.append(op)
                 live.update(op.reads)
         keep.reverse()

@@ -227,14 +227,12 @@ class _Flow:
     def _index(name: str, args: tuple):
         """The index a partial write uses, in a form a byte map's element view takes; None
         where the recording holds tensors for it."""
-        if name == "__setitem__" and len(args) >= 2:
-            index = args[1]
-            parts = index if isinstance(index, tuple) else (index,)
-            if any(isinstance(p, (Ref, torch.Tensor)) or type(p) in (list, tuple)
-                   for p in parts):
-                return None
-            return index
-        return None
+        if name != "__setitem__" or len(args) < 2:
+            return None
+        parts = args[1] if isinstance(args[1], tuple) else (args[1],)
+        basic = not any(isinstance(p, (Ref, torch.Tensor)) or type(p) in (list, tuple)
+                        for p in parts)
+        return args[1] if basic else None
 
 
 def unwritten(program: Program, ops: Iterable[Op], named: Mapping[str, Ref]

@@ -138,15 +138,14 @@ class _Allocation:
                     self.protected.append(t)
                     memo[id(t)] = t
                     continue
+                new = t
                 if t.is_meta or (t.device != device and not is_dtensor(t)):
                     new = self._allocate(t, device, storages)
                     self._replace(table, attr, t, new)
-                    memo[id(t)] = new
-                    t = new
-                memo[id(t)] = t
-                self.named.setdefault(name, t)
-                if isinstance(t, nn.Parameter) and not getattr(t, "_is_hf_initialized", False):
-                    self.params.setdefault(name, t)
+                memo[id(t)] = new
+                self.named.setdefault(name, new)
+                if isinstance(new, nn.Parameter) and not getattr(new, "_is_hf_initialized", False):
+                    self.params.setdefault(name, new)
         except BaseException:
             self.undo()
             raise
@@ -234,14 +233,13 @@ def _gc_paused() -> Iterator[None]:
     dies; the collector runs as before once materialize returns."""
     import gc
 
-    if not gc.isenabled():
-        yield
-        return
+    enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        if enabled:
+            gc.enable()
 
 
 def materialize(module: nn.Module, device: torch.device | str | None = None, *,
@@ -395,14 +393,14 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
     model's tensors (all were replaced: a model materialized before) and ``overwrite``
     asks for re-initialization: the caller then runs the model's init code on them, as
     for any real model."""
+    program = recorded.program
     slots = _slots(module)
     _refuse_uninitialized_parameters(slots)
     # tensors kept as plain attributes, made in the block (on meta): replayed like the rest
     slots += [(table, attr, t) for _, table, attr, t in tensor_attributes(module)
-              if t.is_meta and recorded.program.knows(t)]
+              if t.is_meta and program.knows(t)]
     hf = is_hf_model(module)
     names = _first_names(module)
-    program = recorded.program
     replayed: dict[int, tuple[str, Ref]] = {}  # id(tensor) -> (name, ref)
     kept: list[torch.Tensor] = []
     changed = []
@@ -457,7 +455,7 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         progress=progress and total >= PROGRESS_MIN_ELEMENTS and device.type == "cpu")
     swapped: list[tuple[dict, str, torch.Tensor]] = []
     ops = program.needed({ref.storage for _, ref in plain.values()})
-    garbage = unwritten(program, ops, {name: ref for name, ref in plain.values()})
+    garbage = unwritten(program, ops, dict(plain.values()))
     try:
         with recording_into(router, device):
             replay.run(ops)
@@ -508,14 +506,14 @@ def _replay_sharded(program: Program, device: torch.device, key: int, name: str,
 
 
 def _named_replay(program: Program, device: torch.device, key: int, named, kept, *,
-                  checked=None, progress: bool = False,
+                  checked: set[str], progress: bool = False,
                   stream_name: Callable[[str], str] | None = None
                   ) -> tuple[Replay, CoveringRouter, Coverage]:
     """A replay whose router names each of ``named`` (``(name, ref)`` pairs) as soon as
     its memory exists - before its fills run - and follows what is written of those in
-    ``checked`` (names; default: all). A part of the program replayed on its own (one
-    sharded parameter) names every tensor, so that each fill draws from the stream it
-    draws from in the whole replay."""
+    ``checked`` (names). A part of the program replayed on its own (one sharded
+    parameter) names every tensor, so that each fill draws from the stream it draws from
+    in the whole replay."""
     by_storage: dict[int, list[tuple[str, Ref]]] = {}
     for name, ref in named:
         by_storage.setdefault(ref.storage, []).append((name, ref))
@@ -531,7 +529,7 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
         for name, ref in by_storage.get(s, ()):
             real = replay.resolve(ref)
             router.track(name, real)
-            if checked is None or name in checked:
+            if name in checked:
                 coverage.add(name, real, full=not program.storages[s].empty)
 
     replay.on_bind = bound
