@@ -202,13 +202,12 @@ _KINDS: dict = {}
 
 
 def _kind(func) -> int:
-    kind = _KINDS.get(func)
-    if kind is None:
-        name = getattr(func, "__name__", "")
-        kind = (_FACTORY if func in _FACTORIES else _TORCH_INIT if torch_init_name(func)
-                else _NO_VALUE if name in _NO_VALUES else _VALUE_READ if name in _VALUE_READS
-                else _DEEPCOPY if name == "__deepcopy__" else _OTHER)
-        _KINDS[func] = kind
+    """The kind of a function not in ``_KINDS`` yet (recorded there)."""
+    name = getattr(func, "__name__", "")
+    kind = _KINDS[func] = (
+        _FACTORY if func in _FACTORIES else _TORCH_INIT if torch_init_name(func)
+        else _NO_VALUE if name in _NO_VALUES else _VALUE_READ if name in _VALUE_READS
+        else _DEEPCOPY if name == "__deepcopy__" else _OTHER)
     return kind
 
 
