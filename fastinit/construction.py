@@ -24,6 +24,8 @@ materialize draws afresh.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -37,8 +39,8 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from fastinit import provenance, route
 from fastinit.coverage import EMPTY as _EMPTY, tensors_in as _tensors
-from fastinit.intercept import (SEEDINGS, fastinit_function, opaque, patched_init_functions,
-                                torch_init_name)
+from fastinit.intercept import (QUERIES, SEEDINGS, fastinit_function, opaque,
+                                patched_init_functions, torch_init_name)
 from fastinit.streams import _splitmix64, call_key
 
 try:
@@ -57,12 +59,7 @@ _VALUE_READS = frozenset({
 _PRINTS = frozenset({"__repr__", "__str__", "__format__"})
 #: Operations that neither compute nor write values (``__set__``: ``param.data = x``
 #: rebinds; the final tensors are taken as they are at the end of the block).
-_NO_VALUES = frozenset({
-    "size", "stride", "dim", "numel", "element_size", "is_contiguous", "nelement",
-    "ndimension", "is_floating_point", "is_complex", "get_device", "__len__", "__hash__",
-    "__get__", "storage_offset", "data_ptr", "untyped_storage", "_is_view", "requires_grad_",
-    "__set__", "has_names", "is_pinned", "is_shared", "is_set_to",
-})
+_NO_VALUES = QUERIES | {"data_ptr", "untyped_storage", "__set__"}
 
 
 @dataclass(frozen=True)
@@ -155,12 +152,9 @@ class Program:
         live = set(targets)
         keep = []
         for op in reversed(self.ops):
-            if op.expect is not None:
-                # what construction computed after reading a value may depend on it:
-                # every read value is recomputed and checked
-                keep.append(op)
-                live.update(op.reads)
-            elif live.intersection(op.writes):
+            # what construction computed after reading a value may depend on it: every
+            # read value (``expect``) is recomputed and checked
+            if op.expect is not None or not live.isdisjoint(op.writes):
                 keep.append(op)
                 live.update(op.reads)
         keep.reverse()
@@ -208,13 +202,12 @@ _KINDS: dict = {}
 
 
 def _kind(func) -> int:
-    kind = _KINDS.get(func)
-    if kind is None:
-        name = getattr(func, "__name__", "")
-        kind = (_FACTORY if func in _FACTORIES else _TORCH_INIT if torch_init_name(func)
-                else _NO_VALUE if name in _NO_VALUES else _VALUE_READ if name in _VALUE_READS
-                else _DEEPCOPY if name == "__deepcopy__" else _OTHER)
-        _KINDS[func] = kind
+    """The kind of a function not in ``_KINDS`` yet (recorded there)."""
+    name = getattr(func, "__name__", "")
+    kind = _KINDS[func] = (
+        _FACTORY if func in _FACTORIES else _TORCH_INIT if torch_init_name(func)
+        else _NO_VALUE if name in _NO_VALUES else _VALUE_READ if name in _VALUE_READS
+        else _DEEPCOPY if name == "__deepcopy__" else _OTHER)
     return kind
 
 
@@ -225,6 +218,14 @@ def _map(fn, x):
     if type(x) in (list, tuple):
         return type(x)(fn(y) if isinstance(y, torch.Tensor) else y for y in x)
     return x
+
+
+def _call_swapped(func, args: tuple, kwargs: dict, swap: dict[int, torch.Tensor]):
+    """``func(*args, **kwargs)`` with the tensors ``swap`` holds (by ``id``) replaced."""
+    def sub(x):
+        return swap.get(id(x), x)
+
+    return func(*[_map(sub, a) for a in args], **{k: _map(sub, v) for k, v in kwargs.items()})
 
 
 class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
@@ -283,8 +284,7 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
                         for t in known if not t.is_meta}
             else:
                 swap = evaluate(program, meta)
-            out = func(*[_map(lambda x: swap.get(id(x), x), a) for a in args],
-                       **{k: _map(lambda x: swap.get(id(x), x), v) for k, v in kwargs.items()})
+            out = _call_swapped(func, args, kwargs, swap)
         else:
             out = func(*args, **kwargs)
         self.record(func, args, kwargs, out)
@@ -316,11 +316,7 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
                 value = real[id(t)] if t.is_meta else t.detach()
                 program.ops.append(Op(_read_value, (program.ref(t, s),), {}, (s,), (),
                                       expect=value.clone()))
-        if not meta:
-            return func(*args, **kwargs)
-        swap = (lambda x: real.get(id(x), x))
-        return func(*[_map(swap, a) for a in args],
-                    **{k: _map(swap, v) for k, v in kwargs.items()})
+        return _call_swapped(func, args, kwargs, real)
 
     def _factory(self, func, args, kwargs):
         if kwargs.get("device") is None:
@@ -360,9 +356,9 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
         rkwargs = {k: _map(to_ref, v) for k, v in kwargs.items()}
         writes: list[int] = []
         site = None
-        if args and _writes_first(getattr(func, "__name__", ""), args) and program.knows(args[0]):
+        if args and _writes_first(fname_of(func), args) and program.knows(args[0]):
             writes.append(sid(args[0]))
-            site = provenance.site(entry) if entry is not None else provenance.site()
+            site = provenance.site(entry)
         out_kw = kwargs.get("out")
         if _plain(out_kw):
             writes.append(program.track(out_kw, empty=False))
@@ -436,49 +432,26 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
         self.record(fn, args, kwargs, None, entry=fn)
 
 
-_FIRST: dict = {}
-_SIGNATURES: dict = {}
-_REACH: dict = {}
-
-
+@functools.cache
 def _rng_reach(fn: Callable) -> int | None:
     """None if ``fn`` lacks a ``seed`` or a ``generator`` parameter; else how many
     positional arguments a call can pass without reaching either of them."""
-    if fn in _REACH:
-        return _REACH[fn]
-    import inspect
-
     params = list(_signature(fn).parameters.values())
-    names = [p.name for p in params]
-    reach = None
-    if "seed" in names and "generator" in names:
-        positional = [i for i, p in enumerate(params) if p.name in ("seed", "generator")
-                      and p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                     inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        varargs = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL]
-        reach = min(positional + varargs + [len(params)])
-    _REACH[fn] = reach
-    return reach
+    if not {"seed", "generator"} <= {p.name for p in params}:
+        return None
+    reaching = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL
+                or (p.name in ("seed", "generator") and p.kind in (
+                    inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))]
+    return min(reaching + [len(params)])
 
 
-def _signature(fn: Callable):
-    sig = _SIGNATURES.get(fn)
-    if sig is None:
-        import inspect
-
-        sig = _SIGNATURES[fn] = inspect.signature(fn)
-    return sig
+_signature = functools.cache(inspect.signature)
 
 
+@functools.cache
 def _first_parameter(fn: Callable) -> str:
     """The name of ``fn``'s first parameter (the tensor of an init function)."""
-    name = _FIRST.get(fn)
-    if name is None:
-        import inspect
-
-        params = list(inspect.signature(fn).parameters)
-        name = _FIRST[fn] = params[0] if params else ""
-    return name
+    return next(iter(_signature(fn).parameters), "")
 
 
 def active_recorder() -> ConstructionRecorder | None:
@@ -531,16 +504,14 @@ class _Block:
         for mid, module in self.modules.items():
             if mid in self.children:
                 continue
-            refs: dict[str, Ref] = {}
-            objects: dict[str, torch.Tensor] = {}
-            for name, t in _named_tensors(module):
-                if self.program.knows(t):
-                    refs[name] = self.program.ref(t)
-                    objects[name] = t
+            objects = {name: t for name, t in named_tensors(module) if self.program.knows(t)}
+            refs = {name: self.program.ref(t) for name, t in objects.items()}
             _CONSTRUCTIONS[module] = Construction(self.program, refs, objects)
 
 
-def _named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every (qualified name, tensor) of a module's parameters, buffers and tensor
+    attributes, shared ones repeated."""
     yield from module.named_parameters(remove_duplicate=False)
     yield from module.named_buffers(remove_duplicate=False)
     for name, _, _, t in tensor_attributes(module):
@@ -642,9 +613,6 @@ class Replay:
         #: fastinit's modes taken off the stack by :meth:`run` (None: outside it)
         self._popped: list | None = None
 
-    def _seeds(self) -> dict[int, int] | None:
-        return None if self.key is None else self.program.op_seeds(self.key)
-
     def resolve(self, ref: Ref) -> torch.Tensor:
         base = self.env[ref.storage]
         if self._popped is not None:  # inside run: no fastinit mode is on the stack
@@ -698,7 +666,7 @@ class Replay:
         key and the operation's place in the program: what ``torch.rand`` and the like draw
         depends on neither which other operations run (a model replayed parameter by
         parameter, as sharded models are, or with some weights loaded) nor their number."""
-        seeds = self._seeds()
+        seeds = None if self.key is None else self.program.op_seeds(self.key)
         attributed = route.open_recording() is not None
         storages = self.program.storages
         legacy = self.program.legacy
@@ -712,7 +680,8 @@ class Replay:
             for op in ops:
                 if attributed:  # the replay's writes are the recorded init code's
                     provenance.replaying(op)
-                if seeds is not None:
+                bare = self._bare(op)
+                if seeds is not None and not (bare and op.factory):  # (those draw nothing)
                     seed = seeds[id(op)]
                     torch.default_generator.manual_seed(seed)
                     if cuda:
@@ -746,7 +715,7 @@ class Replay:
                     kwargs = self._real_all(op.kwargs)
                 if op.factory:
                     kwargs["device"] = self.device
-                if self._bare(op):
+                if bare:
                     out = op.func(*args, **kwargs)
                 else:
                     with self._modes():
@@ -765,11 +734,11 @@ class Replay:
                         with self._modes():
                             laid_out.copy_(real)  # the layout the program saw (meta's)
                         real = laid_out
-                    self._bind(ref.storage, _bytes(real, bare=True))
+                    self._bind(ref.storage, _bytes(real))
                 out_kw = kwargs.get("out")
                 for s in op.writes:
                     if s not in env and isinstance(out_kw, torch.Tensor):
-                        self._bind(s, _bytes(out_kw, bare=True))
+                        self._bind(s, _bytes(out_kw))
         finally:
             if outer is None:
                 route._push_back(self._popped)
@@ -797,25 +766,17 @@ class Replay:
 
     def _bind(self, s: int, memory: torch.Tensor) -> None:
         self.env[s] = memory
-        if self.on_bind is None:
-            return
-        if self._popped is not None:  # inside run: fastinit's modes are off the stack
-            with route.marked_inside():
+        if self.on_bind is not None:  # inside run, fastinit's modes are off the stack
+            with route.marked_inside() if self._popped is not None else route.internal():
                 self.on_bind(s)
-            return
-        with route.internal():
-            self.on_bind(s)
 
 
-def _bytes(t: torch.Tensor, bare: bool = False) -> torch.Tensor:
-    """A uint8 tensor over the whole storage of ``t`` (``bare``: the caller has taken
-    fastinit's modes off the stack, as ``Replay.run`` does)."""
-    if bare:
-        storage = t.untyped_storage()
-        return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
-            storage, 0, (storage.nbytes(),), (1,))
-    with route.internal():
-        return _bytes(t, bare=True)
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    """A uint8 tensor over the whole storage of ``t`` (the caller has taken fastinit's
+    modes off the stack, as ``Replay.run`` does)."""
+    storage = t.untyped_storage()
+    return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
+        storage, 0, (storage.nbytes(),), (1,))
 
 
 def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:

@@ -90,15 +90,19 @@ class Coverage:
         if pending:
             if local.dtype != local_tensor(entries[0][1]).dtype:
                 return  # a view of another element size: conservatively not counted
-            bmap = self._maps.get(key)
-            if bmap is None:
-                n = local.untyped_storage().nbytes() // local.element_size()
-                bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
-            target = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
+            target = _view(self._map(key, local), local)
             if mark is None:
                 target.fill_(True)
             else:
                 mark(target)
+
+    def _map(self, key: int, local: torch.Tensor) -> torch.Tensor:
+        """The bool map of storage ``key`` (made, all False, on first use)."""
+        bmap = self._maps.get(key)
+        if bmap is None:
+            n = local.untyped_storage().nbytes() // local.element_size()
+            bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
+        return bmap
 
     def restrict(self, name: str, valid: torch.Tensor | None, why: str) -> None:
         """Only the elements ``valid`` marks of tensor ``name`` hold values (None: none);
@@ -110,28 +114,18 @@ class Coverage:
                 entry[2] = False
                 self.why[name] = why
                 local = local_tensor(entry[1])
-                bmap = self._maps.get(key)
-                if bmap is None:
-                    n = local.untyped_storage().nbytes() // local.element_size()
-                    bmap = self._maps[key] = torch.zeros(n, dtype=torch.bool)
-                view = bmap.as_strided(local.shape, local.stride(), local.storage_offset())
+                view = _view(self._map(key, local), local)
                 view.copy_(valid) if valid is not None else view.fill_(False)
 
     def unwritten(self, view: torch.Tensor) -> str | None:
         """The name of a followed tensor whose unwritten elements ``view`` covers (its
         memory), or None."""
-        entries = self._entries.get(storage_key(view))
-        if not entries:
-            return None
+        key = storage_key(view)
         local = local_tensor(view)
-        for name, t, full in entries:
-            if full:
-                continue
-            bmap = self._maps.get(storage_key(view))
-            if bmap is None or local.dtype != local_tensor(t).dtype:
-                return name
-            if not bool(bmap.as_strided(local.shape, local.stride(),
-                                        local.storage_offset()).all()):
+        bmap = self._maps.get(key)
+        for name, t, full in self._entries.get(key, ()):
+            if not full and (bmap is None or local.dtype != local_tensor(t).dtype
+                             or not bool(_view(bmap, local).all())):
                 return name
         return None
 
@@ -146,22 +140,22 @@ class Coverage:
         """name -> "untouched" / "partly written", for tensors not entirely written."""
         out = {}
         for key, entries in self._entries.items():
+            bmap = self._maps.get(key)
             for name, t, full in entries:
-                if full:
+                view = None if full or bmap is None else _view(bmap, local_tensor(t))
+                if full or (view is not None and bool(view.all())):
                     continue
-                bmap = self._maps.get(key)
-                local = local_tensor(t)
-                if bmap is None:
-                    out[name] = "never written"
-                elif not bool(bmap.as_strided(local.shape, local.stride(),
-                                              local.storage_offset()).all()):
-                    touched = bool(bmap.as_strided(local.shape, local.stride(),
-                                                   local.storage_offset()).any())
-                    out[name] = "partly written" if touched else "never written"
-                if name in out and name in self.why:
-                    out[name] = ("partly " if out[name].startswith("partly") else "") + (
-                        f"computed from {self.why[name]}")
+                partly = view is not None and bool(view.any())
+                if name in self.why:
+                    out[name] = ("partly " if partly else "") + f"computed from {self.why[name]}"
+                else:
+                    out[name] = "partly written" if partly else "never written"
         return out
+
+
+def _view(bmap: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """The elements of bool map ``bmap`` that ``local`` (a view of its storage) covers."""
+    return bmap.as_strided(local.shape, local.stride(), local.storage_offset())
 
 
 #: torch in-place operations that write every element of their first argument.
@@ -171,26 +165,26 @@ WHOLE_WRITES = frozenset({
 })
 
 
+#: torch in-place operations that write some elements of their first argument and keep the
+#: others: how each marks the elements it writes in a bool map ``m`` (see :func:`mark_for`)
+PARTIAL_WRITES = {
+    "__setitem__": lambda m, args: m.__setitem__(args[1], True),
+    "index_fill_": lambda m, args: m.index_fill_(args[1], args[2], True),
+    "index_copy_": lambda m, args: m.index_fill_(args[1], args[2], True),
+    "masked_fill_": lambda m, args: m.masked_fill_(args[1], True),
+    "index_put_": lambda m, args: m.index_put_(args[1], torch.tensor(True)),
+    "scatter_": lambda m, args: m.scatter_(args[1], args[2], True),
+}
+
+
 def mark_for(name: str, args: tuple, kwargs: dict) -> Callable | None | str:
     """How a torch in-place operation marks the elements it writes (see ``Coverage.wrote``):
     None for all of them, a function for some, "skip" for operations that only update
     values already there (``mul_``, ``add_``...)."""
     if name in WHOLE_WRITES:
         return None
-    if name == "__setitem__":
-        index = args[1]
-        return lambda m: m.__setitem__(index, True)
-    if name == "index_fill_":
-        return lambda m: m.index_fill_(args[1], args[2], True)
-    if name == "index_copy_":
-        return lambda m: m.index_fill_(args[1], args[2], True)
-    if name == "masked_fill_":
-        return lambda m: m.masked_fill_(args[1], True)
-    if name == "index_put_":
-        return lambda m: m.index_put_(args[1], torch.tensor(True))
-    if name == "scatter_":
-        return lambda m: m.scatter_(args[1], args[2], True)
-    return "skip"
+    mark = PARTIAL_WRITES.get(name)
+    return "skip" if mark is None else (lambda m: mark(m, args))
 
 
 #: Factories that make a temporary from a tensor (see ``CoveringRouter._derive``).
@@ -235,8 +229,7 @@ class CoveringRouter(route.NameRouter):
         key = storage_key(t)
         if key in self.tainted:
             return self.tainted[key]
-        why = self.temps.unwritten(t)
-        return why
+        return self.temps.unwritten(t)
 
     def _derive(self, func, args: tuple, out) -> None:
         """A temporary made from a named tensor (``t.new_empty(...)``,

@@ -25,12 +25,8 @@ from typing import Iterable, Mapping
 import torch
 
 from fastinit.construction import _EMPTY, Op, Program, Ref, fname_of
+from fastinit.coverage import PARTIAL_WRITES, WHOLE_WRITES
 
-#: in-place operations that overwrite every element of their first argument, reading none
-_OVERWRITES = frozenset({
-    "fill_", "zero_", "copy_", "normal_", "uniform_", "random_", "bernoulli_",
-    "exponential_", "geometric_", "log_normal_", "cauchy_",
-})
 #: operations whose output element i depends only on input element i (broadcast)
 _ELEMENTWISE = frozenset({
     "copy_", "clone", "contiguous", "to", "float", "half", "bfloat16", "double", "type_as",
@@ -39,7 +35,6 @@ _ELEMENTWISE = frozenset({
     "__mul__", "__rmul__", "__add__", "__radd__", "__sub__", "__rsub__", "__truediv__",
     "__neg__", "__imul__", "__iadd__", "__isub__", "__itruediv__",
 })
-#: writes that keep the elements they do not write
 #: operations that make tensors from sizes and Python values, not from their tensor
 #: arguments' values (``zeros_like(t)`` reads only ``t``'s shape)
 _FRESH = frozenset({
@@ -47,8 +42,6 @@ _FRESH = frozenset({
     "new_zeros", "new_ones", "new_full", "zeros", "ones", "full", "arange", "linspace",
     "logspace", "eye", "rand", "randn", "randint", "randperm", "tensor", "new_tensor",
 })
-_PARTIAL = frozenset({"__setitem__", "index_fill_", "masked_fill_", "index_copy_",
-                      "index_put_", "scatter_"})
 
 
 def _refs(x, out: list) -> list:
@@ -103,8 +96,8 @@ class _Flow:
         state = self._get(s)
         if isinstance(state, torch.Tensor):
             return state
-        m = self.state[s] = torch.full((self._nbytes(s),), bool(state))
-        return m
+        self.state[s] = torch.full((self._nbytes(s),), bool(state))
+        return self.state[s]
 
     def valid(self, ref: Ref) -> torch.Tensor | bool:
         """True, False, or a bool map of ``ref``'s elements."""
@@ -122,19 +115,14 @@ class _Flow:
         """Make ``ref``'s elements (those ``index`` selects) ``value`` (bool or map)."""
         if math.prod(ref.shape) == 0:
             return
-        state = self._get(ref.storage)
-        if index is None and not isinstance(value, torch.Tensor) and self._covers_all(ref):
+        if index is None and not isinstance(value, torch.Tensor) and (
+                self._get(ref.storage) is bool(value) or self._covers_all(ref)):
             self.state[ref.storage] = bool(value)
-            return
-        if index is None and not isinstance(value, torch.Tensor) and state is bool(value):
             return
         view = self._bytes(self._map(ref.storage), ref)
         if isinstance(value, torch.Tensor):
             value = value.expand(ref.shape).unsqueeze(-1).expand(view.shape)
-        if index is None:
-            view.copy_(value) if isinstance(value, torch.Tensor) else view.fill_(value)
-        else:
-            view[index] = value
+        view[... if index is None else index] = value
 
     def taint(self, ref: Ref, why: str, reads: list[Ref]) -> None:
         sources = [self.origin[r.storage] for r in reads
@@ -161,9 +149,9 @@ class _Flow:
         args = op.args
         target = args[0] if args and isinstance(args[0], Ref) and (
             op.writes and args[0].storage == op.writes[0]) and (
-            name.endswith("_") and not name.startswith("__") or name in _PARTIAL) else None
-        overwrite = target is not None and (name in _OVERWRITES or fastinit_entry)
-        partial = target is not None and name in _PARTIAL
+            name.endswith("_") and not name.startswith("__") or name in PARTIAL_WRITES) else None
+        overwrite = target is not None and (name in WHOLE_WRITES or fastinit_entry)
+        partial = target is not None and name in PARTIAL_WRITES
         reads = _refs((args[1:] if target is not None else args, op.kwargs), [])
         out_kw = op.kwargs.get("out")
         if isinstance(out_kw, Ref):
@@ -197,7 +185,7 @@ class _Flow:
 
         def mark(ref: Ref, value, index=None) -> None:
             if value is not True and not (isinstance(value, torch.Tensor) and bool(value.all())):
-                self.taint(ref, f"{name}", reads)
+                self.taint(ref, name, reads)
             self.set(ref, value, index)
 
         if target is not None:
@@ -239,14 +227,12 @@ class _Flow:
     def _index(name: str, args: tuple):
         """The index a partial write uses, in a form a byte map's element view takes; None
         where the recording holds tensors for it."""
-        if name == "__setitem__" and len(args) >= 2:
-            index = args[1]
-            parts = index if isinstance(index, tuple) else (index,)
-            if any(isinstance(p, (Ref, torch.Tensor)) or type(p) in (list, tuple)
-                   for p in parts):
-                return None
-            return index
-        return None
+        if name != "__setitem__" or len(args) < 2:
+            return None
+        parts = args[1] if isinstance(args[1], tuple) else (args[1],)
+        basic = not any(isinstance(p, (Ref, torch.Tensor)) or type(p) in (list, tuple)
+                        for p in parts)
+        return args[1] if basic else None
 
 
 def unwritten(program: Program, ops: Iterable[Op], named: Mapping[str, Ref]

@@ -61,9 +61,9 @@ class PendingWrites:
     def add(self, write: Write) -> None:
         """Record ``write`` (its tensor must not be meta); autograd sees the write now."""
         target = write.target
-        if local_tensor(target).numel() == 0:
-            return
         local = local_tensor(target)
+        if local.numel() == 0:
+            return
         span = layout.span(local)
         covering = getattr(write, "whole", True)  # a TorchWrite may write only some
         dense = covering and layout.is_dense(local)

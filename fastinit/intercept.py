@@ -50,16 +50,20 @@ INIT_NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zer
               "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
               "kaiming_normal_", "orthogonal_", "sparse_")
 
-# Tensor operations that neither read nor write element values, nor expose the memory
-# (``untyped_storage``, ``data_ptr`` and friends are *not* here: they hand it out).
-_METADATA = frozenset({
+#: Tensor queries that neither read nor write element values, nor expose the memory.
+QUERIES = frozenset({
     "size", "stride", "dim", "numel", "element_size", "is_contiguous", "nelement",
     "ndimension", "is_floating_point", "is_complex", "get_device", "__len__", "__hash__",
-    "__get__", "storage_offset", "view", "view_as", "unsqueeze", "squeeze", "t",
-    "transpose", "permute", "select", "narrow", "as_strided", "expand", "expand_as",
-    "detach", "requires_grad_", "_is_view", "is_set_to", "diagonal", "unbind", "split",
-    "chunk", "movedim", "swapaxes", "is_pinned", "is_shared", "has_names",
+    "__get__", "storage_offset", "requires_grad_", "_is_view", "is_set_to", "is_pinned",
+    "is_shared", "has_names",
 })
+# ... and the views (``untyped_storage``, ``data_ptr`` and friends are *not* here: they
+# hand the memory out)
+_METADATA = QUERIES | {
+    "view", "view_as", "unsqueeze", "squeeze", "t", "transpose", "permute", "select",
+    "narrow", "as_strided", "expand", "expand_as", "detach", "diagonal", "unbind", "split",
+    "chunk", "movedim", "swapaxes",
+}
 _BASIC_INDEX = (int, slice, type(None), type(Ellipsis))
 
 
@@ -112,18 +116,17 @@ def _is_metadata(func, args) -> bool:
 def _method_fill(name: str, args, kwargs) -> InitSpec | None:
     """The distribution a tensor method call asks for, or None if it is not a plain fill.
     (An explicit ``generator=`` is kept by the caller: the fill takes its key from it.)"""
+    def arg(i: int, keyword: str, default=None):
+        return args[i] if len(args) > i else kwargs.get(keyword, default)
+
     if name == "normal_":
-        mean = args[1] if len(args) > 1 else kwargs.get("mean", 0.0)
-        std = args[2] if len(args) > 2 else kwargs.get("std", 1.0)
-        return InitSpec.normal(mean, std)
+        return InitSpec.normal(arg(1, "mean", 0.0), arg(2, "std", 1.0))
     if name == "uniform_":
-        a = args[1] if len(args) > 1 else kwargs.get("from", 0.0)
-        b = args[2] if len(args) > 2 else kwargs.get("to", 1.0)
-        return InitSpec.uniform(a, b)
+        return InitSpec.uniform(arg(1, "from", 0.0), arg(2, "to", 1.0))
     if name == "zero_":
         return InitSpec.constant(0.0)
     if name == "fill_":
-        value = args[1] if len(args) > 1 else kwargs.get("value")
+        value = arg(1, "value")
         if isinstance(value, torch.Tensor) or isinstance(value, complex):
             return None
         return InitSpec.constant(value)
@@ -151,13 +154,9 @@ _KINDS: dict = {}
 
 def _kind(func) -> str:
     name = getattr(func, "__name__", "")
-    kind = (_ORIGINAL_TO_NAME.get(func) or (_METHOD if func in _METHODS else None)
-            or (_DRAW if name in _TORCH_DRAWS else None)
-            or (_METADATA_OP if name in _METADATA else _OTHER))
-    try:
-        _KINDS[func] = kind
-    except TypeError:  # pragma: no cover - an unhashable callable
-        pass
+    kind = _KINDS[func] = (_ORIGINAL_TO_NAME.get(func) or (_METHOD if func in _METHODS else None)
+                           or (_DRAW if name in _TORCH_DRAWS else None)
+                           or (_METADATA_OP if name in _METADATA else _OTHER))
     return kind
 
 
@@ -299,14 +298,11 @@ def _routing_code(fn: Callable, index: int) -> types.CodeType | None:
                         **names)  # (Python 3.10's code objects have no co_qualname)
 
 
-_INDEX_TO_NAME = list(INIT_NAMES)
-
-
 def _route(index: int, args: tuple, kwargs: dict):
     """Where every call of a torch.nn.init function lands (see above)."""
     if _state.depth and not route.inside():
-        return fastinit_function(_INDEX_TO_NAME[index])(*args, **kwargs)
-    return ORIGINALS[_INDEX_TO_NAME[index]](*args, **kwargs)
+        return fastinit_function(INIT_NAMES[index])(*args, **kwargs)
+    return ORIGINALS[INIT_NAMES[index]](*args, **kwargs)
 
 
 def _install() -> None:
@@ -442,13 +438,9 @@ def recording_into(router, device: torch.device | None = None) -> Iterator[None]
     any operation on memory with pending fills runs after them; indexing a sharded tensor
     of the router gives its local part. ``device``: where the code's factories allocate
     by default (as eager code on that device). ``materialize`` and ``apply_recipe``."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(patched_init_functions())
-        stack.enter_context(route.routing(router))
-        stack.enter_context(torch.no_grad())
-        if device is not None:
-            stack.enter_context(_DeviceMode(device))
-        stack.enter_context(InitMode(recorder=router.recorder, methods=True, router=router))
+    on_device = contextlib.nullcontext() if device is None else _DeviceMode(device)
+    with patched_init_functions(), route.routing(router), torch.no_grad(), on_device, \
+            InitMode(recorder=router.recorder, methods=True, router=router):
         yield
 
 

@@ -55,7 +55,7 @@ from fastinit import initscan
 from fastinit import provenance
 from fastinit import recipes as recipes_mod
 from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
-                                   tensor_attributes)
+                                   named_tensors, tensor_attributes)
 from fastinit.dataflow import unwritten
 from fastinit.distributed import is_dtensor
 from fastinit import memory
@@ -84,6 +84,25 @@ def _slots(module: nn.Module) -> list[tuple[dict, str, torch.Tensor]]:
             if t is not None]
 
 
+def _to_empty(module: nn.Module, device: torch.device) -> None:
+    """Sharded (DTensor) models: ``to_empty`` lets FSDP2 re-create its sharded
+    parameters (its own hook); re-link the tensors that were shared before."""
+    slots = _slots(module)
+    if any(not t.is_meta for _, _, t in slots):
+        raise NotImplementedError(
+            "materialize: a model with meta DTensor parameters must be entirely on meta")
+    first: dict[int, tuple[dict, str]] = {}
+    links = []
+    for table, attr, t in slots:
+        if id(t) in first:
+            links.append((table, attr, first[id(t)]))
+        else:
+            first[id(t)] = (table, attr)
+    module.to_empty(device=device)
+    for table, attr, (src_table, src_attr) in links:
+        table[attr] = src_table[src_attr]
+
+
 class _Allocation:
     """Real storage for a module's tensors to initialize; undoable until the end.
 
@@ -102,13 +121,10 @@ class _Allocation:
         slots = _slots(module)
         _refuse_uninitialized_parameters(slots)
         if any(is_dtensor(t) and t.is_meta for _, _, t in slots):
-            self._to_empty(device)
+            _to_empty(module, device)
+            self.emptied = True
             slots = _slots(module)
-        names: dict[int, str] = {}
-        for name, p in module.named_parameters(remove_duplicate=False):
-            names.setdefault(id(p), name)
-        for name, b in module.named_buffers(remove_duplicate=False):
-            names.setdefault(id(b), name)
+        names = _first_names(module)
         hf = is_hf_model(module)
         storages: dict[int, torch.UntypedStorage] = {}  # meta storage -> real storage
         memo: dict[int, torch.Tensor] = {}
@@ -122,37 +138,17 @@ class _Allocation:
                     self.protected.append(t)
                     memo[id(t)] = t
                     continue
+                new = t
                 if t.is_meta or (t.device != device and not is_dtensor(t)):
                     new = self._allocate(t, device, storages)
                     self._replace(table, attr, t, new)
-                    memo[id(t)] = new
-                    t = new
-                memo[id(t)] = t
-                self.named.setdefault(name, t)
-                if isinstance(t, nn.Parameter) and not getattr(t, "_is_hf_initialized", False):
-                    self.params.setdefault(name, t)
+                memo[id(t)] = new
+                self.named.setdefault(name, new)
+                if isinstance(new, nn.Parameter) and not getattr(new, "_is_hf_initialized", False):
+                    self.params.setdefault(name, new)
         except BaseException:
             self.undo()
             raise
-
-    def _to_empty(self, device: torch.device) -> None:
-        """Sharded (DTensor) models: ``to_empty`` lets FSDP2 re-create its sharded
-        parameters (its own hook); re-link the tensors that were shared before."""
-        slots = _slots(self.module)
-        if any(not t.is_meta for _, _, t in slots):
-            raise NotImplementedError(
-                "materialize: a model with meta DTensor parameters must be entirely on meta")
-        first: dict[int, tuple[dict, str]] = {}
-        links = []
-        for table, attr, t in slots:
-            if id(t) in first:
-                links.append((table, attr, first[id(t)]))
-            else:
-                first[id(t)] = (table, attr)
-        self.module.to_empty(device=device)
-        self.emptied = True
-        for table, attr, (src_table, src_attr) in links:
-            table[attr] = src_table[src_attr]
 
     def _replace(self, table: dict, attr: str, old: torch.Tensor, new: torch.Tensor) -> None:
         if old is not new:
@@ -172,14 +168,7 @@ class _Allocation:
             if nbytes >= memory.ADVISED_MIN_BYTES:
                 advise_fresh(storage)  # before the first touch: see fastinit.memory
         new = torch.empty(0, dtype=t.dtype, device=device)
-        new.set_(storage, t.storage_offset(), t.shape, t.stride())
-        if isinstance(t, nn.Parameter):
-            new = nn.Parameter(new, requires_grad=t.requires_grad)
-            new.__dict__.update(t.__dict__)
-        else:
-            new.requires_grad_(t.requires_grad)
-            new.__dict__.update(t.__dict__)
-        return new
+        return _as_like(new.set_(storage, t.storage_offset(), t.shape, t.stride()), t)
 
     def undo(self) -> None:
         for table, attr, old in reversed(self.replaced):
@@ -244,14 +233,13 @@ def _gc_paused() -> Iterator[None]:
     dies; the collector runs as before once materialize returns."""
     import gc
 
-    if not gc.isenabled():
-        yield
-        return
+    enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        if enabled:
+            gc.enable()
 
 
 def materialize(module: nn.Module, device: torch.device | str | None = None, *,
@@ -405,16 +393,14 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
     model's tensors (all were replaced: a model materialized before) and ``overwrite``
     asks for re-initialization: the caller then runs the model's init code on them, as
     for any real model."""
+    program = recorded.program
     slots = _slots(module)
     _refuse_uninitialized_parameters(slots)
     # tensors kept as plain attributes, made in the block (on meta): replayed like the rest
     slots += [(table, attr, t) for _, table, attr, t in tensor_attributes(module)
-              if t.is_meta and recorded.program.knows(t)]
+              if t.is_meta and program.knows(t)]
     hf = is_hf_model(module)
-    names: dict[int, str] = {}
-    for name, t in _named(module):
-        names.setdefault(id(t), name)
-    program = recorded.program
+    names = _first_names(module)
     replayed: dict[int, tuple[str, Ref]] = {}  # id(tensor) -> (name, ref)
     kept: list[torch.Tensor] = []
     changed = []
@@ -455,20 +441,13 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
             "model under torch.device('meta') to have materialize run its init code instead; "
             "for a part of the built model whose modules were renamed (a pipeline stage's "
             "renumbered layers), pass names= with the names they were built under")
-    sharded = [(t, n, r) for t, (n, r) in ((t, replayed[id(t)]) for _, _, t in slots
-                                           if id(t) in replayed) if is_dtensor(t)]
-    if sharded:
-        if any(t.is_meta for t, _, _ in sharded):
-            alloc = _Allocation.__new__(_Allocation)
-            alloc.module, alloc.replaced, alloc.emptied = module, [], False
-            alloc._to_empty(device)
-        for t, name, ref in {id(t): (t, n, r) for t, n, r in sharded}.values():
-            _replay_sharded(program, device, key, name, ref, t, replayed.values(),
-                            stream_name)
-        plain = {i: v for i, v in replayed.items()
-                 if not any(i == id(t) for t, _, _ in sharded)}
-    else:
-        plain = replayed
+    sharded = {id(t): t for _, _, t in slots if id(t) in replayed and is_dtensor(t)}
+    if any(t.is_meta for t in sharded.values()):
+        _to_empty(module, device)
+    for i, t in sharded.items():
+        name, ref = replayed[i]
+        _replay_sharded(program, device, key, name, ref, t, replayed.values(), stream_name)
+    plain = {i: v for i, v in replayed.items() if i not in sharded}
     total = sum(math.prod(ref.shape) for _, ref in plain.values())
     replay, router, coverage = _named_replay(
         program, device, key, replayed.values(), kept, stream_name=stream_name,
@@ -476,7 +455,7 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         progress=progress and total >= PROGRESS_MIN_ELEMENTS and device.type == "cpu")
     swapped: list[tuple[dict, str, torch.Tensor]] = []
     ops = program.needed({ref.storage for _, ref in plain.values()})
-    garbage = unwritten(program, ops, {name: ref for name, ref in plain.values()})
+    garbage = unwritten(program, ops, dict(plain.values()))
     try:
         with recording_into(router, device):
             replay.run(ops)
@@ -527,14 +506,14 @@ def _replay_sharded(program: Program, device: torch.device, key: int, name: str,
 
 
 def _named_replay(program: Program, device: torch.device, key: int, named, kept, *,
-                  checked=None, progress: bool = False,
+                  checked: set[str], progress: bool = False,
                   stream_name: Callable[[str], str] | None = None
                   ) -> tuple[Replay, CoveringRouter, Coverage]:
     """A replay whose router names each of ``named`` (``(name, ref)`` pairs) as soon as
     its memory exists - before its fills run - and follows what is written of those in
-    ``checked`` (names; default: all). A part of the program replayed on its own (one
-    sharded parameter) names every tensor, so that each fill draws from the stream it
-    draws from in the whole replay."""
+    ``checked`` (names). A part of the program replayed on its own (one sharded
+    parameter) names every tensor, so that each fill draws from the stream it draws from
+    in the whole replay."""
     by_storage: dict[int, list[tuple[str, Ref]]] = {}
     for name, ref in named:
         by_storage.setdefault(ref.storage, []).append((name, ref))
@@ -550,7 +529,7 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
         for name, ref in by_storage.get(s, ()):
             real = replay.resolve(ref)
             router.track(name, real)
-            if checked is None or name in checked:
+            if name in checked:
                 coverage.add(name, real, full=not program.storages[s].empty)
 
     replay.on_bind = bound
@@ -567,11 +546,13 @@ def _as_like(real: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return new
 
 
-def _named(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    yield from module.named_parameters(remove_duplicate=False)
-    yield from module.named_buffers(remove_duplicate=False)
-    for name, _, _, t in tensor_attributes(module):
-        yield name, t
+def _first_names(module: nn.Module) -> dict[int, str]:
+    """``id(tensor)`` -> the first qualified name of each parameter, buffer and tensor
+    attribute (parameters first, then buffers)."""
+    names: dict[int, str] = {}
+    for name, t in named_tensors(module):
+        names.setdefault(id(t), name)
+    return names
 
 
 def _raise_missing(missing: Mapping[str, str], recorded: bool = True) -> None:

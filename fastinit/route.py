@@ -156,8 +156,11 @@ def inside() -> bool:
 
 
 class _Internal:
-    """The context of :func:`internal` (a class: entered for every tensor a replay
-    resolves, where a generator-based context manager costs more than the work)."""
+    """fastinit's own bookkeeping operations (storage queries, views it makes for itself):
+    not the user's, as inside an entry point (fastinit's modes are taken off the stack
+    meanwhile, as there). The context manager :func:`internal` (a class: entered for every
+    tensor a replay resolves, where a generator-based context manager costs more than the
+    work)."""
 
     __slots__ = ("popped", "token")
 
@@ -172,7 +175,9 @@ class _Internal:
 
 
 class _Marked:
-    """The context of :func:`marked_inside`."""
+    """As :func:`internal`, for code that has taken fastinit's modes off the stack
+    already (a replay's run): only marks what runs in the block as fastinit's own. The
+    context manager :func:`marked_inside`."""
 
     __slots__ = ("token",)
 
@@ -184,17 +189,8 @@ class _Marked:
         return False
 
 
-def marked_inside() -> _Marked:
-    """As :func:`internal`, for code that has taken fastinit's modes off the stack
-    already (a replay's run): only marks what runs in the block as fastinit's own."""
-    return _Marked()
-
-
-def internal() -> _Internal:
-    """fastinit's own bookkeeping operations (storage queries, views it makes for itself):
-    not the user's, as inside an entry point (fastinit's modes are taken off the stack
-    meanwhile, as there). A context manager."""
-    return _Internal()
+marked_inside = _Marked
+internal = _Internal
 
 
 @contextlib.contextmanager
@@ -228,7 +224,8 @@ def decide(tensor: torch.Tensor, seed: int | None, generator: torch.Generator | 
     router = _ROUTER.get()
     decision = DRAW if router is None else router.route(tensor)
     if isinstance(decision, Keyed):
-        if seed is not None or generator is not None or getattr(router, "reseeded", _no)():
+        if (seed is not None or generator is not None
+                or (hasattr(router, "reseeded") and router.reseeded())):
             # a knob the init code set (an explicit seed or generator, torch.manual_seed
             # in __init__): the call's own key, the tensor's stream - values follow the
             # user's seed and still do not depend on how the tensor is sharded
@@ -237,10 +234,6 @@ def decide(tensor: torch.Tensor, seed: int | None, generator: torch.Generator | 
     if isinstance(decision, Skip):
         return None
     return call_key(seed, generator), 0, tensor
-
-
-def _no() -> bool:
-    return False
 
 
 def fill(tensor: torch.Tensor, params: KernelParams, seed: int | None = None,
@@ -257,14 +250,10 @@ def constant(tensor: torch.Tensor, params: KernelParams) -> None:
     """Fill ``tensor`` with a constant (``params`` of ``InitSpec.constant``), routed:
     no key is drawn, but a router may still skip the tensor."""
     router = _ROUTER.get()
-    if router is None:
-        _emit(Fill(tensor, tensor, params, 0, 0))
-        return
-    decision = router.route(tensor)
-    if isinstance(decision, Skip):
-        return
-    base = decision.base if isinstance(decision, Keyed) else tensor
-    _emit(Fill(tensor, base, params, 0, 0))
+    decision = DRAW if router is None else router.route(tensor)
+    if not isinstance(decision, Skip):
+        base = decision.base if isinstance(decision, Keyed) else tensor
+        _emit(Fill(tensor, base, params, 0, 0))
 
 
 def keyed(tensor: torch.Tensor, seed: int | None,
@@ -287,11 +276,10 @@ def torch_write(tensor: torch.Tensor, apply: Callable[[], object], *,
     """Write ``tensor`` with torch operations (``apply()``), in order with the other
     writes of the active router. ``whole``: ``apply`` writes every element of ``tensor``.
     ``routed=False``: the caller has already asked the router (:func:`keyed`)."""
-    write = TorchWrite(tensor, apply, whole)
     router = _ROUTER.get()
     if router is not None and routed and isinstance(router.route(tensor), Skip):
         return
-    _emit(write)
+    _emit(TorchWrite(tensor, apply, whole))
 
 
 def _emit(write: Write) -> None:
@@ -329,7 +317,7 @@ class NameRouter:
         self._named: dict[int, list[tuple[str, torch.Tensor, int, tuple[int, int]]]] = {}
         for name, t in named.items():
             self.track(name, t)
-        self.protected = {_storage(t) for t in protected if not _is_empty(t)}
+        self.protected = {storage_key(t) for t in protected if not _is_empty(t)}
         self.written: set[str] = set()
         #: ``fastinit.streams.SEEDINGS`` when the init code started; None: not watched
         #: (a replay, whose recording already holds such calls' keys)
@@ -338,16 +326,14 @@ class NameRouter:
     def reseeded(self) -> bool:
         """Whether the init code has called ``torch.manual_seed`` (its calls then take
         their keys from torch's generator, as eager code's values follow that seed)."""
-        if self.seedings is None:
-            return False
-        return SEEDINGS[0] != self.seedings
+        return self.seedings is not None and SEEDINGS[0] != self.seedings
 
     def track(self, name: str, t: torch.Tensor) -> None:
         """Name ``t`` (a tensor that now has memory): its fills take its name's stream."""
         if _is_empty(t):
             return
         entry = (name, t, stream_for_name(self.stream_name(name)), _span(t))
-        entries = self._named.setdefault(_storage(t), [])
+        entries = self._named.setdefault(storage_key(t), [])
         if all(e[1] is not t for e in entries):
             entries.append(entry)
 
@@ -355,7 +341,7 @@ class NameRouter:
         """The named tensor whose memory holds ``t`` (None: none, or several)."""
         if _is_empty(t):
             return None
-        entries = self._named.get(_storage(t))
+        entries = self._named.get(storage_key(t))
         if not entries:
             return None
         if len(entries) == 1:
@@ -368,7 +354,7 @@ class NameRouter:
         """Whether ``t`` is (part of) a named or a protected tensor."""
         if _is_empty(t):
             return False
-        key = _storage(t)
+        key = storage_key(t)
         return key in self._named or key in self.protected
 
     def mark_written(self, t: torch.Tensor) -> None:
@@ -410,7 +396,7 @@ class NameRouter:
         hit = self._lookup(tensor)
         if hit is not None:
             return Keyed(self.key, hit[2], hit[1])
-        return SKIP if _storage(tensor) in self.protected else DRAW
+        return SKIP if storage_key(tensor) in self.protected else DRAW
 
     def emit(self, write: Write) -> None:
         if _is_empty(write.target):
@@ -445,7 +431,7 @@ class NameRouter:
     def dtensor_part(self, func, args: tuple, kwargs: dict):
         """``InitMode``'s hook for indexing a named DTensor: the local part (see
         ``fastinit.distributed.local_part``), or None to let torch index it."""
-        from fastinit.distributed import is_dtensor, local_part
+        from fastinit.distributed import local_part
 
         target = args[0] if args else None
         if kwargs or not is_dtensor(target) or self._lookup(target) is None:
@@ -465,10 +451,6 @@ class NameRouter:
     def flush(self) -> None:
         """Write every recorded fill."""
         self.recorder.flush()
-
-
-def _storage(t: torch.Tensor) -> int:
-    return storage_key(t)
 
 
 def _span(t: torch.Tensor) -> tuple[int, int]:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from fastinit.distributed import local_tensor as _local
 from fastinit.route import _PROVENANCE
 
 __all__ = ["note", "note_op", "note_factory", "note_unmatched", "site", "replaying",
@@ -76,7 +77,7 @@ class _Session:
             known = self.storages.get(address)
             if known is None or known[0].cdata != storage._cdata:
                 known = self.storages[address] = (StorageWeakRef(storage), len(self.storages)
-                                                   if known is None else _fresh_id())
+                                                   if known is None else next(_IDS))
         return known[1]
 
     def id_at(self, address: int) -> Optional[int]:
@@ -95,16 +96,8 @@ class _Session:
         return known[1]
 
 
+#: ids no address-numbered storage of a session takes (see ``storage_id``)
 _IDS = itertools.count(1 << 40)
-
-
-def _fresh_id() -> int:
-    """An id no address-numbered storage of a session takes (see ``storage_id``)."""
-    return next(_IDS)
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t._local_tensor if type(t).__name__ == "DTensor" else t
 
 
 _SESSION = _PROVENANCE  # the open session (fastinit.route reads it at every write)
@@ -178,10 +171,7 @@ def note_op(name: str, args: tuple, router=None) -> None:
 
 def _old_memory(router, t: torch.Tensor):
     """(storage, byte offset) where the router last saw named tensor ``t``."""
-    named = getattr(router, "_named", None)
-    if not named:
-        return None
-    for key, entries in named.items():
+    for key, entries in (getattr(router, "_named", None) or {}).items():
         for e in entries:
             if e[1] is t:
                 return key, e[3][0] * t.element_size()
@@ -213,9 +203,7 @@ def site(fn=None) -> tuple:
     """The site of the init code calling the caller (``fastinit.construction`` records
     it with each write, for its replay); ``fn``: the init function called."""
     found = _site()
-    if fn is not None:
-        return (getattr(fn, "__name__", None),) + found[1:]
-    return found
+    return found if fn is None else (getattr(fn, "__name__", None),) + found[1:]
 
 
 def replaying(op) -> None:
@@ -362,7 +350,7 @@ class _Record:
     there)."""
 
     def __init__(self) -> None:
-        self.tensors: dict[str, "records._Tensor"] = {}  # noqa: F821 (fastinit.records)
+        self.tensors: dict[str, object] = {}  # name -> fastinit.records._Tensor
         self.unmatched: list[tuple[str, str]] = []
         self.ties: dict[str, str] = {}
         #: raw records of the sessions not resolved yet
@@ -378,9 +366,7 @@ def _attach(module: nn.Module, s: _Session) -> None:
     tensors when :func:`provenance` is first asked (names, regions and overwrites cost
     nothing until then; a tensor given other memory since - loaded weights - has none of
     the writes)."""
-    record = _RECORDS.get(module)
-    if record is None:
-        record = _RECORDS[module] = _Record()
+    record = _RECORDS.setdefault(module, _Record())
     record.pending.append(s)
     record.unmatched.extend(s.unmatched)
     record.generation += 1
