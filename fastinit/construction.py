@@ -766,7 +766,7 @@ class Replay:
 
     def _bind(self, s: int, memory: torch.Tensor) -> None:
         self.env[s] = memory
-        if self.on_bind is not None:  # inside run, fastinit's modes are off the stack
+        if self.on_bind is not None:  # (inside run, fastinit's modes are off the stack)
             with route.marked_inside() if self._popped is not None else route.internal():
                 self.on_bind(s)
 

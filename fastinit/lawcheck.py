@@ -243,14 +243,6 @@ def _check_region(name: str, t: torch.Tensor, w: Write, params, dtype, segments)
     return out
 
 
-def _fans(shape: tuple) -> tuple[Optional[int], Optional[int]]:
-    """torch's fans of a tensor of ``shape`` (:func:`fastinit.laws.fans`), or None, None
-    below two dimensions."""
-    if len(shape) < 2:
-        return None, None
-    return laws.fans(torch.empty(shape, device="meta"))
-
-
 def _kind(model: nn.Module, name: str, shape: tuple) -> str:
     owner_name, _, _ = name.rpartition(".")
     try:
@@ -306,7 +298,7 @@ def _analyse_now(model: nn.Module, record: "_Record", tensors: dict):
         _, segments, known = _effective(tensor)
         owners = sorted({k for _, _, k in segments})
         shape = tuple(t.shape)
-        fan_in, fan_out = _fans(shape)
+        fan_in, fan_out = laws.shape_fans(shape)
         kind = _kind(model, name, shape)
         row = {"name": name, "shape": list(shape), "dtype": str(t.dtype).replace("torch.", ""),
                "kind": kind, "law": None, "writes": len(tensor.entries),

@@ -31,8 +31,8 @@ import torch
 from fastinit.spec import InitSpec
 
 __all__ = [
-    "calculate_gain", "fans", "kaiming_std", "xavier_std", "variance_scaling_std",
-    "scaled_residual_std", "scaled_residual", "spread", "TRUNCATED_NORMAL_STD_AT_2", "orthonormalize",
+    "calculate_gain", "fans", "shape_fans", "kaiming_std", "xavier_std",
+    "variance_scaling_std", "scaled_residual_std", "scaled_residual", "spread", "TRUNCATED_NORMAL_STD_AT_2", "orthonormalize",
     "block_orthogonal",
 ]
 
@@ -107,6 +107,14 @@ def fans(tensor: torch.Tensor, blocks: int = 1) -> tuple[int, int]:
             raise ValueError(f"{tensor.shape[0]} rows do not split into {blocks} equal blocks")
         fan_out //= blocks
     return fan_in, fan_out
+
+
+def shape_fans(shape) -> tuple[int | None, int | None]:
+    """:func:`fans` of a tensor of ``shape``, or ``(None, None)`` below two dimensions
+    (where torch has none): what the reports print beside a parameter."""
+    if len(shape) < 2:
+        return None, None
+    return fans(torch.empty(tuple(shape), device="meta"))
 
 
 def kaiming_std(fan_in: int, fan_out: int, gain: float, mode: str = "fan_in") -> float:

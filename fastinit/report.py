@@ -34,7 +34,7 @@ from torch import nn
 
 from fastinit import provenance
 from fastinit.findings import Finding
-from fastinit.lawcheck import _fans
+from fastinit.laws import shape_fans
 from fastinit.propagation import Propagation, propagate
 
 __all__ = ["report", "Report", "write_html", "compare_table"]
@@ -47,7 +47,7 @@ def _shape_rows(propagation: Propagation) -> list[dict]:
     """Per parameter: observed std and the shape references (without provenance)."""
     rows = []
     for p in propagation.params:
-        fan_in, fan_out = _fans(p.shape)
+        fan_in, fan_out = shape_fans(p.shape)
         ref = {}
         if fan_in:
             ref = {"he": math.sqrt(2.0 / fan_in), "xavier": math.sqrt(2.0 / (fan_in + fan_out)),
