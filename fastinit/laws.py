@@ -32,8 +32,8 @@ from fastinit.spec import InitSpec
 
 __all__ = [
     "calculate_gain", "fans", "shape_fans", "kaiming_std", "xavier_std",
-    "variance_scaling_std", "scaled_residual_std", "scaled_residual", "spread", "TRUNCATED_NORMAL_STD_AT_2", "orthonormalize",
-    "block_orthogonal",
+    "variance_scaling_std", "scaled_residual_std", "scaled_residual", "spread",
+    "TRUNCATED_NORMAL_STD_AT_2", "orthonormalize", "block_orthogonal",
 ]
 
 #: torch's gains of the nonlinearities without a parameter (selu's 3/4 was found
