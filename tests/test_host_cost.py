@@ -17,13 +17,19 @@ add), and is taken to be within 25% of its true value, so a ratio of two is with
 ``K = 32`` a quadratic part of 2.2% of the linear cost at ``SMALL`` tensors (70% of it
 at ``LARGE``). A constant cost per call (``T(n) = c + a n``) only lowers the ratio.
 About 9 s of CPU time.
+
+Also: the collector is paused while materialize runs (its bookkeeping allocates many small
+objects) and restored after it, an error included.
 """
 import gc
 import time
 
+import pytest
 import torch
+from torch import nn
 
 import fastinit
+from fastinit.materialize import materialize
 
 SMALL, LARGE = 500, 16000
 K = LARGE // SMALL
@@ -74,3 +80,46 @@ def test_host_cost_is_linear_in_the_number_of_tensors():
         f"limit {K * NOISE:.1f}x): a per-tensor cost grows with the number of tensors "
         f"({min(small) / SMALL * 1e6:.0f} us/tensor at {SMALL}, "
         f"{min(large) / LARGE * 1e6:.0f} us/tensor at {LARGE})")
+
+
+SEED = 99
+
+
+class _SeesCollector(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(4))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.seen = gc.isenabled()
+        nn.init.normal_(self.w)
+
+
+def test_collector_paused_while_materialize_runs_and_restored():
+    assert gc.isenabled()
+    with torch.device("meta"):
+        m = _SeesCollector()
+    materialize(m, "cpu", seed=SEED, progress=False)
+    assert m.seen is False and gc.isenabled()
+    gc.disable()
+    try:  # a collector the caller turned off stays off
+        with torch.device("meta"):
+            m = _SeesCollector()
+        materialize(m, "cpu", seed=SEED, progress=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_collector_restored_after_an_error():
+    class Unwritten(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.empty(4))  # never written: materialize refuses
+
+    with torch.device("meta"):
+        m = Unwritten()
+    with pytest.raises(ValueError, match="uninitialized"):
+        materialize(m, "cpu", seed=SEED, progress=False, accept_reset_defaults=True)
+    assert gc.isenabled()

@@ -1,13 +1,12 @@
-"""Recipe inits used on their own: each call is the fastinit function it stands for.
+"""``fastinit.recipes``: ``apply`` and ``apply_recipe`` - recipes on real models.
 
-Inside ``materialize`` an init's key and stream are the materialize seed and the
-parameter's name (tests/test_materialize.py); outside it, a call draws its own key like
-any ``fastinit.<fn>_`` call: consecutive calls differ, ``torch.manual_seed`` reproduces
-them, ``seed=`` and ``generator=`` pin them.
+``apply`` outside ``materialize`` draws its own key like any ``fastinit.<fn>_`` call;
+``apply_recipe`` equals ``materialize``'s recipe on the tensors it matches, in grouped
+launches, with its seeds and generators; its errors write nothing; a built-in recipe that
+finds nothing of what it is for raises (and writes nothing), one whose targets are all kept
+warns. The inits, plans and rules themselves: tests/test_rules.py.
 """
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -15,30 +14,6 @@ import torch
 import fastinit
 from fastinit import recipes
 from tests.common import assert_bitwise_equal
-
-INITS = [
-    (recipes.normal(std=0.02), lambda t, **kw: fastinit.normal_(t, 0.0, 0.02, **kw)),
-    (recipes.uniform(-0.5, 0.5), lambda t, **kw: fastinit.uniform_(t, -0.5, 0.5, **kw)),
-    (recipes.trunc_normal(0.0, 0.02, -0.04, 0.04),
-     lambda t, **kw: fastinit.trunc_normal_(t, 0.0, 0.02, -0.04, 0.04, **kw)),
-    (recipes.scaled_residual(0.02, 6),
-     lambda t, **kw: fastinit.normal_(t, 0.0, 0.02 / math.sqrt(12), **kw)),
-]
-
-
-@pytest.mark.parametrize("init,function", INITS, ids=[repr(i) for i, _ in INITS])
-def test_an_init_outside_materialize_draws_its_own_key(init, function):
-    a, b = init(torch.empty(512)), init(torch.empty(512))
-    assert not torch.equal(a, b), "two calls gave the same values"
-    torch.manual_seed(3)
-    c = init(torch.empty(512))
-    torch.manual_seed(3)
-    assert_bitwise_equal(c, function(torch.empty(512)))
-    assert_bitwise_equal(init(torch.empty(512), seed=9), function(torch.empty(512), seed=9))
-    g = torch.Generator().manual_seed(5)
-    h = torch.Generator().manual_seed(5)
-    assert_bitwise_equal(init(torch.empty(512), generator=g),
-                         function(torch.empty(512), generator=h))
 
 
 def test_constant_inits_and_apply_outside_materialize():
@@ -178,28 +153,6 @@ def test_apply_recipe_matching_nothing_warns_and_meta_models_are_refused():
         meta = nn.Sequential(nn.Linear(4, 4))
     with pytest.raises(ValueError, match="meta device.*materialize"):
         fastinit.apply_recipe(meta, {"*": recipes.normal(std=0.02)})
-
-
-def test_fan_inits_match_the_functions():
-    w = torch.empty(24, 16, 3)
-    cases = [
-        (recipes.kaiming_normal(mode="fan_out", nonlinearity="relu"),
-         lambda t, s: fastinit.kaiming_normal_(t, mode="fan_out", nonlinearity="relu", seed=s)),
-        (recipes.kaiming_uniform(a=math.sqrt(5)),
-         lambda t, s: fastinit.kaiming_uniform_(t, a=math.sqrt(5), seed=s)),
-        (recipes.xavier_uniform(gain=2.0), lambda t, s: fastinit.xavier_uniform_(t, 2.0, seed=s)),
-        (recipes.xavier_normal(), lambda t, s: fastinit.xavier_normal_(t, seed=s)),
-    ]
-    for init, fn in cases:
-        assert_bitwise_equal(init(w.clone(), seed=4), fn(w.clone(), 4))
-    # per-block fans: each of 3 blocks of 8 rows is a 8 x 48 layer
-    gated = recipes.xavier_uniform(blocks=3)(w.clone(), seed=4)
-    assert_bitwise_equal(gated, fastinit.uniform_(w.clone(), -math.sqrt(6 / (48 + 24)),
-                                                  math.sqrt(6 / (48 + 24)), seed=4))
-    with pytest.raises(ValueError, match="Mode fan_sum"):
-        recipes.kaiming_normal(mode="fan_sum")
-    with pytest.raises(ValueError, match="blocks"):
-        recipes.xavier_uniform(blocks=0)
 
 
 # --- a built-in recipe that finds nothing of what it is for --------------------------------------

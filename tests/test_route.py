@@ -7,6 +7,8 @@
   explicit ``seed=`` or ``generator=`` keeps the stream and takes the call's own key.
 * NameRouter: named tensors take the stream of their name and are written at ``flush``;
   protected tensors are skipped; other tensors draw as usual.
+* ``route.internal()``: fastinit's own work inside a recording runs with fastinit's modes off
+  the stack and finds them back afterwards.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import torch
 import fastinit
 from fastinit import route, streams
 from fastinit.fill import Fill, execute, fill_tensor
+from fastinit.intercept import recording_into
+from fastinit.materialize import CoveringRouter as _Router, Coverage
 from fastinit.spec import InitSpec
 from tests.common import assert_bitwise_equal
 
@@ -140,3 +144,20 @@ def test_a_failed_check_never_reaches_the_router(seed):
     with route.routing(router), pytest.raises(RuntimeError):
         fastinit.normal_(t, 0.0, -1.0, seed=seed)
     assert router.writes == [] and t.isnan().all()
+
+
+def test_own_work_runs_without_fastinit_modes():
+    """fastinit's bookkeeping inside a recording (a replay resolving its tensors) runs with
+    fastinit's modes - the recording's device context included - off the stack, and finds
+    them back afterwards."""
+    router = _Router(99, {}, (), Coverage())
+    with recording_into(router, torch.device("meta")):
+        depth = torch._C._len_torch_function_stack()
+        assert depth == 2  # the device context and the init mode
+        assert torch.empty(2).is_meta
+        with route.internal():
+            assert torch._C._len_torch_function_stack() == 0
+            assert route.inside()
+            assert not torch.empty(2).is_meta
+        assert torch._C._len_torch_function_stack() == depth and not route.inside()
+        assert torch.empty(2).is_meta  # the device context applies again

@@ -1,17 +1,14 @@
-"""materialize's fresh memory and host cost: first touch fused with the fill, huge pages
-where they help, the collector paused, fastinit's modes off the stack for its own work."""
+"""``fastinit.memory``: materialize's fresh memory, first touch fused with the fill (the same
+values, populated chunk by chunk), huge pages where they help and for large storages only."""
 from __future__ import annotations
-
-import gc
 
 import pytest
 import torch
 from torch import nn
 
 import fastinit
-from fastinit import memory, route
-from fastinit.intercept import recording_into
-from fastinit.materialize import CoveringRouter as _Router, Coverage, materialize
+from fastinit import memory
+from fastinit.materialize import materialize
 from tests.common import assert_bitwise_equal
 
 SEED = 99
@@ -106,58 +103,3 @@ def test_huge_page_advice_is_for_large_storages_only(monkeypatch):
     assert big.data_ptr() <= a and a + n <= big.data_ptr() + big.numel() * 4
 
 
-class _SeesCollector(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.empty(4))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        self.seen = gc.isenabled()
-        nn.init.normal_(self.w)
-
-
-def test_collector_paused_while_materialize_runs_and_restored():
-    assert gc.isenabled()
-    with torch.device("meta"):
-        m = _SeesCollector()
-    materialize(m, "cpu", seed=SEED, progress=False)
-    assert m.seen is False and gc.isenabled()
-    gc.disable()
-    try:  # a collector the caller turned off stays off
-        with torch.device("meta"):
-            m = _SeesCollector()
-        materialize(m, "cpu", seed=SEED, progress=False)
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-
-
-def test_collector_restored_after_an_error():
-    class Unwritten(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = nn.Parameter(torch.empty(4))  # never written: materialize refuses
-
-    with torch.device("meta"):
-        m = Unwritten()
-    with pytest.raises(ValueError, match="uninitialized"):
-        materialize(m, "cpu", seed=SEED, progress=False, accept_reset_defaults=True)
-    assert gc.isenabled()
-
-
-def test_own_work_runs_without_fastinit_modes():
-    """fastinit's bookkeeping inside a recording (a replay resolving its tensors) runs with
-    fastinit's modes - the recording's device context included - off the stack, and finds
-    them back afterwards."""
-    router = _Router(SEED, {}, (), Coverage())
-    with recording_into(router, torch.device("meta")):
-        depth = torch._C._len_torch_function_stack()
-        assert depth == 2  # the device context and the init mode
-        assert torch.empty(2).is_meta
-        with route.internal():
-            assert torch._C._len_torch_function_stack() == 0
-            assert route.inside()
-            assert not torch.empty(2).is_meta
-        assert torch._C._len_torch_function_stack() == depth and not route.inside()
-        assert torch.empty(2).is_meta  # the device context applies again
