@@ -3,7 +3,7 @@ patch(deferred=True), empty_init + materialize and plain meta + materialize; and
 spawned worker process gets them too. What patch() leaves to torch is reported.
 
 The sharded half of the matrix (DTensor Shard(0) / Shard(1), FSDP2, 2 and 4 ranks) is in
-tests/differential/test_distributed.py (``ways_worker``)."""
+tests/differential/test_distributed_ranks.py (``ways_worker``)."""
 from __future__ import annotations
 
 import subprocess
