@@ -316,7 +316,7 @@ class ConstructionRecorder(route.OwnMode, TorchFunctionMode):
                 value = real[id(t)] if t.is_meta else t.detach()
                 program.ops.append(Op(_read_value, (program.ref(t, s),), {}, (s,), (),
                                       expect=value.clone()))
-        return _call_swapped(func, args, kwargs, real)
+        return _call_swapped(func, args, kwargs, real) if real else func(*args, **kwargs)
 
     def _factory(self, func, args, kwargs):
         if kwargs.get("device") is None:

@@ -22,7 +22,8 @@ from fastinit.fill import Fill, TorchWrite, Write
 from fastinit.layout import is_dense, same_view, span
 from fastinit.streams import stream_for_name
 
-__all__ = ["Coverage", "CoveringRouter", "mark_for", "WHOLE_WRITES", "EMPTY", "tensors_in"]
+__all__ = ["Coverage", "CoveringRouter", "mark_for", "WHOLE_WRITES", "PARTIAL_WRITES", "EMPTY",
+           "tensors_in"]
 
 #: Operations whose result holds no value until written.
 EMPTY = frozenset(f for f in (torch.empty, torch.empty_strided,
