@@ -1,10 +1,12 @@
 """Helpers the test modules share: bitwise comparisons, a grouped-fill counter, a poisoning
-mode and the three basic random functions.
+mode, the three basic random functions and an init call bound at import.
 
 (Kept out of ``conftest.py``: pytest imports that file by itself, so importing it again as
 ``tests.conftest`` would load a second copy.)
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -17,6 +19,10 @@ FNS = [
     (fastinit.normal_, {}),
     (fastinit.trunc_normal_, {}),
 ]
+
+#: An init call made a partial at import, as model code does (``trunc_normal_(std=0.02)``
+#: bound before any fastinit block is entered).
+EARLY = functools.partial(torch.nn.init.trunc_normal_, std=0.02)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
