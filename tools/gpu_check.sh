@@ -111,7 +111,7 @@ if [ $dry -eq 1 ]; then
   stage install 60 echo "dry run: would run: $py -m pip install --no-deps --no-build-isolation -e ."
   stage compile 600 bash -c compile_and_warm
   stage tests 600 "$py" -m pytest -q -x tests/test_gpu.py tests/test_kernel_math.py \
-    --junitxml "$out/tests.xml" -p no:cacheprovider
+    tests/test_triton.py --junitxml "$out/tests.xml" -p no:cacheprovider
   stage memcheck 300 env TRITON_INTERPRET=1 "$py" tools/gpu_check.py small-fills --device cpu
   stage fills 300 "$py" -m fastinit bench --device cpu --sizes 2^12 --dtypes float32,bfloat16 \
     --functions uniform_,normal_,trunc_normal_,kaiming_uniform_ --repeats 1 --budget 1 \

@@ -2,7 +2,7 @@
 
 Each distribution's loop over element groups is shaped for LLVM's loop vectorizer (16
 groups per iteration in AVX-512 registers on x86-64, checked in the generated assembly by
-``tests/test_cpu_vector.py``): Philox as straight-line IR on 64-bit lanes, the integer
+``tests/test_cpu_loops.py``): Philox as straight-line IR on 64-bit lanes, the integer
 steps as 32-bit IR (both from :mod:`fastinit.backends.cpu_ir`), no branch in a loop body
 (selects; the quadrant's signs as bit flips), and the truncated normal's rare inverse-CDF
 regions evaluated only for the groups that reach them. No fast-math flag is used: every

@@ -1,4 +1,9 @@
-"""The backends as a process sees them: fork safety of the CPU thread pool."""
+"""The CPU backend's host side (``fastinit/backends/cpu.py``) as a process sees it: fork
+safety and errors of the thread pool, and the one-line notice a fill that compiles prints.
+
+The notice cases run fresh Python processes with their own ``NUMBA_CACHE_DIR`` (the helpers
+of ``tests/test_cpu_jit.py``), so that the kernels really compile.
+"""
 from __future__ import annotations
 
 import os
@@ -8,6 +13,8 @@ import sys
 import textwrap
 
 import pytest
+
+from tests.test_cpu_jit import NOTICE, ROOT, run
 
 _FORK = textwrap.dedent("""
     import os, sys, torch, fastinit
@@ -61,3 +68,23 @@ def test_an_error_in_the_calling_thread_waits_for_the_pool_threads():
     with pytest.raises(RuntimeError, match="a job failed"):
         cpu_backend._run(jobs, threads=2)
     assert finished == [True]
+
+
+def test_another_dtype_is_announced_with_its_name(tmp_path):
+    _, err = run(tmp_path, dtype="bfloat16", fn="trunc_normal_")
+    assert "trunc_normal bfloat16" in err, err
+
+
+def test_a_new_region_count_is_announced_as_a_truncated_normal(tmp_path):
+    """A truncated normal far in the tail needs more inverse-CDF regions: another kernel."""
+    script = ("import torch, fastinit\n"
+              "fastinit.trunc_normal_(torch.empty(64), 0, 1, -2, 2, seed=0)\n"
+              "import sys; print('---', file=sys.stderr)\n"
+              "fastinit.trunc_normal_(torch.empty(64), 0, 1, 8, 9, seed=0)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    first, second = res.stderr.split("---")
+    assert first.count(NOTICE) == 1 and second.count(NOTICE) == 1, res.stderr
+    assert "(trunc_normal float32)" in second

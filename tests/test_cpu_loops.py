@@ -1,10 +1,10 @@
-"""The CPU backend's vector loops: the same bits as the contract, and vectorized.
+"""The CPU backend's vector loops (``fastinit/backends/cpu_loops.py``): the same bits as the
+contract, and vectorized.
 
-The loops compute Philox in runs of groups that share the high counter word, evaluate the
-truncated normal's rare inverse-CDF regions only for the groups that reach them, and
-state the integer steps of the device math in 32-bit operations. These tests pin each of
-those against independent computations, and check on x86-64 that the hot loops are
-vector code within an instruction budget.
+The loops compute Philox in runs of groups that share the high counter word and evaluate
+the truncated normal's rare inverse-CDF regions only for the groups that reach them. These
+tests pin both against independent computations, and check on x86-64 that the hot loops
+are vector code within an instruction budget.
 """
 from __future__ import annotations
 
@@ -24,23 +24,6 @@ from tests.common import assert_bitwise_equal
 
 F = np.float32
 U = np.uint32
-
-
-def test_uniform_open_is_the_contract_uniform_for_every_grid_point():
-    """All 2**23 uniforms of the backend's exponent-bit form equal ``(2m + 1) 2**-24``."""
-    m = np.arange(1 << 23, dtype=np.uint32)
-    low = np.random.default_rng(0).integers(0, 1 << 9, m.size).astype(np.uint32)
-    words = (m << np.uint32(9)) | low  # the low 9 bits must not matter
-
-    @njit
-    def uniforms(words, out):
-        for i in range(words.size):
-            out[i] = cpu.uniform_open(words[i])
-
-    got = np.empty(m.size, np.float32)
-    uniforms(words, got)
-    expected = (m * np.uint32(2) + np.uint32(1)).astype(np.float32) * F(C.UNIFORM_SCALE)
-    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
