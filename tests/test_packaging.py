@@ -157,3 +157,28 @@ def test_ci_runs_the_readme_test_command_verbatim_in_a_venv_of_its_own():
     activated = next(i for i, c in enumerate(commands) if c.startswith("source") and "activate" in c)
     assert made < activated < commands.index(readme)
     assert "--system-site-packages" not in ci
+
+
+def _test_file_of(module: str) -> str:
+    """The test file of a module path under fastinit/ (see docs/development.md)."""
+    folder, _, name = module.rpartition("/")
+    if folder == "fastinit/cli":
+        return "test_cli.py" if name == "__init__" else (
+            "test_sass.py" if name == "sass" else f"test_cli_{name}.py")
+    return f"test_{name}.py"
+
+
+def test_every_module_has_its_test_file():
+    """Tests mirror modules: fastinit/X.py and fastinit/backends/X.py are tested in
+    tests/test_X.py, fastinit/cli/X.py in tests/test_cli_X.py (the command line as a whole,
+    cli/__init__.py, in test_cli.py; the SASS analyzer in test_sass.py). Package files
+    (``__init__``, ``__main__`` of fastinit and backends) are tested by what they export."""
+    import glob
+
+    found = glob.glob(os.path.join(ROOT, "fastinit", "**", "*.py"), recursive=True)
+    modules = sorted(p[len(ROOT) + 1:-3] for p in found)
+    assert "fastinit/route" in modules and "fastinit/backends/cpu" in modules
+    missing = [f"{m}.py -> tests/{_test_file_of(m)}" for m in modules
+               if not (m.endswith(("/__init__", "/__main__")) and not m.startswith("fastinit/cli/"))
+               and not os.path.exists(os.path.join(ROOT, "tests", _test_file_of(m)))]
+    assert missing == []
