@@ -44,6 +44,7 @@ def test_fresh_storages_are_populated_chunk_by_chunk_with_the_same_values(monkey
             return _Big()
 
     calls: list = []
+    monkeypatch.setattr(memory, "TOUCH_CHUNK_BYTES", 1 << 20)  # the 3 MiB weight: 3 chunks
     touched = _materialized(build, monkeypatch, True, calls)
     plain = _materialized(build, monkeypatch, False)
     for (name, a), (_, b) in zip(touched.state_dict().items(), plain.state_dict().items()):
