@@ -71,9 +71,9 @@ ADVISED_MIN_BYTES = min(HUGE_PAGE_MIN_BYTES, TOUCH_MIN_BYTES)
 
 #: The fill of a fresh storage populates and writes it in chunks of this many bytes. Each
 #: chunk costs a system call and a kernel call from Python (microseconds): at 1 MiB that
-#: was a tenth of a 0.5B float32 materialize on a 2-core Intel VM (1.30x the ``zero_()``
-#: of fresh memory, 1.19x with 4 MiB chunks, no better beyond), while the cleared pages of
-#: a 4 MiB chunk are still in the last-level cache when the fill writes them.
+#: was about a tenth of a 0.5B float32 materialize on a 2-core Intel VM (1.30-1.36x the
+#: ``zero_()`` of fresh memory; 1.15-1.26x with 4 MiB chunks, no better at 8-64 MiB;
+#: bench/RESULTS.md). A 4 MiB chunk is still small against a last-level cache.
 TOUCH_CHUNK_BYTES = 4 << 20
 
 _HUGE = 2 << 20  # the x86-64 / arm64 (4 KiB base pages) PMD size
