@@ -1,8 +1,8 @@
 """The CPU backend's fill loops and their compiled entry points.
 
 Each distribution's loop over element groups is shaped for LLVM's loop vectorizer (16
-groups per iteration in AVX-512 registers on x86-64, checked in the generated assembly by
-``tests/test_cpu_loops.py``): Philox as straight-line IR on 64-bit lanes, the integer
+groups per iteration in AVX-512 registers on x86-64, all of its arithmetic 512 bits wide,
+checked in the generated assembly by ``tests/test_cpu_loops.py``): Philox as straight-line IR on 64-bit lanes, the integer
 steps as 32-bit IR (both from :mod:`fastinit.backends.cpu_ir`), no branch in a loop body
 (selects; the quadrant's signs as bit flips), and the truncated normal's rare inverse-CDF
 regions evaluated only for the groups that reach them. No fast-math flag is used: every
@@ -21,7 +21,8 @@ from numba.extending import overload
 
 from fastinit.kernels import contract as C
 
-from .cpu_ir import _NEG_ZERO, _NORMAL, _TRUNC, _UNIFORM, _W2_, _fma
+from .cpu_ir import (_NEG_ZERO, _NORMAL, _TRUNC, _UNIFORM, _W2_, _fma,
+                     _full_width_vectors)
 from .cpu_jit import _cached_jit
 from .cpu_math import (_scalar_group_words, _trunc_w, box_muller, ndtri_factor, run_words,
                        store, trunc_normal_standard, uniform_open)
@@ -49,6 +50,7 @@ def _store4(out, i, v0, v1, v2, v3, shift, scale, lo, hi):
 
 @njit
 def _constant_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    _full_width_vectors()
     for i in range(n):
         _store4(out, 4 * i, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, _NEG_ZERO, shift, scale, lo, hi)
 
@@ -60,6 +62,7 @@ def _constant_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
 
 @njit
 def _uniform_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    _full_width_vectors()
     for i in range(n):
         w0, w1, w2, w3 = run_words(g0, i, k0, k1, c2, c3)
         _store4(out, 4 * i, uniform_open(w0), uniform_open(w1), uniform_open(w2),
@@ -74,6 +77,7 @@ def _uniform_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
 
 @njit
 def _normal_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    _full_width_vectors()
     for i in range(n):
         w0, w1, w2, w3 = run_words(g0, i, k0, k1, c2, c3)
         z0, z1 = box_muller(w0, w1)
@@ -95,6 +99,7 @@ _TRUNC_TILE = 1024
 
 @njit
 def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    _full_width_vectors()
     regions = literally(regions)  # a compile-time region count: the loop vectorizes
     if regions <= 2:
         for i in range(n):
@@ -201,6 +206,7 @@ def _walk(dist, regions, out, m_base, m_row_stride, g_base, g_row_stride, row_le
     ``out`` is a flat array over the segment's memory: float32, float64, uint16 holding
     bfloat16 bits or int16 holding float16 bits.
     """
+    _full_width_vectors()
     e = e0
     while e < e1:
         row = e // row_len
@@ -237,6 +243,7 @@ def _entry_point(dist: int, regions: int):
 
     def fill(out, m_base, m_row_stride, g_base, g_row_stride, row_len, e0, e1,
              k0, k1, c2, c3, pa, qb, dd, xa, shift, scale, lo, hi):
+        _full_width_vectors()
         _walk(dist, regions, out, m_base, m_row_stride, g_base, g_row_stride, row_len, e0, e1,
               k0, k1, c2, c3, pa, qb, dd, xa, shift, scale, lo, hi)
 
