@@ -49,14 +49,24 @@ def _trunc_reference(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa):
             out[4 * i + j] = cpu.trunc_normal_standard(w[j], pa, qb, dd, xa, 4)
 
 
-@pytest.mark.parametrize("args", [(0.0, 0.02, -2.0, 2.0), (0.0, 1.0, -6.0, 6.0),
-                                  (0.0, 1.0, -9.0, 9.0)])
-def test_truncated_normal_rare_regions_are_re_evaluated(args):
+# (mean, std, a, b), and whether the elements in the rare regions are many (the loop that
+# evaluates every element with all regions) or few (tiles re-evaluating their groups)
+_RARE_CASES = [((0.0, 0.02, -2.0, 2.0), False), ((0.0, 1.0, -6.0, 6.0), False),
+               ((0.0, 1.0, -9.0, 9.0), False), ((0.0, 1.0, 4.0, 5.0), True),
+               ((0.0, 1.0, -5.5, -3.5), True), ((0.0, 1.0, 2.5, 6.0), True)]
+
+
+@pytest.mark.parametrize("args,dense", _RARE_CASES)
+def test_truncated_normal_rare_regions_are_re_evaluated(args, dense):
     """A fill reaching regions 3-4 over several tiles, with partial groups at both ends,
-    against every element evaluated with all regions; some elements must lie there."""
+    against every element evaluated with all regions; some elements must lie there. Tail
+    intervals take the loop that evaluates all regions everywhere, wide ones the tiles."""
     params = InitSpec.trunc_normal(*args).kernel_params(torch.float32)
     pa, qb, dd, xa = F(params.pa), F(params.qb), F(params.dd), F(params.xa)
-    assert cpu.trunc_regions(pa, qb, dd) >= 3
+    regions = cpu.trunc_regions(pa, qb, dd)
+    assert regions >= 3
+    kernel = cpu._param_args(params, False)[0]
+    assert kernel is cpu._KERNELS[cpu._TRUNC_DENSE if dense else C.TRUNC_NORMAL, regions]
     key, stream, g_base = 12345, 99, 4 * 1000 + 2
     groups = 3005
     assert groups > 2 * cpu._TRUNC_TILE  # several tiles
@@ -73,6 +83,20 @@ def test_truncated_normal_rare_regions_are_re_evaluated(args):
     assert_bitwise_equal(out, expected)
     # w >= NDTRI_W2 where |z| is beyond ~3.1 (two-sided tail mass ~1.9e-3 for a wide interval)
     assert int((z.abs() > 3.2).sum()) >= 5
+
+
+@pytest.mark.parametrize("args,dense", _RARE_CASES + [((0.0, 1.0, -2.0, 2.0), False),
+                                                      ((0.0, 1.0, 3.0, 3.5), True)])
+def test_rare_fraction_is_the_share_of_elements_in_the_rare_regions(args, dense):
+    """``trunc_rare_fraction`` against w = -log(4 p q) computed for a grid of uniforms (the
+    inversion's own formula, not the threshold's closed form)."""
+    params = InitSpec.trunc_normal(*args).kernel_params(torch.float32)
+    n = 1 << 20
+    u = (np.arange(n) + 0.5) / n
+    w = -np.log(4.0 * (params.pa + u * params.dd) * (params.qb + (1.0 - u) * params.dd))
+    counted = float(np.mean(w >= C.NDTRI_W2))
+    assert cpu.trunc_rare_fraction(params) == pytest.approx(counted, abs=2.0 / n)
+    assert (counted > cpu._TRUNC_DENSE_ABOVE) == dense
 
 
 def _hot_loop(asm: str) -> list[str]:

@@ -50,8 +50,8 @@ from fastinit.spec import KernelParams
 
 from .cpu_ir import _LO32, _ROUNDS, _SH32, F, U, _philox_rounds
 from .cpu_jit import _cached_jit
-from .cpu_loops import _DIST_NAMES, _KERNEL_DIST, _KERNELS
-from .cpu_math import philox4x32, trunc_regions
+from .cpu_loops import _DIST_NAMES, _KERNEL_DIST, _KERNELS, _TRUNC_DENSE, _TRUNC_DENSE_ABOVE
+from .cpu_math import philox4x32, trunc_rare_fraction, trunc_regions
 
 # Reached through this module by the tests and tools (the device math one element at a time,
 # the loops' assembly): re-exported, so that they need not know the backend's layout.
@@ -157,9 +157,13 @@ def _param_args(params: KernelParams, float64: bool) -> tuple:
 def _param_args_cached(params: KernelParams, float64: bool, _sign: float) -> tuple:
     ftype = np.float64 if float64 else np.float32
     pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
-    regions = trunc_regions(pa, qb, dd) if params.dist == C.TRUNC_NORMAL else 1
+    dist, regions = params.dist, 1
+    if dist == C.TRUNC_NORMAL:
+        regions = trunc_regions(pa, qb, dd)
+        if regions >= 3 and trunc_rare_fraction(params) > _TRUNC_DENSE_ABOVE:
+            dist = _TRUNC_DENSE
     floats = tuple(ftype(x) for x in (params.shift, params.scale, params.lo, params.hi))
-    return _KERNELS[params.dist, regions], (pa, qb, dd, F(params.xa)) + floats
+    return _KERNELS[dist, regions], (pa, qb, dd, F(params.xa)) + floats
 
 
 def _jobs(entry, pieces_for) -> list[tuple]:

@@ -12,9 +12,13 @@ inline; the tests call them one element at a time.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
+
+from fastinit.kernels import contract as C
 
 from .cpu_ir import (
     _A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A_MID, _B0, _B1, _B2, _B3, _B4, _B5, _B6, _B7,
@@ -239,6 +243,21 @@ def trunc_regions(pa, qb, dd):
     if w_max >= _W1_:
         return 2
     return 1
+
+
+def trunc_rare_fraction(params) -> float:
+    """The fraction of a truncated normal's elements in the rare regions (w >= NDTRI_W2).
+
+    An element's uniform u maps to the lower mass p = pa + u dd and the upper mass
+    q = qb + (1 - u) dd; w = -log(4 p q) reaches NDTRI_W2 where p or q is below t, with
+    4 t (1 - t) = exp(-NDTRI_W2). Computed in float64: it chooses a loop, not a value.
+    """
+    t = 0.5 * (1.0 - math.sqrt(1.0 - math.exp(-C.NDTRI_W2)))
+    dd = params.dd
+    if dd <= 0.0:
+        return 1.0
+    rare = min(max(t - params.pa, 0.0), dd) + min(max(t - params.qb, 0.0), dd)
+    return min(rare / dd, 1.0)
 
 
 # --- output conversion -----------------------------------------------------------------
