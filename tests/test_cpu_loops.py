@@ -16,6 +16,7 @@ import torch
 from numba import njit
 
 from fastinit.backends import cpu
+from fastinit.cli.asm import hot_loop, loop_counts
 from fastinit.kernels import contract as C
 from fastinit.layout import Segment
 from fastinit.spec import InitSpec
@@ -99,24 +100,6 @@ def test_rare_fraction_is_the_share_of_elements_in_the_rare_regions(args, dense)
     assert (counted > cpu._TRUNC_DENSE_ABOVE) == dense
 
 
-def _hot_loop(asm: str) -> list[str]:
-    """The instructions of the loop with the most packed 512-bit operations."""
-    import re
-
-    lines = asm.splitlines()
-    labels = {line[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.LBB\d+_\d+:$", line)}
-    best, best_score = [], -1
-    for i, line in enumerate(lines):
-        m = re.match(r"\s+j\w+\s+(\.LBB\d+_\d+)$", line)
-        if m and m.group(1) in labels and labels[m.group(1)] < i:
-            body = [b.strip() for b in lines[labels[m.group(1)] + 1:i + 1]
-                    if b.strip() and not b.strip().startswith((".", "#"))]
-            score = sum("zmm" in b and not re.match(r"v\w+s[sd]\s", b) for b in body)
-            if score > best_score:
-                best, best_score = body, score
-    return best
-
-
 def _avx512() -> bool:
     if platform.machine() not in ("x86_64", "AMD64"):
         return False
@@ -136,8 +119,6 @@ def _avx512() -> bool:
 _BUDGETS = {"uniform": (cpu._uniform_groups, 3.6, 5.3),
             "normal": (cpu._normal_groups, 5.8, 8.3)}
 _MEASURED_ON = ("znver4", "rocketlake")
-# narrowing 64-bit lanes to 32 and joining two halves: data movement, not arithmetic
-_NARROW = ("vpmovqd", "vinserti64x4", "vinsertf64x4")
 
 
 def _host_cpu() -> str:
@@ -158,12 +139,8 @@ def test_hot_loops_are_vector_code_within_budget(name):
     out = np.empty(64, np.float32)
     fresh(out, 0, 16, U(1), U(2), U(3), U(4), F(0), F(0), F(0), F(0), 1, F(0), F(1),
           F(-np.inf), F(np.inf))
-    body = _hot_loop(fresh.inspect_asm(fresh.signatures[0]))
-    stores = [b for b in body if b.startswith("vmov") and "zmm" in b.split(",")[0]
-              and "(%r" in b.split(",")[-1] and "rsp" not in b.split(",")[-1]]
-    elements = 16 * len(stores)  # 64-byte stores of float32
-    assert elements >= 64, body
-    narrow = [b for b in body if ("ymm" in b or "xmm" in b) and not b.startswith(_NARROW)]
-    assert not narrow, narrow
-    assert sum(b.startswith("vpmuludq") and "zmm" in b for b in body) >= 16
-    assert len(body) / elements <= budget, (len(body), elements)
+    counts = loop_counts(hot_loop(fresh.inspect_asm(fresh.signatures[0])), 4)
+    assert counts["vector_width"] == 512 and counts["elements"] >= 64, counts
+    assert counts["narrower"] == 0, counts  # no arithmetic on ymm / xmm registers
+    assert counts["multiplies"] >= 16, counts
+    assert counts["per_element"] <= budget, counts

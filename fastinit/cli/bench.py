@@ -22,7 +22,9 @@ Two sections:
   elements built eagerly, under ``empty_init`` + ``materialize`` and on meta +
   ``materialize`` (:func:`bench_small_tensors`).
 
-Timing is :mod:`fastinit.cli.timing`'s, rendering :mod:`fastinit.cli.rendering`'s.
+Timing is :mod:`fastinit.cli.timing`'s, rendering :mod:`fastinit.cli.rendering`'s. Two
+reports time nothing: ``--sass`` counts the GPU kernels' machine code
+(:mod:`fastinit.cli.sass`), ``--asm`` the CPU loops' (:mod:`fastinit.cli.asm`).
 """
 from __future__ import annotations
 
@@ -65,6 +67,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run ``fastinit bench`` with parsed ``args`` (``argv``: the command line, recorded)."""
     check_output_paths({"--json": args.json, "--csv": args.csv, "--markdown": args.markdown,
                         "--plot": args.plot}, stdout=("--json", "--csv", "--markdown"))
+    if args.sass and args.asm:
+        raise CommandError("--sass (the GPU kernels) and --asm (the CPU loops) are two "
+                           "reports: ask for one")
     if args.sass:
         if args.csv or args.plot:
             raise CommandError("--sass writes its records with --json and its table with "
@@ -72,6 +77,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from fastinit.cli.sass import sass_command
 
         return sass_command(args)
+    if args.asm:
+        if args.csv or args.plot or args.markdown:
+            raise CommandError("--asm writes its records with --json only (no --csv, "
+                               "--markdown or --plot)")
+        from fastinit.cli.asm import asm_command
+
+        return asm_command(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -667,6 +679,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                       help="no timing: compile every kernel variant for sm_90 (no GPU needed) "
                            "and report SASS instructions per element and the predicted "
                            "H100/H200 ceiling (with --json / --markdown as below)")
+    what.add_argument("--asm", action="store_true",
+                      help="no timing: compile the CPU backend's fill loops afresh for this "
+                           "CPU (x86-64) and report each hot loop's instructions per element "
+                           "from the assembly (with --json as below)")
     how = b.add_argument_group("how")
     how.add_argument("--repeats", type=positive_int, default=5,
                      help="timed runs per case (the median is reported)")
