@@ -53,11 +53,11 @@ _bits_f32 = _bitcast_intrinsic(types.uint32, types.float32, ir.FloatType())
 
 # LLVM's tuning for Intel's AVX-512 cores prefers 256-bit vectors (to spare the clock in
 # code that uses vectors now and then); the fill loops are long runs of integer and float
-# arithmetic, and on 512-bit registers they are 1.1x (uniform), 1.5x (normal) and 2.2x
-# (truncated normal) faster on an Intel Xeon with AVX-512 (bench/RESULTS.md). The preference
-# is a function attribute, so it applies to the fill's functions only; CPUs without 512-bit
-# vectors ignore it. llvmlite accepts only enum attributes by name: the string attribute
-# goes into the attribute set directly.
+# arithmetic, and on 512-bit registers they are 1.1x (uniform), 1.5x (normal) and 2.3x
+# (truncated normal) faster on an Intel Xeon with AVX-512, one thread (bench/RESULTS.md).
+# The preference is a function attribute, so it applies to the fill's functions only; CPUs
+# without 512-bit vectors ignore it. llvmlite accepts only enum attributes by name: the
+# string attribute goes into the attribute set directly.
 _FULL_WIDTH = '"prefer-vector-width"="512"'
 
 
