@@ -49,8 +49,8 @@ def hot_loop(asm: str) -> list[str]:
         m = _JUMP.match(line)
         if m and m.group(1) in labels and labels[m.group(1)] < i:
             loops.append((labels[m.group(1)], i))
-    inner = [(a, b) for a, b in loops
-             if not any(a < c <= d < b or a <= c < d < b for c, d in loops if (c, d) != (a, b))]
+    inner = [(a, b) for a, b in loops  # no other loop within [a, b]
+             if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
     best, best_score = [], (-1, -1)
     for a, b in inner:
         body = _instructions(lines[a + 1:b + 1])
