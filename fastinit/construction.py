@@ -641,10 +641,8 @@ class Replay:
         them off the stack itself)."""
         bare = op.bare
         if bare is None:
-            from fastinit.intercept import _TORCH_DRAWS
-
             bare = op.bare = bool(getattr(op.func, "_fastinit_entry", False) or (
-                op.factory and fname_of(op.func) not in _TORCH_DRAWS
+                op.factory and fname_of(op.func) not in _torch_draws()
                 and not _has_tensor(op.args) and not _has_tensor(op.kwargs)))
         return bare
 
@@ -654,10 +652,25 @@ class Replay:
     def _real_all(self, tree):
         """``tree_map(self._real, tree)``; flat argument tuples and keyword dicts (almost
         every recorded call) without the general tree walk."""
-        if type(tree) is tuple and not any(type(x) in _NESTED for x in tree):
-            return tuple(self.resolve(x) if type(x) is Ref else x for x in tree)
-        if type(tree) is dict and not any(type(x) in _NESTED for x in tree.values()):
-            return {k: self.resolve(x) if type(x) is Ref else x for k, x in tree.items()}
+        kind = type(tree)
+        if kind is tuple:
+            out = []
+            for x in tree:
+                if type(x) is Ref:
+                    x = self.resolve(x)
+                elif type(x) in _NESTED:
+                    return tree_map(self._real, tree)
+                out.append(x)
+            return tuple(out)
+        if kind is dict:
+            out = {}
+            for k, x in tree.items():
+                if type(x) is Ref:
+                    x = self.resolve(x)
+                elif type(x) in _NESTED:
+                    return tree_map(self._real, tree)
+                out[k] = x
+            return out
         return tree_map(self._real, tree)
 
     def run(self, ops: list[Op]) -> None:
@@ -769,6 +782,14 @@ class Replay:
         if self.on_bind is not None:  # (inside run, fastinit's modes are off the stack)
             with route.marked_inside() if self._popped is not None else route.internal():
                 self.on_bind(s)
+
+
+@functools.cache
+def _torch_draws() -> frozenset:
+    """``fastinit.intercept._TORCH_DRAWS`` (imported when a replay first needs it)."""
+    from fastinit.intercept import _TORCH_DRAWS
+
+    return _TORCH_DRAWS
 
 
 def _bytes(t: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,13 @@ def is_dtensor(t: object) -> bool:
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The tensor whose memory holds ``t``'s elements on this rank: a DTensor's local
     tensor, or ``t`` itself."""
+    if type(t) in _NOT_DTENSOR:  # (every fill asks, several times: kept short)
+        return t
     return t._local_tensor if is_dtensor(t) else t
+
+
+#: tensor types that are not DTensors (``local_tensor``'s short path)
+_NOT_DTENSOR = frozenset({torch.Tensor, torch.nn.Parameter})
 
 
 def unplaced_shard_axes(t: torch.Tensor) -> list[str]:

@@ -129,6 +129,10 @@ def view_segments(view: torch.Tensor, base: torch.Tensor) -> list[Segment] | Non
 
 def span(t: torch.Tensor) -> tuple[int, int]:
     """``[first, last]`` element offsets (in its storage) that ``t`` can touch."""
+    n = t.numel()
+    if n and t.is_contiguous():  # the common case, kept short
+        lo = t.storage_offset()
+        return lo, lo + n - 1
     dims = list(zip(t.shape, t.stride()))
     lo = t.storage_offset() + sum((n - 1) * s for n, s in dims if s < 0)
     hi = t.storage_offset() + sum((n - 1) * s for n, s in dims if s >= 0)

@@ -53,6 +53,7 @@ from torch import nn
 
 from fastinit import initscan
 from fastinit import provenance
+from fastinit import route
 from fastinit import recipes as recipes_mod
 from fastinit.construction import (Construction, Program, Ref, Replay, construction_of,
                                    named_tensors, tensor_attributes)
@@ -463,16 +464,18 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
                 coverage.restrict(name, valid, why)
             memo: dict[int, torch.Tensor] = {}
             params: dict[str, torch.Tensor] = {}
-            for table, attr, t in slots:
-                if id(t) not in plain:
-                    continue
-                new = memo.get(id(t))
-                if new is None:
-                    new = memo[id(t)] = _as_like(replay.resolve(plain[id(t)][1]), t)
-                swapped.append((table, attr, t))
-                table[attr] = new
-                if isinstance(new, nn.Parameter) and not getattr(new, "_is_hf_initialized", False):
-                    params.setdefault(plain[id(t)][0], new)
+            with route.internal():  # fastinit's own bookkeeping: not the init code's
+                for table, attr, t in slots:
+                    if id(t) not in plain:
+                        continue
+                    new = memo.get(id(t))
+                    if new is None:
+                        new = memo[id(t)] = _as_like(replay.resolve(plain[id(t)][1]), t)
+                    swapped.append((table, attr, t))
+                    table[attr] = new
+                    if isinstance(new, nn.Parameter) and not getattr(
+                            new, "_is_hf_initialized", False):
+                        params.setdefault(plain[id(t)][0], new)
             if recipe is not None:
                 recipes_mod.resolve(recipe, module).plan(module, params).run()
         _raise_missing(coverage.missing())

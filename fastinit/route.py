@@ -458,4 +458,4 @@ def _span(t: torch.Tensor) -> tuple[int, int]:
 
 
 def _is_empty(t: torch.Tensor) -> bool:
-    return t.device.type == "meta" or t.numel() == 0
+    return t.is_meta or t.numel() == 0

@@ -111,7 +111,7 @@ def _geometry(t: torch.Tensor, session: Optional[_Session] = None):
     The storage is its address, or with ``session`` its id there (``storage_id``)."""
     t = _local(t)
     with _PLAIN():  # no torch-function mode (a device context) sees these queries
-        if t.device.type == "meta" or t.numel() == 0 or t.layout != torch.strided:
+        if t.is_meta or t.numel() == 0 or t.layout != torch.strided:
             return None
         size = t.element_size()
         offset = t.storage_offset() * size

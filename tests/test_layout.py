@@ -142,3 +142,54 @@ def test_other_devices_are_filled_through_the_cpu():
     cpu.fill(ref, seg, params, 3, 4)
     assert_bitwise_equal(out, ref)
     assert out[:5].isnan().all() and out[35:].isnan().all()
+
+
+def _span_by_rule(t: torch.Tensor) -> tuple[int, int]:
+    """``layout.span``'s general rule, written out: the lowest and highest offsets any
+    index can reach."""
+    lo = hi = t.storage_offset()
+    for n, s in zip(t.shape, t.stride()):
+        lo += (n - 1) * s if s < 0 else 0
+        hi += (n - 1) * s if s >= 0 else 0
+    return lo, hi
+
+
+def test_span_short_path_is_the_general_rule():
+    """``span`` takes a short path for contiguous tensors; it must give the ends the
+    general rule gives, for views at offsets, size-1 dimensions with any stride, and
+    tensors without elements (whose strides the short path must not ignore)."""
+    from fastinit.layout import span
+
+    base = torch.empty(4096)
+    views = [
+        base, base[7:19], base[5:5 + 24].view(2, 3, 4), base.as_strided((3, 1, 5), (5, 99, 1), 11),
+        base[3:].view(-1)[:1], base.as_strided((0, 3), (5, 1), 2), base.as_strided((0,), (1,), 9),
+        base.as_strided((4, 0, 2), (7, 3, 1), 1), base.view(64, 64).t(), base.view(64, 64)[:, 3],
+        base.as_strided((2, 3), (1, 2), 4),
+    ]
+    for v in views:
+        assert span(v) == _span_by_rule(v), (tuple(v.shape), v.stride(), v.storage_offset())
+
+
+def test_flat_array_covers_the_span_of_any_view():
+    """The CPU backend's NumPy view of a tensor's memory (the short path for 1-D
+    contiguous tensors, and every other view) starts at the tensor's first element."""
+    base = torch.arange(64, dtype=torch.float32)
+    for v, n in [(base[5:9], 4), (base[5:9], 6), (base[8:32].view(4, 6), 24),
+                 (base[8:32].view(4, 6)[:, :2], 20), (base[::2], 31)]:
+        arr = cpu._flat_array(v, n)
+        assert arr.shape == (n,) and arr.ctypes.data == v.data_ptr()
+        np.testing.assert_array_equal(arr, base[v.storage_offset():v.storage_offset() + n].numpy())
+
+
+def test_local_tensor_of_tensors_and_subclasses():
+    """``local_tensor`` is the identity for plain tensors, Parameters and other
+    subclasses (its short path takes only the exact types it names)."""
+    from fastinit.distributed import local_tensor
+
+    class Tagged(torch.Tensor):
+        pass
+
+    t = torch.empty(3)
+    for x in (t, torch.nn.Parameter(t), t.as_subclass(Tagged), torch.nn.Buffer(t)):
+        assert local_tensor(x) is x

@@ -100,7 +100,9 @@ def _executor() -> ThreadPoolExecutor:
 def _flat_array(out: torch.Tensor, span: int) -> np.ndarray:
     """A NumPy view of ``span`` elements of ``out``'s memory (16-bit dtypes as their bits:
     bfloat16 as uint16, float16 as int16, so that each has its own compiled store)."""
-    flat = torch.as_strided(out.detach(), (span,), (1,))
+    flat = out.detach()
+    if flat.dim() != 1 or flat.stride(0) != 1 or flat.shape[0] != span:
+        flat = torch.as_strided(flat, (span,), (1,))
     if out.dtype == torch.bfloat16:
         return flat.view(torch.int16).numpy().view(np.uint16)
     if out.dtype == torch.float16:
@@ -174,7 +176,7 @@ def _jobs(entry, pieces_for) -> list[tuple]:
     arr = _flat_array(out, span)
     c2, c3 = C.stream_words(stream, draw_round)
     kernel, dargs = _param_args(params, out.dtype == torch.float64)
-    args = (U(key & 0xFFFFFFFF), U(key >> 32), U(c2), U(c3)) + dargs
+    args = _key_words(key) + (U(c2), U(c3)) + dargs
     jobs = []
     fresh = memory.is_fresh(out)
     size = out.element_size()
@@ -195,6 +197,13 @@ def _jobs(entry, pieces_for) -> list[tuple]:
                              (arr.ctypes.data + (s.m_base + e0) * size, (e1 - e0) * size)
                              if touch else None))
     return jobs
+
+
+@functools.lru_cache(maxsize=64)
+def _key_words(key: int) -> tuple:
+    """A fill key as the kernels take it: its two 32-bit words (one key serves every
+    tensor of a materialize)."""
+    return U(key & 0xFFFFFFFF), U(key >> 32)
 
 
 def _compile(jobs: list[tuple]) -> None:
