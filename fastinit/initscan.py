@@ -75,7 +75,7 @@ from typing import Iterable
 
 from torch import nn
 
-__all__ = ["Finding", "LostInitError", "scan", "scan_class", "check"]
+__all__ = ["Finding", "LostInitError", "scan", "scan_class", "check", "ambiguous_ties"]
 
 
 class LostInitError(ValueError):
@@ -496,6 +496,34 @@ def _data_free(init) -> bool:
     return init is True or init is False or init == "gaussian"
 
 
+def ambiguous_ties(module: nn.Module) -> list[list[str]]:
+    """Tensors held by two or more modules that each reset them (``head.weight =
+    emb.weight`` in a plain model): the names of each, the holders' first names.
+
+    Eager construction resets each module's own tensors before the tie, so the shared
+    tensor keeps the values of the module that made it; a meta build keeps no trace of
+    which one that was, and re-running the resets leaves the last one's values. Not
+    ambiguous: a model with a root ``init_weights()`` (``run_model_init`` runs it after
+    every reset: its writes decide, as they do eagerly) and holders whose init the model's
+    own entry point re-does (``trusted``, see :func:`_trusted`: Hugging Face's ties are
+    undone while its init runs)."""
+    if callable(getattr(module, "init_weights", None)):
+        return []
+    trusted = _trusted(module)
+    holders: dict[int, list[tuple[str, int]]] = {}  # id(tensor) -> [(name, id(module))]
+    for prefix, m in module.named_modules():
+        if id(m) in trusted or not callable(
+                getattr(m, "reset_parameters", None) or getattr(m, "_reset_parameters", None)):
+            continue
+        for attr, t in (*m._parameters.items(), *m._buffers.items()):
+            if t is None:
+                continue
+            held = holders.setdefault(id(t), [])
+            if all(owner != id(m) for _, owner in held):
+                held.append((f"{prefix}.{attr}" if prefix else attr, id(m)))
+    return [[name for name, _ in held] for held in holders.values() if len(held) > 1]
+
+
 def scan(module: nn.Module) -> list[Finding]:
     """Every statement of init work in the construction code of ``module``'s modules that
     re-running their init code (a plain meta build's ``materialize``) cannot redo - the
@@ -516,8 +544,22 @@ def check(module: nn.Module, recipe=None) -> None:
     every parameter of the model makes the model's own init moot: then nothing is refused
     (``materialize(resnet_on_meta, recipe=recipes.resnet(zero_init_residual=True))``)."""
     found = scan(module)
-    if not found or (recipe is not None and _rewrites_every_parameter(module, recipe)):
+    ties = ambiguous_ties(module)
+    if (not found and not ties) or (
+            recipe is not None and _rewrites_every_parameter(module, recipe)):
         return
+    if ties and not found:
+        listed = "; ".join(" = ".join(names) for names in ties[:8])
+        raise LostInitError(
+            "materialize: this model was built under torch.device('meta') and shares tensors "
+            f"between modules whose reset_parameters() each write them: {listed}. Eager "
+            "construction gives a shared tensor the values of the module that made it (the "
+            "other's reset wrote the tensor the tie replaced); a meta build does not record "
+            "which module that was, and re-running the resets would leave the last one's "
+            "values. Build the model under fastinit.empty_init() instead (its construction "
+            "is recorded and replayed exactly), give the model an init_weights() that writes "
+            "the shared tensors, or pass accept_reset_defaults=True to materialize to accept "
+            "the resets run in module order")
     listed = "; ".join(str(f) for f in found[:8])
     more = f"; and {len(found) - 8} more" if len(found) > 8 else ""
     raise LostInitError(

@@ -135,18 +135,53 @@ def test_one_grouped_fill_per_wave(monkeypatch):
     assert calls == [12, 1]  # 12 floating-point tensors, then the padding row
 
 
-def test_ties_and_shared_modules_are_kept():
-    def build():
-        emb = nn.Embedding(20, 8)
-        head = nn.Linear(8, 20, bias=False)
-        head.weight = emb.weight
-        block = nn.Linear(8, 8)
-        return nn.ModuleDict({"emb": emb, "head": head, "a": block, "b": block})
+def _tied_and_shared():
+    emb = nn.Embedding(20, 8, padding_idx=0)
+    head = nn.Linear(8, 20, bias=False)
+    head.weight = emb.weight
+    block = nn.Linear(8, 8)
+    return nn.ModuleDict({"emb": emb, "head": head, "a": block, "b": block})
 
-    m = materialize(_on_meta(build), "cpu", seed=SEED)
+
+def test_ties_and_shared_modules_are_kept():
+    # (on meta, a tensor two resetting modules share is refused unless the resets' order
+    # is accepted: see the next test)
+    m = materialize(_on_meta(_tied_and_shared), "cpu", seed=SEED, accept_reset_defaults=True)
     assert m.head.weight is m.emb.weight
     assert m.a is m.b
     assert not m.emb.weight.is_meta and not torch.isnan(m.emb.weight).any()
+    with fastinit.empty_init():
+        r = _tied_and_shared()
+    materialize(r, "cpu", seed=SEED)
+    assert r.head.weight is r.emb.weight and r.a is r.b
+
+
+def test_tie_between_resetting_modules_is_refused_on_meta_and_exact_when_recorded():
+    """``head.weight = emb.weight`` after both were built: eager construction leaves the
+    embedding's values (normal, padding row zero; the head's reset wrote the tensor the tie
+    replaced). A meta build cannot tell which module made the tensor: refused, naming both;
+    built under empty_init it is the embedding's fill, exactly. A shared module (one module
+    in two places) is not a tie of two resetting modules and is not refused."""
+    from fastinit.initscan import LostInitError, ambiguous_ties
+
+    meta = _on_meta(_tied_and_shared)
+    assert ambiguous_ties(meta) == [["emb.weight", "head.weight"]]
+    with pytest.raises(LostInitError, match=r"emb\.weight = head\.weight.*empty_init"):
+        materialize(meta, "cpu", seed=SEED)
+    assert meta.emb.weight.is_meta  # nothing allocated
+    block = nn.Linear(8, 8, device="meta")
+    assert ambiguous_ties(nn.ModuleDict({"a": block, "b": block})) == []
+
+    with fastinit.empty_init():
+        r = _tied_and_shared()
+    materialize(r, "cpu", seed=SEED)
+    expected = _expected("emb.weight", (20, 8), InitSpec.normal(0, 1))
+    expected[0] = 0.0
+    assert_bitwise_equal(r.emb.weight.detach(), expected)
+    torch.manual_seed(0)
+    eager = _tied_and_shared()
+    assert (eager.emb.weight[0] == 0).all()  # eager keeps the embedding's reset too
+    assert eager.emb.weight.abs().max() > 1 / math.sqrt(8)  # beyond the head's uniform bound
 
 
 def test_real_parameters_are_left_alone_unless_overwrite():
