@@ -30,6 +30,13 @@ def _philox(ctr, k0, k1, out):
 
 
 @njit
+def _pairs(ctr, k0, k1, out):
+    for i in range(ctr.shape[0]):
+        out[i, 0], out[i, 1] = cpu_ir._philox_pairs(ctr[i, 0], ctr[i, 1], ctr[i, 2], ctr[i, 3],
+                                                    k0[i], k1[i])
+
+
+@njit
 def _splits(x, w, m, k, rem, n):
     for i in range(x.size):
         m[i], k[i] = cpu_ir._log_split(x[i])
@@ -73,6 +80,26 @@ def test_philox_rounds_are_philox4x32():
     for i in range(n):
         expected = reference.philox4x32(ctr[i:i + 1], (int(keys[i, 0]), int(keys[i, 1])))
         assert np.array_equal(got[i], expected[0]), i
+
+
+def test_philox_pairs_are_the_words_in_memory_order():
+    """``_philox_pairs``: the four words of ``_philox_rounds`` as ``w0 | w1 << 32`` and
+    ``w2 | w3 << 32`` (the group's bytes on a little-endian machine), extreme counters and
+    keys included."""
+    rng = np.random.default_rng(3)
+    n = 4096
+    ctr = rng.integers(0, 1 << 32, (n, 4), dtype=np.uint64).astype(U)
+    keys = rng.integers(0, 1 << 32, (n, 2), dtype=np.uint64).astype(U)
+    ctr[0], keys[0] = 0, 0
+    ctr[1], keys[1] = 0xFFFFFFFF, 0xFFFFFFFF
+    k0, k1 = keys[:, 0].copy(), keys[:, 1].copy()
+    words = np.empty((n, 4), U)
+    _philox(ctr, k0, k1, words)
+    pairs = np.empty((n, 2), np.uint64)
+    _pairs(ctr, k0, k1, pairs)
+    assert np.array_equal(pairs.view(U), words)  # little-endian: w0 w1 w2 w3
+    w = words.astype(np.uint64)
+    assert np.array_equal(pairs[:, 0], w[:, 0] | (w[:, 1] << np.uint64(32)))
 
 
 def test_log_and_angle_splits():

@@ -41,6 +41,30 @@ def test_fill_across_a_high_counter_word_boundary(dtype):
     assert_bitwise_equal(out, expected.clamp(params.lo, params.hi))
 
 
+@pytest.mark.parametrize("groups", [1, 1023, 1024, 1025, 2 * 1024 + 7])
+@pytest.mark.parametrize("misaligned", [False, True])
+def test_float32_uniform_in_two_passes_is_the_one_pass_loop(groups, misaligned):
+    """The float32 uniform writes each tile's words into the output, then their values in
+    place: bit for bit the one-pass loop's elements, across tile ends, with nothing
+    written outside its groups (NaN guards); an output not 8-byte aligned takes the
+    one-pass loop."""
+    assert cpu._PAIR_TILE == 1024
+    guard = 5
+    n = 4 * groups
+    raw = np.full(n + 2 * guard + 2, np.nan, F)
+    start = guard + (raw.ctypes.data // 4 + guard) % 2 + int(misaligned)  # 8-aligned or not
+    assert (raw[start:].ctypes.data % 8 == 4) == misaligned
+    out = raw[start:start + n]
+    expected = np.empty(n, F)
+    args = (U(0x1234), U(0xFFFFFFFF), U(7), U(9), F(0), F(0), F(0), F(0), 1, F(-0.25),
+            F(0.5), F(-0.25), F(0.25))
+    g0 = (1 << 32) - 3 * groups  # a run that ends just below the high-word step
+    cpu._uniform_f32_groups(out, g0, groups, *args)
+    cpu._uniform_groups(expected, g0, groups, *args)
+    assert np.array_equal(out.view(U), expected.view(U))
+    assert np.isnan(raw[:start]).all() and np.isnan(raw[start + n:]).all()
+
+
 @njit
 def _trunc_reference(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa):
     """Every word through the scalar ``trunc_normal_standard`` with all four regions."""
@@ -118,6 +142,9 @@ def _avx512() -> bool:
 # and the 32-bit integer steps (Zen 4: 5.3 and 8.3).
 _BUDGETS = {"uniform": (cpu._uniform_groups, 3.6, 5.3),
             "normal": (cpu._normal_groups, 5.8, 8.3)}
+# The float32 uniform's two passes (measured on both CPUs: Philox's word pairs 2.1 and the
+# values in place 0.5 instructions per element, against 3.1 for the one-pass loop).
+_PASS_BUDGETS = {"pair words": (2.3, 3.2), "uniform values": (0.6, 1.0)}
 _MEASURED_ON = ("znver4", "rocketlake")
 
 
@@ -143,4 +170,25 @@ def test_hot_loops_are_vector_code_within_budget(name):
     assert counts["vector_width"] == 512 and counts["elements"] >= 64, counts
     assert counts["narrower"] == 0, counts  # no arithmetic on ymm / xmm registers
     assert counts["multiplies"] >= 16, counts
+    assert counts["per_element"] <= budget, counts
+
+
+@pytest.mark.skipif(not _avx512(), reason="instruction budgets are for x86-64 with AVX-512")
+@pytest.mark.parametrize("name", list(_PASS_BUDGETS))
+def test_two_pass_loops_are_vector_code_within_budget(name):
+    """The float32 uniform's passes, compiled afresh: Philox's word pairs with packed
+    multiplies on zmm registers, the values as plain 16-lane vector code."""
+    tight, before = _PASS_BUDGETS[name]
+    budget = tight if _host_cpu() in _MEASURED_ON else before
+    if name == "pair words":
+        fresh = njit(cpu._pair_words.py_func)
+        fresh(np.empty(128, np.uint64), 0, 0, 64, U(1), U(2), U(3), U(4))
+    else:
+        fresh = njit(cpu._uniform_f32_words.py_func)
+        fresh(np.zeros(256, U), 256, F(0), F(1), F(-np.inf), F(np.inf))
+    counts = loop_counts(hot_loop(fresh.inspect_asm(fresh.signatures[0])), 4)
+    assert counts["vector_width"] == 512 and counts["narrower"] == 0, counts
+    assert counts["elements"] >= 32, counts  # 8 groups of word pairs, 16-lane values
+    if name == "pair words":
+        assert counts["multiplies"] >= 16, counts
     assert counts["per_element"] <= budget, counts

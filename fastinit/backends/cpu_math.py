@@ -26,8 +26,8 @@ from .cpu_ir import (
     _E7, _E8, _E_MID, _FOUR, _K0, _K1, _K2, _K3, _K4, _L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7,
     _L8, _L9, _LN2_HI, _LN2_LO, _LO32, _M0, _M1, _MINUS_TWO, _ONE, _ONE_MINUS_HALF_CELL,
     _ROUNDS, _S0, _S1, _S2, _S3, _S4, _SH32, _USCALE, _W0, _W1, _W1_, _W2_, _W3_, F, U, U64,
-    _angle_split, _bf16_bits, _fma, _log_split, _philox_rounds, _quadrant, _round_bf16_bits,
-    _uniform_bits, f16_bits_to_f32, f32_to_f16_bits)
+    _angle_split, _bf16_bits, _fma, _log_split, _philox_pairs, _philox_rounds, _quadrant,
+    _round_bf16_bits, _uniform_bits, f16_bits_to_f32, f32_to_f16_bits)
 from .cpu_jit import _cached_jit
 
 # --- Philox and the counter layout ------------------------------------------------------
@@ -74,6 +74,14 @@ def run_words(g0, i, k0, k1, c2, c3):
     first two rounds need one vector multiply each instead of two."""
     g = U64(g0)
     return _philox_rounds(U(U(g & _LO32) + U(i)), U(g >> _SH32), c2, c3, k0, k1)
+
+
+@njit(inline="always")
+def run_pairs(g0, i, k0, k1, c2, c3):
+    """:func:`run_words` as two uint64 word pairs, ``w0 | w1 << 32`` and ``w2 | w3 << 32``
+    (:func:`fastinit.backends.cpu_ir._philox_pairs`): the group's 16 bytes in memory order."""
+    g = U64(g0)
+    return _philox_pairs(U(U(g & _LO32) + U(i)), U(g >> _SH32), c2, c3, k0, k1)
 
 
 # --- device math, mirrored ----------------------------------------------------------------
@@ -269,6 +277,13 @@ def round_bf16(x):
     return _round_bf16_bits(x)
 
 
+@njit(inline="always")
+def value_f32(v, shift, scale, lo, hi):
+    """The float32 element of standard variate ``v``: fma, clamp (what :func:`store`
+    writes into a float32 output)."""
+    return min(max(_fma(v, scale, shift), lo), hi)
+
+
 def store(out, i, v, shift, scale, lo, hi):
     """Write standard variate ``v`` as element ``i``: fma, round to the dtype, clamp.
 
@@ -285,7 +300,7 @@ def _store_impl(out, i, v, shift, scale, lo, hi):
         return store_f64
     if out.dtype == types.float32:
         def store_f32(out, i, v, shift, scale, lo, hi):
-            out[i] = min(max(_fma(v, scale, shift), lo), hi)
+            out[i] = value_f32(v, shift, scale, lo, hi)
         return store_f32
     if out.dtype == types.uint16:
         def store_bf16(out, i, v, shift, scale, lo, hi):
