@@ -202,12 +202,13 @@ def _philox_ir(builder, args):
     m0, m1 = ir.Constant(_I64, C.PHILOX_M0), ir.Constant(_I64, C.PHILOX_M1)
     w0, w1 = ir.Constant(_I64, C.PHILOX_W0), ir.Constant(_I64, C.PHILOX_W1)
     s32 = ir.Constant(_I64, 32)
-    for r in range(C.PHILOX_ROUNDS):
-        if r:  # the previous round's words (with its keys), then this round's keys
-            c0, c1, c2, c3 = (builder.xor(builder.xor(builder.lshr(p1, s32), c1), k0), p1,
-                              builder.xor(builder.xor(builder.lshr(p0, s32), c3), k1), p0)
-            k0 = builder.and_(builder.add(k0, w0), low)
-            k1 = builder.and_(builder.add(k1, w1), low)
+    p0 = builder.mul(builder.and_(c0, low), m0)
+    p1 = builder.mul(builder.and_(c2, low), m1)
+    for _ in range(1, C.PHILOX_ROUNDS):  # the previous round's words, then this round's keys
+        c0, c1, c2, c3 = (builder.xor(builder.xor(builder.lshr(p1, s32), c1), k0), p1,
+                          builder.xor(builder.xor(builder.lshr(p0, s32), c3), k1), p0)
+        k0 = builder.and_(builder.add(k0, w0), low)
+        k1 = builder.and_(builder.add(k1, w1), low)
         p0 = builder.mul(builder.and_(c0, low), m0)
         p1 = builder.mul(builder.and_(c2, low), m1)
     return p0, p1, c1, c3, k0, k1
