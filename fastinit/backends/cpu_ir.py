@@ -214,60 +214,63 @@ def _philox_ir(builder, args):
     return p0, p1, c1, c3, k0, k1
 
 
-@intrinsic
-def _philox_rounds(typingctx, c0, c1, c2, c3, k0, k1):
-    """Philox4x32 with the contract's round count, as straight-line LLVM IR.
+def _philox_intrinsic(result, finish, doc: str):
+    """An intrinsic of six uint32 values (``c0..c3, k0, k1``) that runs :func:`_philox_ir`
+    and returns ``finish(builder, p0, p1, c1, c3, k0, k1)`` typed ``result``."""
 
-    Each word lives in the low half of a 64-bit integer whose high half is not kept
-    clean: a round is then one 32x32->64 multiply per product (``vpmuludq``, which
-    reads the low halves only), a shift for the high word and two xors, and nothing
-    moves between 32- and 64-bit lanes until the four words are truncated at the end.
-    The low 32 bits of every value are those of :func:`philox4x32` (the high halves
-    never reach them: they are masked off before each multiply).
-    """
-    u32 = types.uint32
-    if not all(a == u32 for a in (c0, c1, c2, c3, k0, k1)):
-        return None
+    def philox(typingctx, c0, c1, c2, c3, k0, k1):
+        if not all(a == types.uint32 for a in (c0, c1, c2, c3, k0, k1)):
+            return None
 
-    def codegen(context, builder, signature, args):
-        p0, p1, c1, c3, k0, k1 = _philox_ir(builder, args)
-        s32 = ir.Constant(_I64, 32)
-        words = (builder.xor(builder.xor(builder.lshr(p1, s32), c1), k0), p1,
-                 builder.xor(builder.xor(builder.lshr(p0, s32), c3), k1), p0)
-        words = [builder.trunc(c, _I32) for c in words]
-        return context.make_tuple(builder, signature.return_type, words)
+        def codegen(context, builder, signature, args):
+            values = finish(builder, *_philox_ir(builder, args))
+            return context.make_tuple(builder, signature.return_type, values)
 
-    return types.UniTuple(u32, 4)(c0, c1, c2, c3, k0, k1), codegen
+        return result(c0, c1, c2, c3, k0, k1), codegen
+
+    philox.__doc__ = doc
+    return intrinsic(philox)
 
 
-@intrinsic
-def _philox_pairs(typingctx, c0, c1, c2, c3, k0, k1):
-    """:func:`_philox_rounds`' four words as two uint64 values ``w0 | w1 << 32`` and
-    ``w2 | w3 << 32``: the group's 16 bytes as they lie in memory (little-endian).
+def _four_words(builder, p0, p1, c1, c3, k0, k1):
+    s32 = ir.Constant(_I64, 32)
+    words = (builder.xor(builder.xor(builder.lshr(p1, s32), c1), k0), p1,
+             builder.xor(builder.xor(builder.lshr(p0, s32), c3), k1), p0)
+    return [builder.trunc(c, _I32) for c in words]
 
-    The last round's product already holds a word pair: ``lo(p1)`` is w1 and ``hi(p1)``
-    becomes w0 once ``c1 ^ k0`` is xored in, so the pair is ``p1`` with its halves swapped
-    (a rotate) and that xor on the low half - no truncation to 32-bit lanes and no shuffle
-    of four word vectors into the output order, which the vector loops otherwise spend
-    about 30 instructions per 64 elements on.
-    """
-    u32 = types.uint32
-    if not all(a == u32 for a in (c0, c1, c2, c3, k0, k1)):
-        return None
 
-    def codegen(context, builder, signature, args):
-        p0, p1, c1, c3, k0, k1 = _philox_ir(builder, args)
-        low = ir.Constant(_I64, 0xFFFFFFFF)
-        s32 = ir.Constant(_I64, 32)
+def _two_pairs(builder, p0, p1, c1, c3, k0, k1):
+    low = ir.Constant(_I64, 0xFFFFFFFF)
+    s32 = ir.Constant(_I64, 32)
 
-        def pair(p, c, k):
-            swapped = builder.or_(builder.shl(p, s32), builder.lshr(p, s32))
-            return builder.xor(swapped, builder.and_(builder.xor(c, k), low))
+    def pair(p, c, k):  # (hi(p) ^ c ^ k) | lo(p) << 32: p's halves swapped, then the xor
+        swapped = builder.or_(builder.shl(p, s32), builder.lshr(p, s32))
+        return builder.xor(swapped, builder.and_(builder.xor(c, k), low))
 
-        return context.make_tuple(builder, signature.return_type,
-                                  [pair(p1, c1, k0), pair(p0, c3, k1)])
+    return [pair(p1, c1, k0), pair(p0, c3, k1)]
 
-    return types.UniTuple(types.uint64, 2)(c0, c1, c2, c3, k0, k1), codegen
+
+_philox_rounds = _philox_intrinsic(types.UniTuple(types.uint32, 4), _four_words, """\
+Philox4x32 with the contract's round count, as straight-line LLVM IR.
+
+Each word lives in the low half of a 64-bit integer whose high half is not kept
+clean: a round is then one 32x32->64 multiply per product (``vpmuludq``, which
+reads the low halves only), a shift for the high word and two xors, and nothing
+moves between 32- and 64-bit lanes until the four words are truncated at the end.
+The low 32 bits of every value are those of :func:`philox4x32` (the high halves
+never reach them: they are masked off before each multiply).
+""")
+
+_philox_pairs = _philox_intrinsic(types.UniTuple(types.uint64, 2), _two_pairs, """\
+:func:`_philox_rounds`' four words as two uint64 values ``w0 | w1 << 32`` and
+``w2 | w3 << 32``: the group's 16 bytes as they lie in memory (little-endian).
+
+The last round's product already holds a word pair: ``lo(p1)`` is w1 and ``hi(p1)``
+becomes w0 once ``c1 ^ k0`` is xored in, so the pair is ``p1`` with its halves swapped
+(a rotate) and that xor on the low half - no truncation to 32-bit lanes and no shuffle
+of four word vectors into the output order, which the vector loops otherwise spend
+about 30 instructions per 64 elements on.
+""")
 
 
 # --- output conversion -----------------------------------------------------------------
