@@ -597,7 +597,7 @@ def _has_tensor(tree) -> bool:
 class Replay:
     """Runs recorded operations on a real device.
 
-    ``env`` maps each recorded storage to a real uint8 tensor over its memory; a
+    ``env`` maps each recorded storage to its real storage (``UntypedStorage``); a
     :class:`Ref` resolves to the same view of that memory. ``on_bind(storage, tensor)`` is
     told when a storage gets its memory (the router learns the names of the parameters
     before their fills run).
@@ -609,18 +609,35 @@ class Replay:
         self.device = device
         self.on_bind = on_bind
         self.key = key
-        self.env: dict[int, torch.Tensor] = {}
+        self.env: dict[int, torch.UntypedStorage] = {}
         #: fastinit's modes taken off the stack by :meth:`run` (None: outside it)
         self._popped: list | None = None
+        #: Ref -> (its view, the memory it was made on, its address): see :meth:`resolve`
+        self._views: dict[Ref, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     def resolve(self, ref: Ref) -> torch.Tensor:
+        """The real tensor ``ref`` names: one view per distinct :class:`Ref`, made once and
+        handed out again while it still is that view of that memory (an operation may have
+        changed its shape or given it other memory: then a new one). A parameter's view
+        is asked for when its memory exists, by its init call and when it goes back into
+        the model; making each costs more than checking it."""
         base = self.env[ref.storage]
         if self._popped is not None:  # inside run: no fastinit mode is on the stack
-            t = torch.empty(0, dtype=ref.dtype, device=base.device)
-            return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
+            return self._view(ref, base)
         with route.internal():
-            t = torch.empty(0, dtype=ref.dtype, device=base.device)
-            return t.set_(base.untyped_storage(), ref.offset, ref.shape, ref.stride)
+            return self._view(ref, base)
+
+    def _view(self, ref: Ref, base: torch.Tensor) -> torch.Tensor:
+        known = self._views.get(ref)
+        if known is not None:
+            t, of, address = known
+            if of is base and t.data_ptr() == address and t.stride() == ref.stride and (
+                    t.shape == ref.shape):
+                return t
+        t = torch.empty(0, dtype=ref.dtype, device=base.device)
+        t.set_(base, ref.offset, ref.shape, ref.stride)
+        self._views[ref] = (t, base, t.data_ptr())
+        return t
 
     @contextlib.contextmanager
     def _modes(self) -> Iterator[None]:
@@ -711,7 +728,7 @@ class Replay:
                         if (s not in env and info is not None and info.legacy
                                 and s not in produced):
                             self._bind(s, torch.empty(info.nbytes, dtype=torch.uint8,
-                                                      device=self.device))
+                                                      device=self.device).untyped_storage())
                 if op.expect is not None:
                     with self._modes():
                         self._check(op)
@@ -747,11 +764,15 @@ class Replay:
                         with self._modes():
                             laid_out.copy_(real)  # the layout the program saw (meta's)
                         real = laid_out
-                    self._bind(ref.storage, _bytes(real))
+                    memory = real.untyped_storage()
+                    if type(real) is torch.Tensor and not real.requires_grad:
+                        # the result is its own Ref's view: no need to make one
+                        self._views[ref] = (real, memory, real.data_ptr())
+                    self._bind(ref.storage, memory)
                 out_kw = kwargs.get("out")
                 for s in op.writes:
                     if s not in env and isinstance(out_kw, torch.Tensor):
-                        self._bind(s, _bytes(out_kw))
+                        self._bind(s, out_kw.untyped_storage())
         finally:
             if outer is None:
                 route._push_back(self._popped)
@@ -777,7 +798,7 @@ class Replay:
                 "device (eagerly) or under torch.device('meta') (materialize then runs its "
                 "init code)")
 
-    def _bind(self, s: int, memory: torch.Tensor) -> None:
+    def _bind(self, s: int, memory: torch.UntypedStorage) -> None:
         self.env[s] = memory
         if self.on_bind is not None:  # (inside run, fastinit's modes are off the stack)
             with route.marked_inside() if self._popped is not None else route.internal():
@@ -790,14 +811,6 @@ def _torch_draws() -> frozenset:
     from fastinit.intercept import _TORCH_DRAWS
 
     return _TORCH_DRAWS
-
-
-def _bytes(t: torch.Tensor) -> torch.Tensor:
-    """A uint8 tensor over the whole storage of ``t`` (the caller has taken fastinit's
-    modes off the stack, as ``Replay.run`` does)."""
-    storage = t.untyped_storage()
-    return torch.empty(0, dtype=torch.uint8, device=t.device).set_(
-        storage, 0, (storage.nbytes(),), (1,))
 
 
 def evaluate(program: Program, tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:

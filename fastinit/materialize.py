@@ -526,8 +526,7 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
 
     def bound(s: int) -> None:
         info = program.storages.get(s)
-        if info is not None and info.empty and (
-                replay.env[s].numel() >= memory.ADVISED_MIN_BYTES):
+        if info is not None and info.empty and info.nbytes >= memory.ADVISED_MIN_BYTES:
             advise_fresh(replay.env[s])  # memory nobody has written yet (smaller: no advice)
         for name, ref in by_storage.get(s, ()):
             real = replay.resolve(ref)
@@ -540,11 +539,13 @@ def _named_replay(program: Program, device: torch.device, key: int, named, kept,
 
 
 def _as_like(real: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """``real`` dressed as ``old`` was: a Parameter (its attributes kept) or a buffer."""
+    """``real`` dressed as ``old`` was: a Parameter (its attributes kept) or a buffer; a
+    new tensor object either way (``real`` is the replay's view, which its bookkeeping
+    holds too)."""
     if isinstance(old, nn.Parameter):
         new = nn.Parameter(real, requires_grad=old.requires_grad)
     else:
-        new = real.requires_grad_(old.requires_grad)
+        new = real.detach().requires_grad_(old.requires_grad)
     new.__dict__.update(old.__dict__)
     return new
 

@@ -295,6 +295,9 @@ def _emit(write: Write) -> None:
         router.emit(write)
 
 
+_NOT_ROUTED = (None, None)
+
+
 class NameRouter:
     """Fills of named tensors use ``key`` and the stream of each tensor's name, and are
     recorded (written in grouped launches by :meth:`flush`); fills of ``protected``
@@ -314,6 +317,8 @@ class NameRouter:
         #: a part of a larger model takes the whole model's streams)
         self.stream_name = stream_name or (lambda name: name)
         self.recorder = PendingWrites(progress=progress)
+        #: (tensor, its named tensor's entry) of the last :meth:`route`
+        self._routed: tuple = _NOT_ROUTED
         self._named: dict[int, list[tuple[str, torch.Tensor, int, tuple[int, int]]]] = {}
         for name, t in named.items():
             self.track(name, t)
@@ -330,6 +335,7 @@ class NameRouter:
 
     def track(self, name: str, t: torch.Tensor) -> None:
         """Name ``t`` (a tensor that now has memory): its fills take its name's stream."""
+        self._routed = _NOT_ROUTED
         if _is_empty(t):
             return
         entry = (name, t, stream_for_name(self.stream_name(name)), _span(t))
@@ -365,6 +371,7 @@ class NameRouter:
 
     def rebind(self, t: torch.Tensor) -> None:
         """A named tensor now lives in other memory (``param.data = x``): follow it."""
+        self._routed = _NOT_ROUTED
         for entries in self._named.values():
             for i, e in enumerate(entries):
                 if e[1] is t:
@@ -394,6 +401,7 @@ class NameRouter:
         if _is_empty(tensor):
             return DRAW
         hit = self._lookup(tensor)
+        self._routed = (tensor, hit)  # the write that follows asks again: see emit
         if hit is not None:
             return Keyed(self.key, hit[2], hit[1])
         return SKIP if storage_key(tensor) in self.protected else DRAW
@@ -401,7 +409,8 @@ class NameRouter:
     def emit(self, write: Write) -> None:
         if _is_empty(write.target):
             return
-        hit = self._lookup(write.target)
+        routed = self._routed
+        hit = routed[1] if routed[0] is write.target else self._lookup(write.target)
         if hit is not None:
             self.written.add(hit[0])
             if is_dtensor(hit[1]) and write.target is not hit[1]:

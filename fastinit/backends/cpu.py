@@ -101,7 +101,7 @@ def _executor() -> ThreadPoolExecutor:
 def _flat_array(out: torch.Tensor, span: int) -> np.ndarray:
     """A NumPy view of ``span`` elements of ``out``'s memory (16-bit dtypes as their bits:
     bfloat16 as uint16, float16 as int16, so that each has its own compiled store)."""
-    flat = out.detach()
+    flat = out if not out.requires_grad else out.detach()
     if flat.dim() != 1 or flat.stride(0) != 1 or flat.shape[0] != span:
         flat = torch.as_strided(flat, (span,), (1,))
     if out.dtype == torch.bfloat16:
@@ -173,13 +173,20 @@ def _jobs(entry, pieces_for) -> list[tuple]:
     """``(kernel, dtype, args, touch)`` of every piece of an entry's segments (``touch``:
     the ``(address, bytes)`` to populate before the piece is filled, or None)."""
     out, segments, params, key, stream, draw_round = entry
-    span = max(s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len for s in segments)
-    arr = _flat_array(out, span)
     c2, c3 = C.stream_words(stream, draw_round)
     kernel, dargs = _param_args(params, out.dtype == torch.float64)
     args = _key_words(key) + (U(c2), U(c3)) + dargs
-    jobs = []
     fresh = memory.is_fresh(out)
+    if len(segments) == 1 and not fresh:  # one piece of one segment (most tensors): short
+        s = segments[0]
+        total = s.n_rows * s.row_len
+        if total and pieces_for(total) == 1:
+            arr = _flat_array(out, s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len)
+            return [(kernel, out.dtype, (arr, s.m_base, s.m_row_stride, s.g_base,
+                                         s.g_row_stride, s.row_len, 0, total) + args, None)]
+    span = max(s.m_base + (s.n_rows - 1) * s.m_row_stride + s.row_len for s in segments)
+    arr = _flat_array(out, span)
+    jobs = []
     size = out.element_size()
     for s in segments:
         total = s.n_rows * s.row_len
