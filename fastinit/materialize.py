@@ -484,6 +484,10 @@ def _replay_construction(module: nn.Module, recorded: Construction, device: torc
         for table, attr, t in reversed(swapped):
             table[attr] = t
         raise
+    finally:
+        # the replay and its binding callback refer to each other: freed now, by reference
+        # counting, instead of by the next collection (which scans all they hold)
+        replay.on_bind = None
     return True
 
 
