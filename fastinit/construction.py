@@ -613,30 +613,38 @@ class Replay:
         #: fastinit's modes taken off the stack by :meth:`run` (None: outside it)
         self._popped: list | None = None
         #: Ref -> (its view, the memory it was made on, its address): see :meth:`resolve`
-        self._views: dict[Ref, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        self._views: dict[Ref, tuple[torch.Tensor, torch.UntypedStorage, int]] = {}
+        #: whether :meth:`resolve` hands out the shared views (False: for the arguments
+        #: of a recorded torch operation)
+        self._shared = True
 
     def resolve(self, ref: Ref) -> torch.Tensor:
-        """The real tensor ``ref`` names: one view per distinct :class:`Ref`, made once and
-        handed out again while it still is that view of that memory (an operation may have
-        changed its shape or given it other memory: then a new one). A parameter's view
-        is asked for when its memory exists, by its init call and when it goes back into
-        the model; making each costs more than checking it."""
+        """The real tensor ``ref`` names. fastinit's own uses (the router's and the
+        coverage's names, an init call, the tensor put back into the model) share one view
+        per distinct :class:`Ref`, made once and handed out again while it still is that
+        view of that memory: a parameter's view is asked for three times, and making one
+        costs more than checking it. A recorded torch operation gets a view of its own
+        (:attr:`_shared` False), as it may change the view's shape or memory in place
+        (``t_()``, ``unsqueeze_()``, ``.data =``)."""
         base = self.env[ref.storage]
         if self._popped is not None:  # inside run: no fastinit mode is on the stack
             return self._view(ref, base)
         with route.internal():
             return self._view(ref, base)
 
-    def _view(self, ref: Ref, base: torch.Tensor) -> torch.Tensor:
-        known = self._views.get(ref)
-        if known is not None:
-            t, of, address = known
-            if of is base and t.data_ptr() == address and t.stride() == ref.stride and (
-                    t.shape == ref.shape):
-                return t
+    def _view(self, ref: Ref, base: torch.UntypedStorage) -> torch.Tensor:
+        shared = self._shared
+        if shared:
+            known = self._views.get(ref)
+            if known is not None:
+                t, of, address = known
+                if of is base and t.data_ptr() == address and t.stride() == ref.stride and (
+                        t.shape == ref.shape):
+                    return t
         t = torch.empty(0, dtype=ref.dtype, device=base.device)
         t.set_(base, ref.offset, ref.shape, ref.stride)
-        self._views[ref] = (t, base, t.data_ptr())
+        if shared:
+            self._views[ref] = (t, base, t.data_ptr())
         return t
 
     @contextlib.contextmanager
@@ -741,8 +749,14 @@ class Replay:
                 if plain:
                     args, kwargs = op.args, dict(op.kwargs)
                 else:
-                    args = self._real_all(op.args)
-                    kwargs = self._real_all(op.kwargs)
+                    # an init call shares the views of fastinit's bookkeeping; a torch
+                    # operation may change its arguments' layout: views of its own
+                    self._shared = bare and not op.factory
+                    try:
+                        args = self._real_all(op.args)
+                        kwargs = self._real_all(op.kwargs)
+                    finally:
+                        self._shared = True
                 if op.factory:
                     kwargs["device"] = self.device
                 if bare:

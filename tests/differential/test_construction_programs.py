@@ -7,7 +7,8 @@ factories (``zeros``, ``full``, ``arange``, ``eye``, ``linspace``, ``empty`` or 
 functions and tensor-method fills on whole tensors and on views (rows, diagonals,
 transposed columns, narrowed and strided slices, ``[..., 0]``), arithmetic (``mul_``,
 ``add_``, ``copy_``, ``clamp_``, ``masked_fill_``, ``index_fill_``), ``.data`` rebinding,
-and value reads that feed later steps (``fill_(t.sum().item())``). Each program is built
+aliases whose layout changes in place (``t_()``, ``unsqueeze_()``) written through, and value
+reads that feed later steps (``fill_(t.sum().item())``). Each program is built
 eagerly and under ``fastinit.empty_init()`` + ``materialize``, and compared two ways:
 
 * **by element class** (``LAW_PROGRAMS``): each program runs eagerly from two torch seeds
@@ -270,6 +271,23 @@ class ProgramWriter:
             line = f"nn.init.zeros_({path}.view(-1)[1::2])"
         self.lines.append(line)
 
+    def relayout(self) -> None:
+        """An alias of a tensor whose layout changes in place (``t_()``, ``unsqueeze_()``),
+        written through; then the tensor itself again, by a view."""
+        r = self.rng
+        path, shape = self._pick()
+        alias = self._name("v")
+        self.lines.append(f"{alias} = {path}.detach()")
+        if len(shape) == 2 and r.random() < 0.5:
+            self.lines.append(f"{alias}.t_()")
+            self.lines.append(f"{alias}[:, {r.randrange(shape[0])}].fill_({r.choice([4.0, -6.0])})")
+        else:
+            self.lines.append(f"{alias}.unsqueeze_(0)")
+            self.lines.append(f"{alias}[0][{r.randrange(shape[0])}].fill_({r.choice([4.0, -6.0])})")
+        self.lines.append(r.choice([
+            f"nn.init.normal_({path}[{r.randrange(shape[0])}], std=0.3)",
+            f"nn.init.uniform_({path}.narrow(0, 0, 1), 5.0, 6.0)", f"{path}.mul_(2.0)"]))
+
     def write(self) -> list[str]:
         for _ in range(self.rng.randint(1, 3)):
             self.new_tensor() if self.rng.random() < 0.6 else self.new_layer()
@@ -283,6 +301,8 @@ class ProgramWriter:
                 self.tie()
             elif x < 0.34:
                 self.copy_layer()
+            elif x < 0.4:
+                self.relayout()
             elif x < 0.36 and (self.torch_random or not self._method_drawn()):
                 # a conversion of everything made so far. Not in the bitwise tier after a
                 # tensor-method draw: the tensor drawn becomes an unnamed intermediate, whose
