@@ -41,14 +41,28 @@ def test_fill_across_a_high_counter_word_boundary(dtype):
     assert_bitwise_equal(out, expected.clamp(params.lo, params.hi))
 
 
+def _trunc_params(mean, std, a, b, regions):
+    params = InitSpec.trunc_normal(mean, std, a, b).kernel_params(torch.float32)
+    pa, qb, dd = F(params.pa), F(params.qb), F(params.dd)
+    assert cpu.trunc_regions(pa, qb, dd) == regions
+    return pa, qb, dd, F(params.xa), regions
+
+
 # Each float32 loop in two passes, the one-pass loop it must equal, and its distribution
 # arguments (pa, qb, dd, xa, regions) and output conversion (shift, scale, lo, hi: clamps
-# that bite now and then).
+# that bite now and then). The truncated normal takes two passes with 1-2 regions only,
+# through its own dispatch (``_trunc_groups``).
 _TWO_PASS = {
     "uniform": (cpu._uniform_f32_groups, cpu._uniform_groups, (F(0), F(0), F(0), F(0), 1),
                 (F(-0.25), F(0.7), F(-0.25), F(0.25))),
     "normal": (cpu._normal_f32_groups, cpu._normal_groups, (F(0), F(0), F(0), F(0), 1),
                (F(0.1), F(0.7), F(-1.2), F(1.3))),
+    "trunc_normal, 1 region": (cpu._trunc_groups, cpu._trunc_dense_groups,
+                               _trunc_params(0.0, 1.0, -2.0, 2.0, 1),
+                               (F(-0.5), F(1.3), F(-2.5), F(2.0))),
+    "trunc_normal, 2 regions": (cpu._trunc_groups, cpu._trunc_dense_groups,
+                                _trunc_params(0.0, 1.0, -3.0, 3.0, 2),
+                                (F(0.3), F(0.9), F(-2.5), F(2.5))),
 }
 
 
@@ -80,11 +94,17 @@ def test_float32_loops_in_two_passes_are_the_one_pass_loops(name, groups, misali
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_fills_take_two_passes_for_float32_only(dtype):
-    """The normal fill's entry point, compiled afresh (cached code cannot be inspected),
-    runs the two-pass loop for a float32 output and the one-pass loop for the others."""
-    two, one = (f.py_func.__qualname__ for f in (cpu._normal_f32_groups, cpu._normal_groups))
-    kernel, dargs = cpu._param_args(InitSpec.normal(0.0, 1.0).kernel_params(dtype), False)
+@pytest.mark.parametrize("dist", [C.NORMAL, C.TRUNC_NORMAL])
+def test_fills_take_two_passes_for_float32_only(dist, dtype):
+    """The fill's entry point, compiled afresh (cached code cannot be inspected), runs the
+    two-pass loop for a float32 output and the one-pass loop for the others (normal, and a
+    truncated normal with 1-2 regions)."""
+    loops = {C.NORMAL: (cpu._normal_f32_groups, cpu._normal_groups),
+             C.TRUNC_NORMAL: (cpu._trunc_dense_f32_groups, cpu._trunc_dense_groups)}
+    two, one = (f.py_func.__qualname__ for f in loops[dist])
+    spec = (InitSpec.normal(0.0, 1.0) if dist == C.NORMAL
+            else InitSpec.trunc_normal(0.0, 1.0, -2.0, 2.0))
+    kernel, dargs = cpu._param_args(spec.kernel_params(dtype), False)
     fresh = njit(kernel.py_func)
     out = np.zeros(32, np.float32 if dtype == torch.float32 else np.uint16)
     fresh(out, 0, 0, 0, 0, out.size, 0, out.size, U(1), U(2), U(3), U(4), *dargs)
@@ -174,12 +194,15 @@ _BUDGETS = {"uniform": (cpu._uniform_groups, 3.6, 5.3),
             "normal": (cpu._normal_groups, 5.8, 8.3)}
 # The float32 loops' two passes, instructions per element. Measured on both CPUs and on
 # Zen 5: Philox's word pairs 2.1 and the uniform values 0.5 (one-pass loop: 3.1). Measured
-# on Zen 5 only: the normal values 2.3 (one-pass loop: 5.1).
+# on Zen 5 only: the normal values 2.3 (one-pass loop: 5.1) and the truncated normal's
+# values 2.9 with one region, 3.7 with two (one-pass loops: 6.1 and 7.2).
 _PASS_BUDGETS = {"pair words": (2.3, 3.2), "uniform values": (0.6, 1.0),
-                 "normal values": (2.5, 3.0)}
+                 "normal values": (2.5, 3.0), "trunc_normal values, 1 region": (3.2, 4.0),
+                 "trunc_normal values, 2 regions": (4.0, 4.8)}
 _MEASURED_ON = ("znver4", "rocketlake")
 #: Where a budget's tight bound was measured, if not on :data:`_MEASURED_ON` (and Zen 5).
-_PASS_MEASURED_ON = {"normal values": ("znver5",)}
+_PASS_MEASURED_ON = {"normal values": ("znver5",), "trunc_normal values, 1 region": ("znver5",),
+                     "trunc_normal values, 2 regions": ("znver5",)}
 
 
 def _host_cpu() -> str:
@@ -216,18 +239,23 @@ def test_two_pass_loops_are_vector_code_within_budget(name):
     measured_on = _PASS_MEASURED_ON.get(name, _MEASURED_ON + ("znver5",))
     budget = tight if _host_cpu() in measured_on else before
     conversion = (F(0), F(1), F(-np.inf), F(np.inf))
+    trunc = (F(1e-3), F(1e-3), F(0.998), F(-3.0))  # a wide interval: finite values
     if name == "pair words":
         fresh = njit(cpu._pair_words.py_func)
         fresh(np.empty(128, np.uint64), 0, 0, 64, U(1), U(2), U(3), U(4))
     elif name == "uniform values":
         fresh = njit(cpu._uniform_f32_words.py_func)
         fresh(np.zeros(256, U), 256, *conversion)
-    else:
+    elif name == "normal values":
         fresh = njit(cpu._normal_f32_words.py_func)
         fresh(np.zeros(256, U), 128, *conversion)
+    else:
+        fresh = njit(cpu._trunc_dense_f32_words.py_func)
+        fresh(np.zeros(256, U), 256, *trunc, 1 if name.endswith("1 region") else 2,
+              *conversion)
     counts = loop_counts(hot_loop(fresh.inspect_asm(fresh.signatures[0])), 4)
     assert counts["vector_width"] == 512 and counts["narrower"] == 0, counts
-    assert counts["elements"] >= 32, counts  # 8 groups of word pairs, 16-lane values
+    assert counts["elements"] >= 16, counts  # 16-lane values at least (pairs: 8 groups)
     if name == "pair words":
         assert counts["multiplies"] >= 16, counts
     assert counts["per_element"] <= budget, counts
