@@ -170,8 +170,9 @@ def _normal_f32_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shif
     """:func:`_normal_groups` for a float32 output, in two passes over tiles of
     :data:`_PAIR_TILE` groups, as :func:`_uniform_f32_groups`: the same bits, without
     the one-pass loop's truncation of 64-bit lanes and its interleave of four value
-    vectors (4.4 instructions per element against 5.1; 5-10% faster on an AMD EPYC,
-    Zen 5, one thread: bench/RESULTS.md)."""
+    vectors: 4.4 instructions per element against 5.1, 4-10% faster on an AMD EPYC (Zen 5,
+    one thread) with the output in L1-L2, about the same on a 64 MiB output (within the noise;
+    bench/RESULTS.md)."""
     _full_width_vectors()
     w32 = out[:4 * n].view(np.uint32)
     if w32.ctypes.data & 7:  # word pairs need 8-byte alignment: the one-pass loop
@@ -247,7 +248,8 @@ def _trunc_dense_f32_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions,
                             lo, hi):
     """:func:`_trunc_dense_groups` with 1-2 regions for a float32 output, in two passes
     over tiles of :data:`_PAIR_TILE` groups, as :func:`_uniform_f32_groups`: the same bits,
-    4-6% (1 region) and 2-3% (2 regions) faster on an AMD EPYC (Zen 5), one thread.
+    4-7% (1 region) and 2-3% (2 regions) faster on an AMD EPYC (Zen 5), one thread, with
+    the output in L1-L2 (about the same, within the noise, on a 64 MiB output).
 
     Not used where the rare regions occur: with 3-4 regions everywhere (a square root and
     two more polynomials per element) the two passes were 4% slower than the one-pass loop
