@@ -91,6 +91,7 @@ TOUCHED = (
     ("uniform_", torch.float32, ("uniform", 0.0, 1.0)),
     ("normal_", torch.float32, ("normal", 0.0, 1.0)),
     ("trunc_normal_(std=0.02)", torch.float32, ("trunc_normal", 0.0, 0.02, -2.0, 2.0)),
+    ("trunc_normal_(std=1)", torch.float32, ("trunc_normal", 0.0, 1.0, -2.0, 2.0)),
     ("normal_", torch.bfloat16, ("normal", 0.0, 1.0)),
 )
 

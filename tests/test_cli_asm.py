@@ -77,8 +77,9 @@ def test_bench_asm_reports_every_loop(tmp_path, capsys):
     assert [(r["fill"], r["dtype"]) for r in records] == [(f, d) for f, _, _, d, _ in asm.LOOPS]
     for r in records:
         assert r["elements"] >= 8 and r["vector_width"] >= 256, r
-        assert math.isfinite(r["per_element"]) and 1 < r["per_element"] < 30, r
-        assert r["multiplies"] >= 8, r  # Philox's 32x32->64 multiplies, in vectors
+        values = r["loop"].endswith("_f32_words")  # a two-pass loop's values: no Philox
+        assert math.isfinite(r["per_element"]) and (0.2 if values else 1) < r["per_element"] < 30, r
+        assert values or r["multiplies"] >= 8, r  # Philox's 32x32->64 multiplies, in vectors
         assert f"{r['per_element']:.2f}" in out
     assert records[0]["cpu"] in out
 

@@ -56,7 +56,9 @@ from .cpu_math import philox4x32, trunc_rare_fraction, trunc_regions
 # Reached through this module by the tests and tools (the device math one element at a time,
 # the loops' assembly): re-exported, so that they need not know the backend's layout.
 from .cpu_ir import f16_bits_to_f32, f32_to_f16_bits  # noqa: F401
-from .cpu_loops import (_PAIR_TILE, _TRUNC_TILE, _normal_groups, _pair_words,  # noqa: F401
+from .cpu_loops import (_PAIR_TILE, _TRUNC_TILE, _normal_f32_groups,  # noqa: F401
+                        _normal_f32_words, _normal_groups, _pair_words,
+                        _trunc_dense_f32_groups, _trunc_dense_f32_words, _trunc_dense_groups,
                         _trunc_groups, _uniform_f32_groups, _uniform_f32_words,
                         _uniform_groups)
 from .cpu_math import (box_muller, cossin_2pi, group_words, log_f32,  # noqa: F401

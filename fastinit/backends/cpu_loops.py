@@ -152,6 +152,55 @@ def _normal_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, s
 
 
 @njit
+def _normal_f32_words(w32, m, shift, scale, lo, hi):
+    """Each of the ``m`` word pairs in ``w32`` (words ``2j``, ``2j + 1``: w0, w1 or w2, w3
+    of a group) replaced by the bits of its two float32 normal elements. Box-Muller takes a
+    word pair, so the loop steps over pairs; LLVM splits 16 of them into the two words'
+    vectors and joins the results with two permutes each way."""
+    _full_width_vectors()
+    for j in range(m):
+        z0, z1 = box_muller(w32[2 * j], w32[2 * j + 1])
+        w32[2 * j] = _f32_bits(value_f32(z0, shift, scale, lo, hi))
+        w32[2 * j + 1] = _f32_bits(value_f32(z1, shift, scale, lo, hi))
+
+
+@njit
+def _normal_f32_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
+                       hi):
+    """:func:`_normal_groups` for a float32 output, in two passes over tiles of
+    :data:`_PAIR_TILE` groups, as :func:`_uniform_f32_groups`: the same bits, without
+    the one-pass loop's truncation of 64-bit lanes and its interleave of four value
+    vectors: 4.4 instructions per element against 5.1, 4-10% faster on an AMD EPYC (Zen 5,
+    one thread) with the output in L1-L2, about the same on a 64 MiB output (within the noise;
+    bench/RESULTS.md)."""
+    _full_width_vectors()
+    w32 = out[:4 * n].view(np.uint32)
+    if w32.ctypes.data & 7:  # word pairs need 8-byte alignment: the one-pass loop
+        _normal_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale,
+                       lo, hi)
+        return
+    w64 = w32.view(np.uint64)
+    for t in range(0, n, _PAIR_TILE):
+        nt = min(_PAIR_TILE, n - t)
+        _pair_words(w64[2 * t:2 * (t + nt)], g0, t, nt, k0, k1, c2, c3)
+        _normal_f32_words(w32[4 * t:4 * (t + nt)], 2 * nt, shift, scale, lo, hi)
+
+
+def _normal_run(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    """The normal loop for the output's dtype (two passes for float32)."""
+
+
+@overload(_normal_run)
+def _normal_run_impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
+                     hi):
+    loop = _normal_f32_groups if out.dtype == types.float32 else _normal_groups
+
+    def impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+        loop(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+    return impl
+
+
+@njit
 def _normal_variates(group, k0, k1, c2, c3, pa, qb, dd, xa, regions):
     w0, w1, w2, w3 = _scalar_group_words(group, k0, k1, c2, c3)
     z0, z1 = box_muller(w0, w1)
@@ -184,12 +233,67 @@ def _trunc_dense_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shi
 
 
 @njit
+def _trunc_dense_f32_words(w32, m, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    """Each of the ``m`` words in ``w32`` replaced by its float32 truncated normal element's
+    bits, every element with all ``regions`` regions (1-2: :func:`_trunc_dense_f32_groups`)."""
+    _full_width_vectors()
+    regions = literally(regions)
+    for j in range(m):
+        z = trunc_normal_standard(w32[j], pa, qb, dd, xa, regions)
+        w32[j] = _f32_bits(value_f32(z, shift, scale, lo, hi))
+
+
+@njit
+def _trunc_dense_f32_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale,
+                            lo, hi):
+    """:func:`_trunc_dense_groups` with 1-2 regions for a float32 output, in two passes
+    over tiles of :data:`_PAIR_TILE` groups, as :func:`_uniform_f32_groups`: the same bits,
+    4-7% (1 region) and 2-3% (2 regions) faster on an AMD EPYC (Zen 5), one thread, with
+    the output in L1-L2 (about the same, within the noise, on a 64 MiB output).
+
+    Not used where the rare regions occur: with 3-4 regions everywhere (a square root and
+    two more polynomials per element) the two passes were 4% slower than the one-pass loop
+    on that CPU, and the tiles that flag the groups reaching them 5-8% slower: timed
+    apart, the two passes add up to the one-pass loop's time, in which Philox's integer
+    work overlaps the float arithmetic (bench/RESULTS.md)."""
+    _full_width_vectors()
+    regions = literally(regions)
+    w32 = out[:4 * n].view(np.uint32)
+    if w32.ctypes.data & 7:  # word pairs need 8-byte alignment: the one-pass loop
+        _trunc_dense_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift,
+                            scale, lo, hi)
+        return
+    w64 = w32.view(np.uint64)
+    for t in range(0, n, _PAIR_TILE):
+        nt = min(_PAIR_TILE, n - t)
+        _pair_words(w64[2 * t:2 * (t + nt)], g0, t, nt, k0, k1, c2, c3)
+        _trunc_dense_f32_words(w32[4 * t:4 * (t + nt)], 4 * nt, pa, qb, dd, xa, regions,
+                               shift, scale, lo, hi)
+
+
+def _trunc_dense_run(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
+                     hi):
+    """The truncated normal's loop with 1-2 regions for the output's dtype (two passes for
+    float32)."""
+
+
+@overload(_trunc_dense_run)
+def _trunc_dense_run_impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale,
+                          lo, hi):
+    loop = _trunc_dense_f32_groups if out.dtype == types.float32 else _trunc_dense_groups
+
+    def impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+        loop(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+    return impl
+
+
+@njit
 def _trunc_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
     _full_width_vectors()
     regions = literally(regions)  # a compile-time region count: the loop vectorizes
-    if regions <= 2:  # no rare regions: every element in one loop
-        _trunc_dense_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale,
-                            lo, hi)
+    if regions <= 2:  # no rare regions: every element in one loop (two passes for float32)
+        _trunc_dense_run(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
+                         hi)
         return
     # Regions 3 and 4 (w >= 6.25: one element in ~1000 for a wide interval) cost a square
     # root and a polynomial each: a pass over a tile evaluates every element with regions
@@ -267,7 +371,7 @@ def _groups_impl(dist, out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shif
                  hi):
     if not isinstance(dist, types.IntegerLiteral):
         return None
-    pick = {_UNIFORM: _uniform_run, _NORMAL: _normal_groups,
+    pick = {_UNIFORM: _uniform_run, _NORMAL: _normal_run,
             _TRUNC: _trunc_groups, _TRUNC_DENSE: _trunc_dense_groups}.get(dist.literal_value,
                                                                           _constant_groups)
 
