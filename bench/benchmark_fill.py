@@ -8,9 +8,10 @@ fill.
 
 ``python bench/benchmark_fill.py --touched [--baseline REV]`` measures the CPU backend
 against the write roofline instead: 2**24 elements on memory already touched, medians of
-7 interleaved rounds, GB/s and % of ``zero_()`` of the same tensor; with ``--baseline``, the
-backend of git revision REV (``fastinit/backends/cpu*.py`` as they were there) runs in the
-same rounds, so that before and after are measured in the same minutes.
+7 rounds (each in its own random order), GB/s and % of ``zero_()`` of the same tensor;
+with ``--baseline``, the backend of git revision REV (``fastinit/backends/cpu*.py`` as
+they were there) runs in the same rounds, so that before and after are measured in the
+same minutes.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import argparse
 import importlib
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -145,14 +147,19 @@ def touched(baseline: str | None = None, n: int = 1 << 24, rounds: int = 7,
     for fn in cases.values():  # compile / load, touch
         fn()
     times = {k: [] for k in cases}
+    # Each round in its own order: a case's place in the round must not favour it (after
+    # torch's zero_() its threads keep spinning for a while, which slows whatever fill comes
+    # next on 2 cores; a fill may find the cache as the one before left it)
+    order, shuffle = list(cases), random.Random(0).shuffle
     for _ in range(rounds):
-        for k, fn in cases.items():
+        shuffle(order)
+        for k in order:
             start = clock()
-            fn()
+            cases[k]()
             times[k].append(clock() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}; "
-          f"{n} elements on touched memory, median of {rounds} interleaved rounds"
+          f"{n} elements on touched memory, median of {rounds} rounds in random orders"
           f"{'' if clock is time.perf_counter else ' (thread CPU time)'}\n")
     print("| fill | dtype | backend | ms | GB/s | % of zero_() |")
     print("|---|---|---|---:|---:|---:|")
