@@ -9,7 +9,7 @@ transposed columns, narrowed and strided slices, ``[..., 0]``), arithmetic (``mu
 ``add_``, ``copy_``, ``clamp_``, ``masked_fill_``, ``index_fill_``), ``.data`` rebinding,
 aliases whose layout changes in place (``t_()``, ``unsqueeze_()``) written through, and value
 reads that feed later steps (``fill_(t.sum().item())``). Each program is built
-eagerly and under ``fastinit.empty_init()`` + ``materialize``, and compared two ways:
+eagerly and under ``fastinit.empty_init()`` + ``materialize``, and compared three ways:
 
 * **by element class** (``LAW_PROGRAMS``): each program runs eagerly from two torch seeds
   and materializes from two seeds; the elements equal in both runs (the deterministic
@@ -20,7 +20,11 @@ eagerly and under ``fastinit.empty_init()`` + ``materialize``, and compared two 
   and the tensor-method fills through fastinit too: every parameter and buffer must be
   bitwise equal - which elements each write reaches, and in which order, exactly. Programs here
   use no ``torch.rand``/``randn`` factories (those draw from torch's generators, seeded
-  differently by materialize).
+  differently by materialize);
+* **against itself** (``NO_OP_PROGRAMS``): the program and the same program with stray
+  aliases transposed in place and back, both materialized with their real draws from one
+  seed, must be bitwise equal - which element each draw is taken from, which the other
+  tiers do not see.
 
 A program whose construction reads a value computed from random draws must be refused with
 the documented error (materialize draws afresh, so the rest of construction would not
@@ -301,8 +305,6 @@ class ProgramWriter:
                 self.tie()
             elif x < 0.34:
                 self.copy_layer()
-            elif x < 0.4:
-                self.relayout()
             elif x < 0.36 and (self.torch_random or not self._method_drawn()):
                 # a conversion of everything made so far. Not in the bitwise tier after a
                 # tensor-method draw: the tensor drawn becomes an unnamed intermediate, whose
@@ -311,6 +313,8 @@ class ProgramWriter:
                 self.lines.append(self.rng.choice(
                     ["self.double()"] if self.torch_random else
                     ["self.double()", "self.to(torch.bfloat16)", "self.half().float()"]))
+            elif x < 0.42:
+                self.relayout()
             else:
                 self.step()
         return self.lines
@@ -475,6 +479,69 @@ def test_programs_bitwise_with_pinned_draws(chunk, pinned_draws):
     assert refused < per // 10, f"{refused} of {per} programs refused: the generator is off"
     assert invalid < per // 10, f"{invalid} of {per} programs fail eagerly: the generator is off"
     assert 0 < garbage < per // 4, f"{garbage} of {per} programs used unwritten temporaries"
+
+
+#: Programs of the no-op tier (each materialized twice, with its real draws).
+NO_OP_PROGRAMS = 240
+#: What marks a program whose draws go to tensors that are not the model's own (a
+#: temporary, or the tensors a conversion of the whole model replaces): materialize draws
+#: those from torch's generator seeded by the operation's place in the program
+#: (``Replay.run``), which an inserted operation moves
+_PLACED_DRAWS = ("tmp", "self.double()", "self.to(", "self.half()")
+
+
+def with_stray_aliases(lines: list[str], tensors: list[tuple[str, tuple[int, ...]]],
+                       rng: random.Random) -> list[str]:
+    """``lines`` with aliases of the model's tensors (of 2 dimensions or more) made here and
+    there, transposed in place and back (``a = t.detach(); a.transpose_(0, 1);
+    a.transpose_(0, 1)``): eagerly a no-op for every value (the alias is another tensor
+    object that nobody uses again). A recording sees an in-place layout change with the
+    layout it leaves: the second transpose as one of the tensor's own view, which a replay
+    must not confuse with the tensor fastinit follows."""
+    def defined(path: str, upto: int) -> bool:
+        root = path.split(".")[1]
+        return any(line.startswith((f"self.{root} =", f"self.register_buffer({root!r}"))
+                   for line in lines[:upto + 1])
+
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        there = [p for p, shape in tensors if len(shape) >= 2 and defined(p, i)]
+        if there and rng.random() < 0.4:
+            alias = f"stray{i}"
+            out += [f"{alias} = {rng.choice(there)}.detach()", f"{alias}.transpose_(0, 1)",
+                    f"{alias}.transpose_(0, 1)"]
+    return out
+
+
+@pytest.mark.parametrize("chunk", range(3))
+def test_programs_stray_aliases_change_no_value(chunk):
+    """A metamorphic tier over the same programs: an alias whose layout is changed in
+    place is another tensor object eagerly, so it must change nothing materialize gives -
+    neither where writes reach nor which element each draw is taken from (the other two
+    tiers see only the first). Every tensor bitwise equal, real draws, one seed."""
+    per = NO_OP_PROGRAMS // 3
+    failures, compared = [], 0
+    for index in range(chunk * per, (chunk + 1) * per):
+        writer = ProgramWriter(random.Random(20_000 + index), torch_random=False)
+        lines = writer.write()
+        if any(m in line for line in lines for m in _PLACED_DRAWS):
+            continue
+        plain = module_class(lines)
+        stray = module_class(with_stray_aliases(lines, writer.tensors, random.Random(index)))
+        try:
+            want = _state(_materialized(plain, 9))
+        except (ValueError, RuntimeError, NotImplementedError) as e:
+            with pytest.raises(type(e)):
+                _materialized(stray, 9)
+            continue
+        got = _state(_materialized(stray, 9))
+        compared += 1
+        problems = _differences(want, got)
+        if problems:
+            failures.append(f"program {index}:\n{stray.source}" + "\n".join(problems))
+    assert not failures, "\n\n".join(failures[:3]) + f"\n({len(failures)} programs differ)"
+    assert compared > per // 3, f"only {compared} of {per} programs compared"
 
 
 class _ReadsRandomValues(nn.Module):
