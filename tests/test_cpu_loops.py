@@ -243,15 +243,11 @@ def test_two_pass_loops_are_vector_code_within_budget(name):
     if name == "pair words":
         fresh = njit(cpu._pair_words.py_func)
         fresh(np.empty(128, np.uint64), 0, 0, 64, U(1), U(2), U(3), U(4))
-    elif name == "uniform values":
-        fresh = njit(cpu._uniform_f32_words.py_func)
-        fresh(np.zeros(256, U), 256, *conversion)
-    elif name == "normal values":
-        fresh = njit(cpu._normal_f32_words.py_func)
-        fresh(np.zeros(256, U), 128, *conversion)
-    else:
-        fresh = njit(cpu._trunc_dense_f32_words.py_func)
-        fresh(np.zeros(256, U), 256, *trunc, 1 if name.endswith("1 region") else 2,
+    else:  # the values of 64 groups
+        values = {"uniform values": cpu._uniform_f32_words,
+                  "normal values": cpu._normal_f32_words}.get(name, cpu._trunc_dense_f32_words)
+        fresh = njit(values.py_func)
+        fresh(np.zeros(256, U), 64, *trunc, 2 if name.endswith("2 regions") else 1,
               *conversion)
     counts = loop_counts(hot_loop(fresh.inspect_asm(fresh.signatures[0])), 4)
     assert counts["vector_width"] == 512 and counts["narrower"] == 0, counts

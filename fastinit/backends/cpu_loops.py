@@ -91,48 +91,60 @@ def _pair_words(w64, g0, t, nt, k0, k1, c2, c3):
 
 
 @njit
-def _uniform_f32_words(w32, m, shift, scale, lo, hi):
-    """Each of the ``m`` words in ``w32`` replaced by its float32 uniform element's bits."""
+def _uniform_f32_words(w32, nt, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    """The words of ``nt`` groups in ``w32``, each replaced by its float32 uniform element's
+    bits (the value pass of :func:`_uniform_f32_groups`: per 64 elements it and the word
+    pairs spend no instruction on truncating 64-bit lanes or on interleaving four word
+    vectors, a tenth of the one-pass loop's time; measured on an Intel Xeon with AVX-512,
+    one thread: 0.50-0.52 against 0.55-0.60 ns per element, bench/RESULTS.md)."""
     _full_width_vectors()
-    for j in range(m):
+    for j in range(4 * nt):
         w32[j] = _f32_bits(value_f32(uniform_open(w32[j]), shift, scale, lo, hi))
 
 
-@njit
-def _uniform_f32_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
-                        hi):
-    """:func:`_uniform_groups` for a float32 output, in two passes over tiles of
-    :data:`_PAIR_TILE` groups: Philox writes each tile's words into the output in their
-    order (word pairs straight from the last round, :func:`run_pairs`), then each word
-    becomes its element in place. The same bits; per 64 elements the loops spend no
-    instruction on truncating 64-bit lanes or on interleaving four word vectors, which is
-    a tenth of the one-pass loop's time (measured on an Intel Xeon with AVX-512, one
-    thread: 0.50-0.52 against 0.55-0.60 ns per element, bench/RESULTS.md)."""
-    _full_width_vectors()
-    w32 = out[:4 * n].view(np.uint32)
-    if w32.ctypes.data & 7:  # word pairs need 8-byte alignment: the one-pass loop
-        _uniform_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale,
-                        lo, hi)
-        return
-    w64 = w32.view(np.uint64)
-    for t in range(0, n, _PAIR_TILE):
-        nt = min(_PAIR_TILE, n - t)
-        _pair_words(w64[2 * t:2 * (t + nt)], g0, t, nt, k0, k1, c2, c3)
-        _uniform_f32_words(w32[4 * t:4 * (t + nt)], 4 * nt, shift, scale, lo, hi)
+def _in_two_passes(one_pass, values):
+    """``(run, two_pass)``: ``two_pass`` is the loop ``one_pass`` for a float32 output in two
+    passes over tiles of :data:`_PAIR_TILE` groups - Philox writes each tile's words into
+    the output in their order (word pairs straight from the last round, :func:`run_pairs`),
+    then ``values(w32, nt, pa, qb, dd, xa, regions, shift, scale, lo, hi)`` turns the words
+    of the tile's ``nt`` groups into their elements in place, while the tile is in the L1
+    cache. The same bits as ``one_pass``, which serves outputs not 8-byte aligned; ``run``
+    (for Numba code) picks ``two_pass`` for float32 outputs and ``one_pass`` for the others."""
+
+    def two_pass(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+        _full_width_vectors()
+        regions = literally(regions)  # compile-time, as the loops take it
+        w32 = out[:4 * n].view(np.uint32)
+        if w32.ctypes.data & 7:  # word pairs need 8-byte alignment: the one-pass loop
+            one_pass(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+            return
+        w64 = w32.view(np.uint64)
+        for t in range(0, n, _PAIR_TILE):
+            nt = min(_PAIR_TILE, n - t)
+            _pair_words(w64[2 * t:2 * (t + nt)], g0, t, nt, k0, k1, c2, c3)
+            values(w32[4 * t:4 * (t + nt)], nt, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+
+    # named after the one-pass loop (``_normal_groups`` -> ``_normal_f32_groups``), as the
+    # generated code and ``fastinit bench --asm`` show it
+    name = one_pass.py_func.__name__.replace("_groups", "_f32_groups")
+    two_pass.__name__ = two_pass.__qualname__ = name
+    two_pass = njit(two_pass)
+
+    def run(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+        """The loop for the output's dtype (two passes for float32)."""
+
+    @overload(run)
+    def _run(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+        loop = two_pass if out.dtype == types.float32 else one_pass
+
+        def impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+            loop(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
+        return impl
+
+    return run, two_pass
 
 
-def _uniform_run(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
-    """The uniform loop for the output's dtype (two passes for float32)."""
-
-
-@overload(_uniform_run)
-def _uniform_run_impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
-                      hi):
-    loop = _uniform_f32_groups if out.dtype == types.float32 else _uniform_groups
-
-    def impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
-        loop(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
-    return impl
+_uniform_run, _uniform_f32_groups = _in_two_passes(_uniform_groups, _uniform_f32_words)
 
 
 @njit
@@ -152,52 +164,22 @@ def _normal_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, s
 
 
 @njit
-def _normal_f32_words(w32, m, shift, scale, lo, hi):
-    """Each of the ``m`` word pairs in ``w32`` (words ``2j``, ``2j + 1``: w0, w1 or w2, w3
-    of a group) replaced by the bits of its two float32 normal elements. Box-Muller takes a
-    word pair, so the loop steps over pairs; LLVM splits 16 of them into the two words'
-    vectors and joins the results with two permutes each way."""
+def _normal_f32_words(w32, nt, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    """The words of ``nt`` groups in ``w32``, each word pair (words ``2j``, ``2j + 1``: w0,
+    w1 or w2, w3 of a group) replaced by the bits of its two float32 normal elements.
+    Box-Muller takes a word pair, so the loop steps over pairs; LLVM splits 16 of them into
+    the two words' vectors and joins the results with two permutes each way. With the word
+    pairs, 4.4 instructions per element against the one-pass loop's 5.1: 4-10% faster on an
+    AMD EPYC (Zen 5, one thread) with the output in L1-L2, about the same on a 64 MiB
+    output (within the noise; bench/RESULTS.md)."""
     _full_width_vectors()
-    for j in range(m):
+    for j in range(2 * nt):
         z0, z1 = box_muller(w32[2 * j], w32[2 * j + 1])
         w32[2 * j] = _f32_bits(value_f32(z0, shift, scale, lo, hi))
         w32[2 * j + 1] = _f32_bits(value_f32(z1, shift, scale, lo, hi))
 
 
-@njit
-def _normal_f32_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
-                       hi):
-    """:func:`_normal_groups` for a float32 output, in two passes over tiles of
-    :data:`_PAIR_TILE` groups, as :func:`_uniform_f32_groups`: the same bits, without
-    the one-pass loop's truncation of 64-bit lanes and its interleave of four value
-    vectors: 4.4 instructions per element against 5.1, 4-10% faster on an AMD EPYC (Zen 5,
-    one thread) with the output in L1-L2, about the same on a 64 MiB output (within the noise;
-    bench/RESULTS.md)."""
-    _full_width_vectors()
-    w32 = out[:4 * n].view(np.uint32)
-    if w32.ctypes.data & 7:  # word pairs need 8-byte alignment: the one-pass loop
-        _normal_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale,
-                       lo, hi)
-        return
-    w64 = w32.view(np.uint64)
-    for t in range(0, n, _PAIR_TILE):
-        nt = min(_PAIR_TILE, n - t)
-        _pair_words(w64[2 * t:2 * (t + nt)], g0, t, nt, k0, k1, c2, c3)
-        _normal_f32_words(w32[4 * t:4 * (t + nt)], 2 * nt, shift, scale, lo, hi)
-
-
-def _normal_run(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
-    """The normal loop for the output's dtype (two passes for float32)."""
-
-
-@overload(_normal_run)
-def _normal_run_impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
-                     hi):
-    loop = _normal_f32_groups if out.dtype == types.float32 else _normal_groups
-
-    def impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
-        loop(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
-    return impl
+_normal_run, _normal_f32_groups = _in_two_passes(_normal_groups, _normal_f32_words)
 
 
 @njit
@@ -233,58 +215,25 @@ def _trunc_dense_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shi
 
 
 @njit
-def _trunc_dense_f32_words(w32, m, pa, qb, dd, xa, regions, shift, scale, lo, hi):
-    """Each of the ``m`` words in ``w32`` replaced by its float32 truncated normal element's
-    bits, every element with all ``regions`` regions (1-2: :func:`_trunc_dense_f32_groups`)."""
+def _trunc_dense_f32_words(w32, nt, pa, qb, dd, xa, regions, shift, scale, lo, hi):
+    """The words of ``nt`` groups in ``w32``, each replaced by its float32 truncated normal
+    element's bits, every element with all ``regions`` regions. Used with 1-2 regions: 4-7%
+    (1 region) and 2-3% (2 regions) faster than the one-pass loop on an AMD EPYC (Zen 5),
+    one thread, with the output in L1-L2 (about the same, within the noise, on a 64 MiB
+    output). Not where the rare regions occur: with 3-4 regions everywhere (a square root
+    and two more polynomials per element) the two passes were 4% slower on that CPU, and
+    the tiles that flag the groups reaching them 5-8% slower: timed apart, the two passes
+    add up to the one-pass loop's time, in which Philox's integer work overlaps the float
+    arithmetic (bench/RESULTS.md)."""
     _full_width_vectors()
     regions = literally(regions)
-    for j in range(m):
+    for j in range(4 * nt):
         z = trunc_normal_standard(w32[j], pa, qb, dd, xa, regions)
         w32[j] = _f32_bits(value_f32(z, shift, scale, lo, hi))
 
 
-@njit
-def _trunc_dense_f32_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale,
-                            lo, hi):
-    """:func:`_trunc_dense_groups` with 1-2 regions for a float32 output, in two passes
-    over tiles of :data:`_PAIR_TILE` groups, as :func:`_uniform_f32_groups`: the same bits,
-    4-7% (1 region) and 2-3% (2 regions) faster on an AMD EPYC (Zen 5), one thread, with
-    the output in L1-L2 (about the same, within the noise, on a 64 MiB output).
-
-    Not used where the rare regions occur: with 3-4 regions everywhere (a square root and
-    two more polynomials per element) the two passes were 4% slower than the one-pass loop
-    on that CPU, and the tiles that flag the groups reaching them 5-8% slower: timed
-    apart, the two passes add up to the one-pass loop's time, in which Philox's integer
-    work overlaps the float arithmetic (bench/RESULTS.md)."""
-    _full_width_vectors()
-    regions = literally(regions)
-    w32 = out[:4 * n].view(np.uint32)
-    if w32.ctypes.data & 7:  # word pairs need 8-byte alignment: the one-pass loop
-        _trunc_dense_groups(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift,
-                            scale, lo, hi)
-        return
-    w64 = w32.view(np.uint64)
-    for t in range(0, n, _PAIR_TILE):
-        nt = min(_PAIR_TILE, n - t)
-        _pair_words(w64[2 * t:2 * (t + nt)], g0, t, nt, k0, k1, c2, c3)
-        _trunc_dense_f32_words(w32[4 * t:4 * (t + nt)], 4 * nt, pa, qb, dd, xa, regions,
-                               shift, scale, lo, hi)
-
-
-def _trunc_dense_run(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo,
-                     hi):
-    """The truncated normal's loop with 1-2 regions for the output's dtype (two passes for
-    float32)."""
-
-
-@overload(_trunc_dense_run)
-def _trunc_dense_run_impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale,
-                          lo, hi):
-    loop = _trunc_dense_f32_groups if out.dtype == types.float32 else _trunc_dense_groups
-
-    def impl(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi):
-        loop(out, g0, n, k0, k1, c2, c3, pa, qb, dd, xa, regions, shift, scale, lo, hi)
-    return impl
+_trunc_dense_run, _trunc_dense_f32_groups = _in_two_passes(_trunc_dense_groups,
+                                                           _trunc_dense_f32_words)
 
 
 @njit

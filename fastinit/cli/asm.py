@@ -136,12 +136,8 @@ def _loop_args(loop: str, out: np.ndarray, regions: int) -> tuple:
     words = out.view(np.uint32)
     if loop == "_pair_words":
         return (out.view(np.uint64), 0, 0, words.size // 4, u(1), u(2), u(3), u(4))
-    if loop == "_uniform_f32_words":
-        return (words, words.size) + conversion
-    if loop == "_normal_f32_words":
-        return (words, words.size // 2) + conversion
-    if loop == "_trunc_dense_f32_words":
-        return (words, words.size) + trunc + (regions,) + conversion
+    if loop.endswith("_f32_words"):  # a two-pass loop's values, over whole groups
+        return (words, words.size // 4) + trunc + (regions,) + conversion
     return (out, 0, out.size // 4, u(1), u(2), u(3), u(4)) + trunc + (regions,) + conversion
 
 
